@@ -1,0 +1,2 @@
+"""The `fma` TFDS dataset (Free Music Archive)."""
+from tfds_fma.fma.fma_dataset_builder import Builder, FmaConfig
