@@ -1,0 +1,1 @@
+"""jaxgenre: music genre classification and style transfer in JAX/Flax."""
