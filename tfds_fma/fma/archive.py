@@ -1,13 +1,14 @@
 """Access to FMA's manual files: the released zips, or the same folders already extracted.
 
 The manual dir holds `fma_metadata.zip` (or `fma_metadata/`) and `fma_<subset>.zip` (or
-`fma_<subset>/`). Every zip member is BZIP2-compressed, which Python's `zipfile` reads.
-An `FmaArchive` is a small picklable value so that decoding workers can each open it.
+`fma_<subset>/`); paths go through `etils.epath`, so it may be local or on GCS. Every zip
+member is BZIP2-compressed, which Python's `zipfile` reads. An `FmaArchive` is a small picklable value so that decoding workers can each open it.
 """
 import dataclasses
 import functools
-import os
 import zipfile
+
+from etils import epath
 
 METADATA_URL = "https://os.unil.cloud.switch.ch/fma/fma_metadata.zip"
 AUDIO_URL = "https://os.unil.cloud.switch.ch/fma/fma_{subset}.zip"
@@ -34,11 +35,11 @@ class FmaArchive:
         found, missing = {}, []
         for name, url in (("fma_metadata", METADATA_URL),
                           (f"fma_{subset}", AUDIO_URL.format(subset=subset))):
-            zipped, folder = os.path.join(manual_dir, name + ".zip"), os.path.join(manual_dir, name)
-            if os.path.isfile(zipped):
-                found[name] = zipped
-            elif os.path.isdir(folder):
-                found[name] = folder
+            zipped, folder = epath.Path(manual_dir) / (name + ".zip"), epath.Path(manual_dir) / name
+            if zipped.is_file():
+                found[name] = str(zipped)
+            elif folder.is_dir():
+                found[name] = str(folder)
             else:
                 missing.append(f"  {name}.zip (or the extracted folder {name}/): looked for "
                                f"{zipped} and {folder}; download it from {url}")
@@ -67,11 +68,10 @@ def _read(source: str, member: str) -> bytes:
     """Reads `member` (a path that starts with the archive's top folder) from a zip or folder."""
     if source.endswith(".zip"):
         return _open_zip(source).read(member)
-    with open(os.path.join(os.path.dirname(source), member), "rb") as f:
-        return f.read()
+    return (epath.Path(source).parent / member).read_bytes()
 
 
 @functools.lru_cache(maxsize=4)
 def _open_zip(path: str) -> zipfile.ZipFile:
     # One handle per process: decoding workers each open the zip once, not once per track.
-    return zipfile.ZipFile(path)
+    return zipfile.ZipFile(epath.Path(path).open("rb"))

@@ -36,7 +36,7 @@ def decode_clip(data: bytes, sample_rate: int, clip_seconds: float,
     try:
         audio, source_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as e:
-        raise UndecodableError(f"cannot decode: {e}") from e
+        raise UndecodableError(f"cannot decode: {getattr(e, 'error_string', e)}") from e
     seconds = audio.shape[0] / source_rate
     if seconds < min_seconds:
         raise UndecodableError(f"too short: {seconds:.2f} s decoded, minimum is {min_seconds} s")

@@ -9,7 +9,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import io
-import os
 from typing import Iterator
 
 from absl import logging
@@ -103,12 +102,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         cfg = self.builder_config
         if cfg.synthetic:
-            root = os.path.join(dl_manager.download_dir, "fma_demo_release")
-            if not os.path.exists(os.path.join(root, "fma_small.zip")):
-                demo.generate(root)
+            root = dl_manager.download_dir / "fma_demo_release"
+            if not (root / "fma_small.zip").exists():
+                demo.generate(str(root))
         else:
-            root = os.fspath(dl_manager.manual_dir)
-        fma = archive_lib.FmaArchive.locate(root, cfg.subset)
+            root = dl_manager.manual_dir
+        fma = archive_lib.FmaArchive.locate(str(root), cfg.subset)
         tracks = metadata.read_tracks(io.BytesIO(fma.read_metadata("tracks.csv")), cfg.subset)
         self.info.metadata["genres"] = metadata.read_genres(
             io.BytesIO(fma.read_metadata("genres.csv")))
@@ -159,8 +158,8 @@ def _decode_one(fma: archive_lib.FmaArchive, track_id: int, sample_rate: int,
 
 
 def _decode_all(fma, track_ids, sample_rate, clip_seconds, workers=None, window=256):
-    """Decodes tracks in order over all cores, with at most `window` results held in memory."""
-    with concurrent.futures.ProcessPoolExecutor(workers or os.cpu_count()) as pool:
+    """Decodes tracks in order over all cores (workers=None), with at most `window` results held in memory."""
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
         pending = collections.deque()
         for track_id in track_ids:
             pending.append(pool.submit(_decode_one, fma, track_id, sample_rate, clip_seconds))

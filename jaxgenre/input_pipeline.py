@@ -1,0 +1,206 @@
+"""From a built TFDS dataset to global `jax.Array` batches sharded over the mesh.
+
+Each process reads its own contiguous shard of a split (`tfds.even_splits`), so hosts never
+read the same example. Training streams random crops; its order is a pure function of
+(seed, epoch), so a resumed run at step s continues the exact stream of an uninterrupted one.
+Evaluation yields every example exactly once across processes, as fixed crops covering each
+clip, padded with masked examples to equal batch counts on every process.
+
+Host batches (numpy):
+  train: audio int16 [B_host, crop_samples], label int32 [B_host]
+  eval:  audio int16 [B_host, num_crops, crop_samples], label int32 [B_host],
+         mask bool [B_host] (False on padding), track_id int32 [B_host]
+"""
+import collections
+import dataclasses
+import math
+from typing import Iterator
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
+
+import tfds_fma  # noqa: F401  (registers the `fma` dataset with TFDS)
+from jaxgenre import sharding
+
+_MAX_EPOCHS = 1 << 20
+
+
+class DatasetUnavailableError(RuntimeError):
+    """The dataset is neither built nor buildable; the message says how to fix it."""
+
+
+def load_builder(name: str, data_dir: str | None, manual_dir: str | None = None
+                 ) -> tfds.core.DatasetBuilder:
+    """The TFDS builder for `name`, built on first use (by process 0) if it is not yet built."""
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise DatasetUnavailableError(
+            f"Unknown dataset {name!r} (data.name). FMA configs are: "
+            f"{', '.join('fma/' + c.name for c in tfds_fma.Builder.BUILDER_CONFIGS)}.") from e
+    if builder.is_prepared():
+        return builder
+    if jax.process_index() == 0:
+        try:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        except (FileNotFoundError, AssertionError) as e:
+            raise DatasetUnavailableError(
+                f"Dataset {name} is not built in data.data_dir={data_dir} and cannot be built "
+                f"from data.manual_dir={manual_dir}:\n{e}") from e
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"built {name}")
+    return tfds.builder(name, data_dir=data_dir)
+
+
+@dataclasses.dataclass(frozen=True)
+class HostShard:
+    """What this process reads of a split, and how many batches every process gets."""
+    file_instructions: tuple
+    num_examples: int
+    min_num_examples: int  # over all processes
+    max_num_examples: int
+
+
+def host_shard(builder, split: str, process_index: int, process_count: int) -> HostShard:
+    parts = tfds.even_splits(split, n=process_count)
+    counts = [builder.info.splits[p].num_examples for p in parts]
+    mine = builder.info.splits[parts[process_index]]
+    return HostShard(tuple(mine.file_instructions), mine.num_examples, min(counts), max(counts))
+
+
+def steps_per_epoch(builder, split: str, global_batch: int, process_count: int) -> int:
+    """Full batches per epoch; equal on every process (the smallest shard decides)."""
+    shard = host_shard(builder, split, 0, process_count)
+    return shard.min_num_examples // (global_batch // process_count)
+
+
+def _records(instructions) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    return (tf.constant([fi.filename for fi in instructions]),
+            tf.constant([fi.skip for fi in instructions], tf.int64),
+            tf.constant([fi.take for fi in instructions], tf.int64))
+
+
+def host_train_dataset(builder, split: str, host_batch: int, crop_samples: int, seed: int,
+                       start_step: int = 0, process_index: int = 0, process_count: int = 1,
+                       shuffle_buffer: int = 1024) -> tf.data.Dataset:
+    """Endless random-crop batches for one process, starting at `start_step`.
+
+    Epoch e reads this process's files in an order drawn from (seed, e), shuffles examples with
+    a buffer seeded by (seed, e), and keeps the first `steps_per_epoch * host_batch`. Crop offsets
+    are drawn from (seed, e, position in epoch). Nothing depends on what was read before, so
+    starting at step s skips unread records only, no decoding.
+    """
+    shard = host_shard(builder, split, process_index, process_count)
+    per_epoch = shard.min_num_examples // host_batch
+    if per_epoch == 0:
+        raise ValueError(f"Split {split!r} has {shard.min_num_examples} examples per process, "
+                         f"fewer than one host batch of {host_batch}: lower batch_size.")
+    start_epoch, offset = divmod(start_step, per_epoch)
+    files, skips, takes = _records(shard.file_instructions)
+    features = builder.info.features
+
+    def read_file(i):
+        return tf.data.TFRecordDataset(files[i]).skip(skips[i]).take(takes[i])
+
+    def crop(index, serialized, epoch):
+        ex = features.deserialize_example(serialized)
+        max_start = tf.maximum(tf.cast(ex["num_samples"], tf.int64) - crop_samples, 0)
+        start = tf.random.stateless_uniform(
+            [], seed=tf.stack([tf.cast(seed, tf.int64) * _MAX_EPOCHS + epoch, index]),
+            maxval=max_start + 1, dtype=tf.int64)
+        return {"audio": ex["audio"][start:start + crop_samples],
+                "label": tf.cast(ex["label"], tf.int32)}
+
+    def epoch_dataset(epoch):
+        epoch_seed = tf.stack([tf.cast(seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.range(tf.size(files)), seed=epoch_seed)
+        ds = tf.data.Dataset.from_tensor_slices(order).interleave(
+            read_file, cycle_length=4, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.shuffle(shuffle_buffer, seed=seed * _MAX_EPOCHS + epoch)
+        ds = ds.take(per_epoch * host_batch).enumerate()
+        first = tf.where(epoch == start_epoch, offset * host_batch, 0)
+        ds = ds.skip(tf.cast(first, tf.int64))
+        return ds.map(lambda i, s: crop(i, s, epoch), num_parallel_calls=tf.data.AUTOTUNE)
+
+    ds = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(epoch_dataset)
+    return ds.batch(host_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def num_eval_crops(clip_samples: int, crop_samples: int) -> int:
+    """Crops per clip so that together they cover the whole stored clip."""
+    return math.ceil(clip_samples / crop_samples)
+
+
+def host_eval_dataset(builder, split: str, host_batch: int, crop_samples: int,
+                      process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
+    """Every example of this process's shard once, as `num_crops` evenly spaced crops.
+
+    Crops start at linspace(0, num_samples - crop, num_crops): they cover each clip's real audio
+    (overlapping where needed). The shard is padded with masked zero examples to
+    ceil(max shard size / host_batch) batches, the same on every process.
+    """
+    shard = host_shard(builder, split, process_index, process_count)
+    clip_samples = builder.info.features["audio"].shape[0]
+    num_crops = num_eval_crops(clip_samples, crop_samples)
+    num_batches = math.ceil(shard.max_num_examples / host_batch)
+    files, skips, takes = _records(shard.file_instructions)
+    features = builder.info.features
+
+    def crops(serialized):
+        ex = features.deserialize_example(serialized)
+        last = tf.maximum(tf.cast(ex["num_samples"], tf.float32) - crop_samples, 0.0)
+        starts = tf.cast(tf.round(tf.linspace(0.0, last, num_crops)), tf.int32)
+        idx = starts[:, None] + tf.range(crop_samples)[None, :]
+        return {"audio": tf.gather(ex["audio"], idx), "label": tf.cast(ex["label"], tf.int32),
+                "mask": tf.constant(True), "track_id": ex["track_id"]}
+
+    ds = tf.data.Dataset.range(len(shard.file_instructions)).flat_map(
+        lambda i: tf.data.TFRecordDataset(files[i]).skip(skips[i]).take(takes[i]))
+    ds = ds.map(crops, num_parallel_calls=tf.data.AUTOTUNE)
+    padding = tf.data.Dataset.from_tensors({
+        "audio": tf.zeros([num_crops, crop_samples], tf.int16), "label": tf.constant(0, tf.int32),
+        "mask": tf.constant(False), "track_id": tf.constant(-1, tf.int32)})
+    ds = ds.concatenate(padding.repeat(num_batches * host_batch - shard.num_examples))
+    return ds.batch(host_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def host_batch_size(global_batch: int) -> int:
+    if global_batch % jax.device_count():
+        raise ValueError(f"batch_size={global_batch} must be divisible by the number of "
+                         f"devices ({jax.device_count()}).")
+    return global_batch // jax.process_count()
+
+
+def to_global(batches: Iterator[dict], mesh: jax.sharding.Mesh, prefetch: int = 2
+              ) -> Iterator[dict]:
+    """Host numpy batches -> global `jax.Array`s split over 'data', `prefetch` batches ahead."""
+    batch_sharding = sharding.batch_sharding(mesh)
+    queue = collections.deque()
+    for batch in batches:
+        queue.append(jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(batch_sharding, np.asarray(x)), batch))
+        if len(queue) > prefetch:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()
+
+
+def train_batches(builder, split: str, global_batch: int, crop_samples: int, seed: int,
+                  start_step: int, mesh: jax.sharding.Mesh, shuffle_buffer: int = 1024
+                  ) -> Iterator[dict]:
+    """Global training batches from `start_step` on: audio [B, crop] int16, label [B] int32."""
+    ds = host_train_dataset(builder, split, host_batch_size(global_batch), crop_samples, seed,
+                            start_step, jax.process_index(), jax.process_count(), shuffle_buffer)
+    return to_global(ds.as_numpy_iterator(), mesh)
+
+
+def eval_batches(builder, split: str, global_batch: int, crop_samples: int,
+                 mesh: jax.sharding.Mesh) -> Iterator[dict]:
+    """Global evaluation batches covering the split once (see `host_eval_dataset`)."""
+    ds = host_eval_dataset(builder, split, host_batch_size(global_batch), crop_samples,
+                           jax.process_index(), jax.process_count())
+    return to_global(ds.as_numpy_iterator(), mesh)
