@@ -37,9 +37,9 @@ def load_builder(name: str, data_dir: str | None, manual_dir: str | None = None
     """The TFDS builder for `name`, built on first use (by process 0) if it is not yet built."""
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
         raise DatasetUnavailableError(
-            f"Unknown dataset {name!r} (data.name). FMA configs are: "
+            f"Unknown dataset {name!r} (data.name): {str(e).splitlines()[0]}\nFMA configs: "
             f"{', '.join('fma/' + c.name for c in tfds_fma.Builder.BUILDER_CONFIGS)}.") from e
     if builder.is_prepared():
         return builder

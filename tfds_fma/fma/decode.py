@@ -1,5 +1,7 @@
 """Decoding one MP3 into the stored form: int16 mono PCM at the dataset's rate, fixed length."""
+import concurrent.futures
 import io
+import multiprocessing
 
 import numpy as np
 import soundfile as sf
@@ -48,3 +50,13 @@ def decode_clip(data: bytes, sample_rate: int, clip_seconds: float,
     out = np.zeros(clip_samples, np.int16)
     out[:num_samples] = np.round(np.clip(mono[:num_samples], -1.0, 32767 / 32768) * 32768)
     return out, num_samples
+
+
+def process_pool(workers: int | None = None) -> concurrent.futures.ProcessPoolExecutor:
+    """A pool of fresh ('spawn') processes, one per core by default.
+
+    Forked workers would inherit the threads of JAX or TensorFlow when the build runs inside
+    a training job (JAX warns that this deadlocks); spawned ones start clean.
+    """
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"))

@@ -16,6 +16,8 @@ import zipfile
 import numpy as np
 import soundfile as sf
 
+from tfds_fma.fma import decode
+
 # The 52 columns of tracks.csv in file order (level 0, level 1), as in the real release.
 TRACKS_COLUMNS = (
     [("album", c) for c in (
@@ -236,7 +238,6 @@ def generate(out_dir: str, tracks_per_genre: int = 50, tracks_per_artist: int = 
     Splits are by artist (as in FMA): of each genre's artists, 80 % train, 10 % each
     validation and test (at least one artist each).
     """
-    from concurrent import futures
     rng = np.random.default_rng(seed)
     ids = rng.choice(np.arange(2, 155_000), size=len(GENRES) * tracks_per_genre, replace=False)
     tracks, jobs = [], []
@@ -250,6 +251,6 @@ def generate(out_dir: str, tracks_per_genre: int = 50, tracks_per_artist: int = 
             tracks.append({"track_id": track_id, "genre": genre, "split": split,
                            "artist_id": 1000 * (g + 1) + artist, "title": f"{genre} {i}"})
             jobs.append((genre, seconds, (seed, g, i)))
-    with futures.ProcessPoolExecutor(workers) as pool:
+    with decode.process_pool(workers) as pool:
         encoded = list(pool.map(_one_clip, jobs, chunksize=8))
     write_release(out_dir, tracks, {t["track_id"]: e for t, e in zip(tracks, encoded)})

@@ -6,7 +6,6 @@ Clips that cannot be stored are skipped with a warning and listed, with the reas
 dataset info (`builder.info.metadata['skipped']`); the build never stops for one bad file.
 """
 import collections
-import concurrent.futures
 import dataclasses
 import io
 from typing import Iterator
@@ -159,7 +158,7 @@ def _decode_one(fma: archive_lib.FmaArchive, track_id: int, sample_rate: int,
 
 def _decode_all(fma, track_ids, sample_rate, clip_seconds, workers=None, window=256):
     """Decodes tracks in order over all cores (workers=None), with at most `window` results held in memory."""
-    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+    with decode.process_pool(workers) as pool:
         pending = collections.deque()
         for track_id in track_ids:
             pending.append(pool.submit(_decode_one, fma, track_id, sample_rate, clip_seconds))
