@@ -1,0 +1,27 @@
+"""Small building blocks shared by the models."""
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class ConvBN(nnx.Module):
+    """Conv (no bias) -> BatchNorm -> optional activation, NHWC or NWC."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel, strides=1, groups: int = 1,
+                 act=nnx.relu, *, dtype, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(in_ch, out_ch, kernel, strides=strides, padding="SAME",
+                             feature_group_count=groups, use_bias=False, dtype=dtype, rngs=rngs)
+        self.bn = nnx.BatchNorm(out_ch, momentum=0.9, epsilon=1e-5, dtype=dtype, rngs=rngs)
+        self.act = act
+
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        x = self.bn(self.conv(x), use_running_average=not train)
+        return self.act(x) if self.act is not None else x
+
+
+def head(x: jax.Array, dense: nnx.Linear, dropout: nnx.Dropout, train: bool,
+         rngs: nnx.Rngs | None) -> jax.Array:
+    """Global average pool over all spatial axes, dropout, logits in float32."""
+    x = jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+    x = dropout(x, deterministic=not train, rngs=rngs)
+    return dense(x).astype(jnp.float32)
