@@ -25,7 +25,8 @@ class CRNN(nnx.Module):
         bands = n_mels
         for _, f in _POOLS:
             bands = -(-bands // f)
-        self.gru = nnx.RNN(nnx.GRUCell(ch * bands, gru, dtype=dtype, rngs=rngs))
+        # rngs=False: the carry starts at zeros, so the RNN keeps no random state to checkpoint.
+        self.gru = nnx.RNN(nnx.GRUCell(ch * bands, gru, dtype=dtype, rngs=rngs), rngs=False)
         self.dropout = nnx.Dropout(dropout)
         self.dense = nnx.Linear(gru, num_classes, dtype=dtype, rngs=rngs)
 
@@ -33,6 +34,7 @@ class CRNN(nnx.Module):
         for conv, pool in zip(self.convs, _POOLS):
             x = nnx.max_pool(conv(x, train), pool, strides=pool, padding="SAME")
         x = x.reshape(x.shape[0], x.shape[1], -1)  # [B, T', bands * channels]
-        x = jnp.mean(self.gru(x), axis=1)
+        carry = jnp.zeros((x.shape[0], self.dense.in_features), x.dtype)
+        x = jnp.mean(self.gru(x, initial_carry=carry), axis=1)
         x = self.dropout(x, deterministic=not train, rngs=rngs)
         return self.dense(x).astype(jnp.float32)

@@ -3,14 +3,23 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxgenre.models.depthwise import DepthwiseConv3x3
+
 
 class ConvBN(nnx.Module):
-    """Conv (no bias) -> BatchNorm -> optional activation, NHWC or NWC."""
+    """Conv (no bias) -> BatchNorm -> optional activation, NHWC or NWC.
 
-    def __init__(self, in_ch: int, out_ch: int, kernel, strides=1, groups: int = 1,
+    `depthwise=True` (3x3, in_ch == out_ch) uses `DepthwiseConv3x3`, which XLA:CPU runs 5-10x
+    faster than a grouped convolution.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel, strides=1, depthwise: bool = False,
                  act=nnx.relu, *, dtype, rngs: nnx.Rngs):
-        self.conv = nnx.Conv(in_ch, out_ch, kernel, strides=strides, padding="SAME",
-                             feature_group_count=groups, use_bias=False, dtype=dtype, rngs=rngs)
+        if depthwise:
+            self.conv = DepthwiseConv3x3(in_ch, strides, dtype=dtype, rngs=rngs)
+        else:
+            self.conv = nnx.Conv(in_ch, out_ch, kernel, strides=strides, padding="SAME",
+                                 use_bias=False, dtype=dtype, rngs=rngs)
         self.bn = nnx.BatchNorm(out_ch, momentum=0.9, epsilon=1e-5, dtype=dtype, rngs=rngs)
         self.act = act
 

@@ -23,7 +23,7 @@ class InvertedResidual(nnx.Module):
         hidden = in_ch * expansion
         self.expand = (ConvBN(in_ch, hidden, (1, 1), act=nnx.relu6, dtype=dtype, rngs=rngs)
                        if expansion != 1 else None)
-        self.depthwise = ConvBN(hidden, hidden, (3, 3), strides=stride, groups=hidden,
+        self.depthwise = ConvBN(hidden, hidden, (3, 3), strides=stride, depthwise=True,
                                 act=nnx.relu6, dtype=dtype, rngs=rngs)
         self.project = ConvBN(hidden, out_ch, (1, 1), act=None, dtype=dtype, rngs=rngs)
         self.residual = stride == 1 and in_ch == out_ch

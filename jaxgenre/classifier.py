@@ -1,0 +1,120 @@
+"""The genre classifier as pure functions: state, model input, train step, predict step.
+
+The trainer jits these with explicit shardings. The model lives as (graphdef, State): the
+step merges it inside `jax.jit` (cheaper than `nnx.jit`, which walks the object graph each call).
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx, struct
+
+from jaxgenre import augment, frontend, models
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything a checkpoint holds. Replicated over the mesh."""
+    step: jax.Array  # int32 scalar: optimizer updates done
+    params: nnx.State  # nnx.Param leaves, float32
+    model_state: nnx.State  # BatchNorm statistics
+    opt_state: optax.OptState
+
+
+def mel_config(config: ml_collections.ConfigDict, sample_rate: int) -> frontend.MelConfig:
+    f = config.frontend
+    return frontend.MelConfig(sample_rate=sample_rate, n_fft=f.n_fft, hop_length=f.hop_length,
+                              n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax, top_db=f.top_db,
+                              dft=f.dft)
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int, rngs: nnx.Rngs):
+    kwargs = {k: v for k, v in config.model.items() if k not in ("name", "dtype")}
+    if config.model.dtype not in _DTYPES:
+        raise ValueError(f"Unknown model.dtype {config.model.dtype!r}; valid: {list(_DTYPES)}.")
+    return models.get(config.model.name)(num_classes, dtype=_DTYPES[config.model.dtype],
+                                         rngs=rngs, **kwargs)
+
+
+def input_kind(config) -> str:
+    """'log_mel' | 'mfcc' | 'waveform': what the configured model eats."""
+    return models.get(config.model.name).input_kind
+
+
+def model_graph(config, num_classes) -> nnx.GraphDef:
+    """The model's static structure, from shapes only (no parameters allocated)."""
+    abstract = nnx.eval_shape(lambda: create_model(config, num_classes, nnx.Rngs(0)))
+    return nnx.split(abstract, nnx.Param, ...)[0]
+
+
+def init_state(config, num_classes: int, tx: optax.GradientTransformation,
+               key: jax.Array) -> TrainState:
+    model = create_model(config, num_classes, nnx.Rngs(params=key))
+    _, params, model_state = nnx.split(model, nnx.Param, ...)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                      opt_state=tx.init(params))
+
+
+def model_input(audio: jax.Array, kind: str, config, mel: frontend.MelConfig, mesh,
+                key: jax.Array | None = None) -> jax.Array:
+    """int16 PCM [B, N] -> what a model of `input_kind` eats; augmented when `key` is given.
+
+    waveform: float32 [B, N] in [-1, 1]. log_mel: [B, T, n_mels, 1], dB / 40 + 1 (so roughly
+    [-1, 1]). mfcc: [B, T, n_mfcc, 1] of the dB log-mel, / 40.
+    """
+    x = audio.astype(jnp.float32)
+    if key is not None:
+        key, gain_key = jax.random.split(key)
+        x = augment.random_gain(gain_key, x, config.augment.gain_db)
+    if kind == "waveform":
+        return x / 32768.0
+    db = frontend.log_mel(x, mel, mesh=mesh)
+    x = db / 40.0 + 1.0 if kind == "log_mel" else frontend.mfcc(db, config.frontend.n_mfcc) / 40.0
+    x = x[..., None]
+    if key is not None:
+        a = config.augment
+        x = augment.spec_augment(key, x, a.freq_masks, a.freq_mask_width, a.time_masks,
+                                 a.time_mask_width)
+    return x
+
+
+def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mesh,
+               num_classes: int, base_key: jax.Array):
+    """One optimizer update on a global batch {audio int16 [B, N], label int32 [B]}.
+
+    Returns (new state, metrics {loss, accuracy, grad_norm}: float32 scalars).
+    """
+    key = jax.random.fold_in(base_key, state.step)  # a resumed run draws the same numbers
+    aug_key, mix_key, drop_key = jax.random.split(key, 3)
+    x = model_input(batch["audio"], input_kind(config), config, mel, mesh, aug_key)
+    labels = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes),
+                                 config.optim.label_smoothing)
+    x, labels = augment.mixup(mix_key, x, labels, config.augment.mixup_alpha)
+
+    def loss_fn(params):
+        model = nnx.merge(graphdef, params, state.model_state, copy=True)
+        logits = model(x, train=True, rngs=nnx.Rngs(dropout=drop_key))
+        loss = optax.softmax_cross_entropy(logits, labels).mean()
+        return loss, (logits, nnx.state(model, nnx.BatchStat))
+
+    (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              model_state=model_state, opt_state=opt_state)
+    metrics = {"loss": loss,
+               "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+               "grad_norm": optax.global_norm(grads)}
+    return new_state, metrics
+
+
+def predict_step(state: TrainState, batch: dict, *, graphdef, config, mel, mesh) -> jax.Array:
+    """Clip logits [B, C] float32: the mean of the logits of each clip's crops.
+
+    batch["audio"]: int16 [B, num_crops, crop_samples].
+    """
+    b, n, length = batch["audio"].shape
+    model = nnx.merge(graphdef, state.params, state.model_state)
+    x = model_input(batch["audio"].reshape(b * n, length), input_kind(config), config, mel, mesh)
+    return model(x, train=False).reshape(b, n, -1).mean(axis=1)
+

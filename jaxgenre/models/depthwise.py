@@ -1,0 +1,89 @@
+"""Depthwise 3x3 convolution as nine shifted multiply-adds, with a hand-written gradient.
+
+Why: XLA:CPU lowers a grouped convolution (`feature_group_count = channels`) to a slow loop;
+measured on a 2-core CPU, one MobileNetV2 layer [32, 65, 64, 96] took 1.29 s forward+backward
+as `lax.conv_general_dilated` and 0.26 s in this form (stride 2: 0.93 s vs 0.12 s). The
+forward pass and the input gradient are shifted elementwise products, which XLA fuses into one
+loop; the kernel gradient is one variadic reduction. Results equal the grouped convolution to float32
+rounding (tests/test_models.py). 'SAME' padding, any stride.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_K = 3
+
+
+def _out_and_pad(n: int, stride: int) -> tuple[int, tuple[int, int]]:
+    out = -(-n // stride)
+    total = max((out - 1) * stride + _K - n, 0)
+    return out, (total // 2, total - total // 2)
+
+
+def _taps(xp: jax.Array, stride: int, oh: int, ow: int):
+    """The nine shifted (and strided) views of a padded input, in kernel order (i, j)."""
+    span_h, span_w = (oh - 1) * stride + 1, (ow - 1) * stride + 1
+    for i in range(_K):
+        for j in range(_K):
+            yield i, j, xp[:, i:i + span_h:stride, j:j + span_w:stride, :]
+
+
+def _pad_input(x, stride):
+    oh, ph = _out_and_pad(x.shape[1], stride)
+    ow, pw = _out_and_pad(x.shape[2], stride)
+    return jnp.pad(x, ((0, 0), ph, pw, (0, 0))), oh, ow, ph, pw
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def depthwise_conv3x3(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """x [B, H, W, C], kernel [3, 3, 1, C] -> [B, ceil(H / stride), ceil(W / stride), C]."""
+    xp, oh, ow, _, _ = _pad_input(x, stride)
+    return sum(tap * kernel[i, j, 0] for i, j, tap in _taps(xp, stride, oh, ow))
+
+
+def _fwd(x, kernel, stride):
+    return depthwise_conv3x3(x, kernel, stride), (x, kernel)
+
+
+def _bwd(stride, residuals, g):
+    x, kernel = residuals
+    xp, oh, ow, ph, pw = _pad_input(x, stride)
+    hp, wp = xp.shape[1], xp.shape[2]
+    # Input gradient: the output gradient dilated by the stride (zeros between), then the same
+    # shifted products with the kernel flipped.
+    zero = jnp.zeros((), g.dtype)
+    gd = jax.lax.pad(g, zero, ((0, 0, 0), (_K - 1, hp - (oh - 1) * stride - 1, stride - 1),
+                               (_K - 1, wp - (ow - 1) * stride - 1, stride - 1), (0, 0, 0)))
+    dxp = sum(gd[:, _K - 1 - i:_K - 1 - i + hp, _K - 1 - j:_K - 1 - j + wp, :] * kernel[i, j, 0]
+              for i in range(_K) for j in range(_K))
+    dx = dxp[:, ph[0]:ph[0] + x.shape[1], pw[0]:pw[0] + x.shape[2], :]
+    # Kernel gradient: nine reductions done as one variadic reduce, so the input and the output
+    # gradient are read once (3x faster than nine separate sums on CPU).
+    products = [tap * g for _, _, tap in _taps(xp, stride, oh, ow)]
+    sums = jax.lax.reduce(products, [zero] * len(products),
+                          lambda a, b: [u + v for u, v in zip(a, b)], (0, 1, 2))
+    return dx, jnp.stack(sums).reshape(kernel.shape).astype(kernel.dtype)
+
+
+depthwise_conv3x3.defvjp(_fwd, _bwd)
+
+
+class DepthwiseConv3x3(nnx.Module):
+    """Drop-in for `nnx.Conv(C, C, (3, 3), feature_group_count=C, use_bias=False)`.
+
+    Same parameter ('kernel' [3, 3, 1, C], LeCun-normal init), same results.
+    """
+
+    def __init__(self, channels: int, strides: int = 1, *, dtype=None, rngs: nnx.Rngs):
+        init = nnx.initializers.lecun_normal()
+        self.kernel = nnx.Param(init(rngs.params(), (_K, _K, 1, channels)))
+        self.strides = strides
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel[...]
+        if self.dtype is not None:
+            x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        return depthwise_conv3x3(x, kernel, self.strides)
