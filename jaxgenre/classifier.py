@@ -3,13 +3,15 @@
 The trainer jits these with explicit shardings. The model lives as (graphdef, State): the
 step merges it inside `jax.jit` (cheaper than `nnx.jit`, which walks the object graph each call).
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 from flax import nnx, struct
 
-from jaxgenre import augment, frontend, models
+from jaxgenre import augment, frontend, models, sharding
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -54,6 +56,24 @@ def init_state(config, num_classes: int, tx: optax.GradientTransformation,
     _, params, model_state = nnx.split(model, nnx.Param, ...)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                       opt_state=tx.init(params))
+
+
+def abstract_state(config, num_classes: int, tx, mesh):
+    """(init function, state shapes, state shardings): shapes first, arrays where they live.
+
+    init(key) -> TrainState; jit it with `out_shardings` to create the state already replicated.
+    """
+    init = functools.partial(init_state, config, num_classes, tx)
+    shapes = jax.eval_shape(init, jax.random.key(0))
+    return init, shapes, jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
+
+
+def jit_predict(config, graphdef, mel, mesh, state_sharding):
+    """`predict_step` jitted with explicit shardings: (state, {audio}) -> logits [B, C]."""
+    data = sharding.batch_sharding(mesh)
+    return jax.jit(
+        functools.partial(predict_step, graphdef=graphdef, config=config, mel=mel, mesh=mesh),
+        in_shardings=(state_sharding, {"audio": data}), out_shardings=data)
 
 
 def model_input(audio: jax.Array, kind: str, config, mel: frontend.MelConfig, mesh,

@@ -8,7 +8,6 @@ numbers. The file reads top to bottom: mesh and data, model and optimizer, state
 already sharded, or restored on any device count), jitted steps, then the loop.
 """
 import collections
-import functools
 import json
 import time
 
@@ -20,7 +19,8 @@ from clu import metric_writers
 from etils import epath
 from ml_collections import config_flags
 
-from jaxgenre import checkpointing, classifier, evaluation, input_pipeline, optim, sharding
+from jaxgenre import (checkpointing, classifier, config_checks, evaluation, input_pipeline, optim,
+                      sharding)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/mobilenet.py:demo.",
                                           lock_config=True)
@@ -37,6 +37,7 @@ class NonFiniteLossError(FloatingPointError):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs training to `config.total_steps`; returns the last validation metrics."""
+    config_checks.validate(config)
     workdir = epath.Path(workdir)
     # ---------------------------------------------------------------- mesh and data
     mesh = sharding.make_mesh()
@@ -60,9 +61,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tx = optim.make(config.optim, config.total_steps)
     graphdef = classifier.model_graph(config, num_classes)
     init_key, step_key = jax.random.split(jax.random.key(config.seed))
-    init = functools.partial(classifier.init_state, config, num_classes, tx)
-    state_shapes = jax.eval_shape(init, init_key)  # shapes first, then arrays where they live
-    state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), state_shapes)
+    init, state_shapes, state_sharding = classifier.abstract_state(config, num_classes, tx, mesh)
 
     # ---------------------------------------------------------------- state: restore or create
     mngr = checkpointing.manager(str(workdir), config.keep_best)
@@ -85,10 +84,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           mesh=mesh, num_classes=num_classes, base_key=step_key),
         in_shardings=(state_sharding, {"audio": data_sharding, "label": data_sharding}),
         out_shardings=(state_sharding, replicated), donate_argnums=(0,))
-    predict_step = jax.jit(
-        functools.partial(classifier.predict_step, graphdef=graphdef, config=config, mel=mel,
-                          mesh=mesh),
-        in_shardings=(state_sharding, {"audio": data_sharding}), out_shardings=data_sharding)
+    predict_step = classifier.jit_predict(config, graphdef, mel, mesh, state_sharding)
     evaluator = evaluation.Evaluator(predict_step, builder, config.data.eval_split,
                                      config.eval_batch_size, crop_samples, mesh, class_names)
 
@@ -176,4 +172,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=config_checks.parse_flags)

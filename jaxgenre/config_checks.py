@@ -1,0 +1,68 @@
+"""Refuses bad configs before any work starts, with messages that name the fix."""
+import importlib.util
+import sys
+
+import jax
+import ml_collections
+from absl import flags
+
+from jaxgenre import models
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """'data.name', 'optim.learning_rate', ...: every settable key."""
+    keys = []
+    for k, v in config.items():
+        if isinstance(v, ml_collections.ConfigDict):
+            keys += flat_keys(v, f"{prefix}{k}.")
+        else:
+            keys.append(prefix + k)
+    return keys
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """`app.run(main, flags_parser=parse_flags)`: a wrong --config.KEY lists the valid keys."""
+    try:
+        return flags.FLAGS(argv)
+    except Exception:
+        overrides = [a[len("--config."):].split("=", 1)[0] for a in argv[1:]
+                     if a.startswith("--config.")]
+        if not overrides:
+            raise
+        valid = flat_keys(_load_config_file(argv))
+        unknown = [k for k in overrides if k not in valid]
+        if not unknown:
+            raise
+        sys.exit(f"error: unknown config key(s): {', '.join(unknown)}.\n"
+                 f"Valid keys: {', '.join(sorted(valid))}")
+
+
+def _load_config_file(argv: list[str]) -> ml_collections.ConfigDict:
+    """The config named by --config=PATH[:ARG] (or --config PATH[:ARG]), without overrides."""
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec is None and "--config" in argv:
+        spec = argv[argv.index("--config") + 1]
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks names and sizes that would otherwise fail deep inside a run."""
+    models.get(config.model.name)  # raises, listing the registered models
+    choices = {"optim.name": (config.optim.name, ("adamw", "sgd")),
+               "model.dtype": (config.model.dtype, ("float32", "bfloat16")),
+               "frontend.dft": (config.frontend.dft, ("fft", "matmul")),
+               "data.eval_split": (config.data.eval_split, ("validation", "test", "train"))}
+    for key, (value, valid) in choices.items():
+        if value not in valid:
+            raise ValueError(f"Unknown {key} {value!r}; valid: {', '.join(valid)}.")
+    for key in ("batch_size", "eval_batch_size"):
+        if config[key] % jax.device_count():
+            raise ValueError(f"{key}={config[key]} must be a multiple of the device count "
+                             f"({jax.device_count()}).")
+    for key in ("total_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+        if config[key] <= 0:
+            raise ValueError(f"{key} must be positive, got {config[key]}.")
