@@ -3,7 +3,7 @@ r"""Raw-audio CNNs: the original project's 1D CNN baseline, or SampleCNN.
 Run:
   python -m jaxgenre.train --config configs/cnn1d.py:demo --workdir runs/cnn1d_demo
   python -m jaxgenre.train --config configs/cnn1d.py --workdir runs/cnn1d \
-      --config.model.name=sample_cnn --config.data.manual_dir=~/fma
+      --config.model.name=sample_cnn --config.data.manual_dir=$HOME/fma
 """
 from configs import common
 

@@ -3,7 +3,7 @@ r"""MobileNetV2 on log-mel spectrograms.
 Run:
   python -m jaxgenre.train --config configs/mobilenet.py:demo --workdir runs/mobilenet_demo
   python -m jaxgenre.train --config configs/mobilenet.py --workdir runs/mobilenet \
-      --config.data.manual_dir=~/fma   # real fma_small
+      --config.data.manual_dir=$HOME/fma   # real fma_small
 
 Reaches (see README's table): fma/demo ~90+ % test accuracy in ~5 min on 2 CPU cores.
 """

@@ -3,7 +3,7 @@ r"""ResNet on log-mel spectrograms (ResNet-18 by default; --config.model.name=re
 Run:
   python -m jaxgenre.train --config configs/resnet.py:demo --workdir runs/resnet_demo
   python -m jaxgenre.train --config configs/resnet.py --workdir runs/resnet \
-      --config.data.manual_dir=~/fma
+      --config.data.manual_dir=$HOME/fma
 """
 from configs import common
 

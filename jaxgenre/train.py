@@ -8,6 +8,7 @@ numbers. The file reads top to bottom: mesh and data, model and optimizer, state
 already sharded, or restored on any device count), jitted steps, then the loop.
 """
 import collections
+import functools
 import json
 import time
 

@@ -1,0 +1,46 @@
+"""Runs 3 train steps on the same global batches in one or several processes; saves params.
+
+usage: python tests/multiprocess_steps.py OUT.npz NUM_PROCESSES PROCESS_ID PORT
+Each process feeds only its slice of every global batch (as the input pipeline does).
+"""
+import sys
+
+import jax
+
+from jaxgenre import classifier, optim, sharding
+
+
+def main(out, num_processes, process_id, port):
+    if num_processes > 1:
+        sharding.initialize_distributed(f"localhost:{port}", num_processes, process_id)
+    import numpy as np
+    from flax import traverse_util
+    from tests import train_helpers
+    config = train_helpers.config(data_dir="unused")
+    mesh = sharding.make_mesh()
+    mel = classifier.mel_config(config, 22050)
+    tx = optim.make(config.optim, config.total_steps)
+    init, _, state_sharding = classifier.abstract_state(config, 8, tx, mesh)
+    state = jax.jit(init, out_shardings=state_sharding)(jax.random.key(0))
+    data = sharding.batch_sharding(mesh)
+    step = jax.jit(lambda s, b: classifier.train_step(
+        s, b, graphdef=classifier.model_graph(config, 8), tx=tx, config=config, mel=mel,
+        mesh=mesh, num_classes=8, base_key=jax.random.key(1)),
+        in_shardings=(state_sharding, {"audio": data, "label": data}),
+        out_shardings=(state_sharding, sharding.replicated(mesh)))
+    rng = np.random.default_rng(0)
+    per_process = config.batch_size // jax.process_count()
+    for _ in range(3):
+        audio = rng.integers(-8000, 8000, (config.batch_size, 22050), dtype=np.int16)
+        label = rng.integers(0, 8, (config.batch_size,), dtype=np.int32)
+        mine = slice(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
+        batch = {k: jax.make_array_from_process_local_data(data, v[mine])
+                 for k, v in (("audio", audio), ("label", label))}
+        state, _ = step(state, batch)
+    params = traverse_util.flatten_dict(jax.device_get(state.params.to_pure_dict()), sep="/")
+    if jax.process_index() == 0:
+        np.savez(out, **params)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))

@@ -1,0 +1,65 @@
+"""Models: parameter counts against the reference implementations, shapes, depthwise conv."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxgenre import models
+from jaxgenre.models import depthwise
+
+
+def _count(model, kinds=(nnx.Param,)):
+    return sum(x.size for kind in kinds for x in jax.tree.leaves(nnx.state(model, kind)))
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("resnet18", 11_689_512), ("resnet34", 21_797_672), ("resnet50", 25_557_032)])
+def test_resnet_parameter_counts_match_torchvision(name, expected):
+    model = nnx.eval_shape(lambda: models.get(name)(1000, in_channels=3, rngs=nnx.Rngs(0)))
+    assert _count(model) == expected
+
+
+@pytest.mark.parametrize("channels,classes,width", [(1, 8, 1.0), (3, 1000, 1.0), (1, 16, 0.5)])
+def test_mobilenet_v2_parameter_count_matches_keras(channels, classes, width):
+    import tensorflow as tf
+    keras = tf.keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, channels),
+                                              classes=classes, alpha=width)
+    ours = nnx.eval_shape(lambda: models.get("mobilenet_v2")(
+        classes, in_channels=channels, width=width, rngs=nnx.Rngs(0)))
+    # Keras counts BatchNorm moving statistics as parameters: compare like with like.
+    assert _count(ours, (nnx.Param, nnx.BatchStat)) == keras.count_params()
+
+
+@pytest.mark.parametrize("name", models.NAMES)
+def test_every_model_gives_logits_for_its_input(name):
+    cls = models.get(name)
+    shape = {"log_mel": (2, 32, 128, 1), "mfcc": (2, 32, 20, 1), "waveform": (2, 8000)}[cls.input_kind]
+    model = cls(5, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), shape)
+    train_logits = model(x, train=True, rngs=nnx.Rngs(dropout=2))
+    eval_logits = model(x, train=False)
+    assert train_logits.shape == eval_logits.shape == (2, 5)
+    assert eval_logits.dtype == jnp.float32 and bool(jnp.isfinite(eval_logits).all())
+
+
+def test_unknown_model_lists_the_registered_ones():
+    with pytest.raises(ValueError, match="mobilenet_v2.*resnet18"):
+        models.get("mobilenet")
+
+
+@pytest.mark.parametrize("stride,hw", [(1, (9, 8)), (2, (9, 8)), (2, (8, 7)), (1, (5, 5))])
+def test_depthwise_equals_grouped_convolution_and_its_gradients(stride, hw):
+    x = jax.random.normal(jax.random.key(0), (2, *hw, 6))
+    k = jax.random.normal(jax.random.key(1), (3, 3, 1, 6))
+
+    def grouped(x, k):
+        return jax.lax.conv_general_dilated(x, k, (stride, stride), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            feature_group_count=6, precision="highest")
+
+    ours = lambda x, k: depthwise.depthwise_conv3x3(x, k, stride)
+    np.testing.assert_allclose(ours(x, k), grouped(x, k), rtol=1e-5, atol=1e-5)
+    loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
+    for a, b in zip(jax.grad(loss(ours), (0, 1))(x, k), jax.grad(loss(grouped), (0, 1))(x, k)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,124 @@
+"""Training end to end on the tiny dataset: sharding, resume after SIGKILL, NaN, bad input,
+and evaluation of a checkpoint from its own process."""
+import json
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxgenre import config_checks, evaluate, train
+from tests import train_helpers as th
+
+TOLERANCE = 1e-5  # float32 reductions in a different order (8 devices vs 1)
+
+
+@pytest.fixture(scope="module")
+def run8(tiny_fma, tmp_path_factory):
+    """A 6-step run on the 8 fake devices of this process."""
+    workdir = str(tmp_path_factory.mktemp("run8"))
+    metrics = train.train_and_evaluate(th.config(tiny_fma[0]), workdir)
+    return workdir, metrics
+
+
+def test_run_writes_checkpoints_config_and_metrics(run8):
+    workdir, metrics = run8
+    assert jax.device_count() == 8
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and np.isfinite(metrics["val_loss"])
+    assert th.saved_steps(workdir)[-1] == 6
+    assert json.load(open(os.path.join(workdir, "config.json")))["model"]["name"] == "mfcc_cnn"
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
+
+
+def test_eight_devices_match_one_device(run8, tiny_fma, tmp_path):
+    code, out = th.cli(str(tmp_path), tiny_fma[0], devices=1)
+    assert code == 0, out
+    diff = th.max_abs_diff(th.params(run8[0], 6), th.params(str(tmp_path), 6))
+    assert diff <= TOLERANCE, diff
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(run8, tiny_fma, tmp_path):
+    proc = th.cli(str(tmp_path), tiny_fma[0], devices=8, wait=False)
+    deadline = time.time() + 300
+    while 2 not in th.saved_steps(str(tmp_path)) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the async save commit
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 6 not in th.saved_steps(str(tmp_path)), "killed too late to test resuming"
+    code, out = th.cli(str(tmp_path), tiny_fma[0], devices=8)
+    assert code == 0, out
+    assert "Resuming from step" in out
+    assert th.max_abs_diff(th.params(run8[0], 6), th.params(str(tmp_path), 6)) <= TOLERANCE
+
+
+def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_fma, tmp_path):
+    config = th.config(tiny_fma[0], **{"optim.learning_rate": 1e30, "optim.grad_clip_norm": 0.0,
+                                       "checkpoint_every_steps": 1, "total_steps": 20})
+    with pytest.raises(train.NonFiniteLossError, match=r"at step (\d+)") as err:
+        train.train_and_evaluate(config, str(tmp_path))
+    bad_step = int(err.value.args[0].split("at step ")[1].split(";")[0])
+    kept = th.saved_steps(str(tmp_path))
+    assert kept and max(kept) < bad_step
+    assert all(np.isfinite(v).all() for v in th.params(str(tmp_path), max(kept)).values())
+
+
+def test_unknown_config_key_is_refused_with_the_valid_keys(tiny_fma, tmp_path):
+    code, out = th.cli(str(tmp_path), tiny_fma[0], extra_args=["--config.optim.lr=1"])
+    assert code != 0
+    assert "unknown config key(s): optim.lr" in out and "optim.learning_rate" in out
+
+
+def test_unknown_model_and_bad_batch_are_refused(tiny_fma):
+    with pytest.raises(ValueError, match="registered models"):
+        config_checks.validate(th.config(tiny_fma[0], **{"model.name": "mobilenet"}))
+    with pytest.raises(ValueError, match="multiple of the device count"):
+        config_checks.validate(th.config(tiny_fma[0], batch_size=12))
+
+
+def test_evaluate_restores_in_another_process_layout_and_reports(run8, capsys):
+    workdir = run8[0]
+    job = evaluate.CheckpointEvaluator(workdir, "test")
+    result = job.evaluate("latest")
+    assert result["step"] == 6 and result["num_examples"] == 16
+    for key in ("accuracy", "balanced_accuracy", "top3_accuracy", "confusion_matrix", "per_genre"):
+        assert key in result
+    assert np.array(result["confusion_matrix"]).sum() == 16
+    saved = json.load(open(os.path.join(workdir, "eval", "test_6.json")))
+    assert saved["accuracy"] == result["accuracy"]
+    assert os.path.getsize(os.path.join(workdir, "eval", "test_6.png")) > 1000
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1].startswith("accuracy:")
+    best = job.evaluate("best")
+    assert best["step"] in th.saved_steps(workdir)
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(tmp_path):
+    """2 processes x 2 devices against 1 process x 4 devices, on the same global batches."""
+    import subprocess
+    import sys
+
+    def launch(out, n, pid, port, devices):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        return subprocess.Popen([sys.executable, "tests/multiprocess_steps.py", out, str(n),
+                                 str(pid), str(port)], cwd=th.ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    port = _free_port()
+    procs = [launch(str(tmp_path / "two.npz"), 2, pid, port, 2) for pid in range(2)]
+    procs.append(launch(str(tmp_path / "one.npz"), 1, 0, 0, 4))
+    for p in procs:
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out
+    two, one = np.load(tmp_path / "two.npz"), np.load(tmp_path / "one.npz")
+    assert set(two.files) == set(one.files) and len(one.files) > 10
+    assert max(float(np.abs(two[k] - one[k]).max()) for k in one.files) <= TOLERANCE

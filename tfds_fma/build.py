@@ -1,0 +1,31 @@
+r"""Builds an FMA config once, for reuse through TFDS from any project.
+
+  python -m tfds_fma.build --config small --manual_dir ~/fma [--data_dir ~/tensorflow_datasets]
+
+The equivalent of `tfds build fma --imports tfds_fma --config small --manual_dir ...`, whose
+CLI needs apache-beam installed even for datasets that do not use it.
+"""
+import argparse
+
+import tensorflow_datasets as tfds
+
+import tfds_fma
+
+
+def main(argv=None):
+    names = [c.name for c in tfds_fma.Builder.BUILDER_CONFIGS]
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", required=True, choices=names)
+    ap.add_argument("--manual_dir", default=None, help="where the FMA zips or folders are")
+    ap.add_argument("--data_dir", default=None, help="TFDS data dir (default ~/tensorflow_datasets)")
+    a = ap.parse_args(argv)
+    builder = tfds.builder(f"fma/{a.config}", data_dir=a.data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=a.manual_dir))
+    print(f"fma/{a.config} in {builder.data_dir}: "
+          + ", ".join(f"{k} {v.num_examples}" for k, v in builder.info.splits.items())
+          + f"; skipped {len(builder.info.metadata['skipped'])} (info.metadata['skipped'])")
+
+
+if __name__ == "__main__":
+    main()
