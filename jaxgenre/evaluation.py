@@ -1,17 +1,21 @@
-"""Whole-clip evaluation, shared by the trainer (validation) and `jaxgenre.evaluate`.
+"""Whole-clip evaluation, shared by the trainer (validation) and `jaxgenre.evaluate`;
+`CheckpointEvaluator` restores a run's checkpoints on this process's devices and evaluates them.
 
 Each clip is cut into crops that cover it; its logits are the mean over crops. Metrics are
 computed on host from every process's predictions, padding masked out.
 """
 import json
+import time
 
 import jax
+import ml_collections
 import numpy as np
+from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 from sklearn import metrics as skm
 
-from jaxgenre import input_pipeline
+from jaxgenre import checkpointing, classifier, input_pipeline, optim, sharding
 
 
 class Evaluator:
@@ -108,3 +112,61 @@ def write_report(result: dict, out_dir: str, name: str) -> tuple[str, str]:
         fig.savefig(f, dpi=120)
     plt.close(fig)
     return str(json_path), str(png_path)
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    path = epath.Path(workdir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {workdir} a jaxgenre.train --workdir?")
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+class CheckpointEvaluator:
+    """Restores checkpoints of one run onto this process's devices and evaluates them."""
+
+    def __init__(self, workdir: str, split: str, data_dir: str | None = None):
+        self.workdir, self.split = workdir, split
+        config = load_run_config(workdir)
+        if data_dir:
+            config.data.data_dir = data_dir
+        self.config = config
+        self.mesh = sharding.make_mesh()
+        builder = input_pipeline.load_builder(config.data.name, config.data.data_dir,
+                                              config.data.manual_dir)
+        features = builder.info.features
+        class_names = features["label"].names
+        sample_rate = features["audio"].sample_rate
+        mel = classifier.mel_config(config, sample_rate)
+        tx = optim.make(config.optim, config.total_steps)
+        _, shapes, shardings = classifier.abstract_state(config, len(class_names), tx, self.mesh)
+        self.target = checkpointing.abstract_with_shardings(shapes, shardings)
+        graphdef = classifier.model_graph(config, len(class_names))
+        predict = classifier.jit_predict(config, graphdef, mel, self.mesh, shardings)
+        crop = int(round(config.data.crop_seconds * sample_rate))
+        self.evaluator = Evaluator(predict, builder, split, config.eval_batch_size,
+                                              crop, self.mesh, class_names)
+        self.mngr = checkpointing.manager(workdir, read_only=True)
+
+    def evaluate(self, which: str) -> dict:
+        self.mngr.reload()
+        step = checkpointing.resolve_step(self.mngr, which)
+        state = checkpointing.restore(self.mngr, step, self.target)
+        result = self.evaluator.run(state)
+        result.update(step=step, split=self.split, checkpoint=which, model=self.config.model.name,
+                      dataset=self.config.data.name)
+        if jax.process_index() == 0:
+            paths = write_report(result, str(epath.Path(self.workdir) / "eval"),
+                                            f"{self.split}_{step}")
+            print(format_table(result), flush=True)
+            logging.info("wrote %s", ", ".join(paths))
+        return result
+
+    def watch(self, poll_seconds: int) -> None:
+        done = set()
+        while self.config.total_steps not in done:
+            self.mngr.reload()
+            for step in sorted(set(self.mngr.all_steps()) - done):
+                self.evaluate(str(step))
+                done.add(step)
+            if self.config.total_steps not in done:
+                time.sleep(poll_seconds)

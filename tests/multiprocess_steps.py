@@ -1,6 +1,6 @@
 """Runs 3 train steps on the same global batches in one or several processes; saves params.
 
-usage: python tests/multiprocess_steps.py OUT.npz NUM_PROCESSES PROCESS_ID PORT
+usage: python -m tests.multiprocess_steps OUT.npz NUM_PROCESSES PROCESS_ID PORT
 Each process feeds only its slice of every global batch (as the input pipeline does).
 """
 import sys
@@ -14,7 +14,6 @@ def main(out, num_processes, process_id, port):
     if num_processes > 1:
         sharding.initialize_distributed(f"localhost:{port}", num_processes, process_id)
     import numpy as np
-    from flax import traverse_util
     from tests import train_helpers
     config = train_helpers.config(data_dir="unused")
     mesh = sharding.make_mesh()
@@ -37,7 +36,8 @@ def main(out, num_processes, process_id, port):
         batch = {k: jax.make_array_from_process_local_data(data, v[mine])
                  for k, v in (("audio", audio), ("label", label))}
         state, _ = step(state, batch)
-    params = traverse_util.flatten_dict(jax.device_get(state.params.to_pure_dict()), sep="/")
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(state.params.to_pure_dict()))[0]
+    params = {jax.tree_util.keystr(path): value for path, value in leaves}
     if jax.process_index() == 0:
         np.savez(out, **params)
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxgenre import config_checks, evaluate, train
+from jaxgenre import config_checks, evaluation, train
 from tests import train_helpers as th
 
 TOLERANCE = 1e-5  # float32 reductions in a different order (8 devices vs 1)
@@ -80,7 +80,7 @@ def test_unknown_model_and_bad_batch_are_refused(tiny_fma):
 
 def test_evaluate_restores_in_another_process_layout_and_reports(run8, capsys):
     workdir = run8[0]
-    job = evaluate.CheckpointEvaluator(workdir, "test")
+    job = evaluation.CheckpointEvaluator(workdir, "test")
     result = job.evaluate("latest")
     assert result["step"] == 6 and result["num_examples"] == 16
     for key in ("accuracy", "balanced_accuracy", "top3_accuracy", "confusion_matrix", "per_genre"):
@@ -109,7 +109,7 @@ def test_two_processes_match_one_process(tmp_path):
 
     def launch(out, n, pid, port, devices):
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-        return subprocess.Popen([sys.executable, "tests/multiprocess_steps.py", out, str(n),
+        return subprocess.Popen([sys.executable, "-m", "tests.multiprocess_steps", out, str(n),
                                  str(pid), str(port)], cwd=th.ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
