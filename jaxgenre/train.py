@@ -23,8 +23,8 @@ from ml_collections import config_flags
 from jaxgenre import (checkpointing, classifier, config_checks, evaluation, input_pipeline, optim,
                       sharding)
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/mobilenet.py:demo.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/mobilenet.py:demo.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and evaluations.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for GPU clusters without auto-detection.")

@@ -63,3 +63,10 @@ def test_depthwise_equals_grouped_convolution_and_its_gradients(stride, hw):
     loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
     for a, b in zip(jax.grad(loss(ours), (0, 1))(x, k), jax.grad(loss(grouped), (0, 1))(x, k)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_logits():
+    model = models.get("mobilenet_v2")(4, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    logits = model(jnp.ones((2, 32, 64, 1)), train=True, rngs=nnx.Rngs(dropout=1))
+    assert logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
+    assert {x.dtype for x in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype("float32")}

@@ -95,6 +95,21 @@ def test_evaluate_restores_in_another_process_layout_and_reports(run8, capsys):
     assert best["step"] in th.saved_steps(workdir)
 
 
+def test_evaluate_cli_restores_an_8_device_checkpoint_on_1_device(run8):
+    import subprocess
+    import sys
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    out = subprocess.run([sys.executable, "-m", "jaxgenre.evaluate", "--workdir", run8[0],
+                          "--split", "validation", "--checkpoint", "6"], cwd=th.ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1].startswith("accuracy:")
+    one_device = json.load(open(os.path.join(run8[0], "eval", "validation_6.json")))
+    eight_devices = evaluation.CheckpointEvaluator(run8[0], "validation").evaluate("6")
+    assert one_device["num_examples"] == eight_devices["num_examples"] == 16
+    np.testing.assert_allclose(one_device["loss"], eight_devices["loss"], rtol=1e-4)
+
+
 def _free_port():
     import socket
     with socket.socket() as s:
