@@ -4,7 +4,6 @@ import jax.numpy as jnp
 import librosa
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxgenre import frontend, sharding
 from tfds_fma.fma import demo

@@ -1,7 +1,6 @@
 """Input pipeline: shapes, sharding, per-process disjoint shards, exactly-once eval, determinism."""
 import collections
 
-import jax
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -2,7 +2,8 @@
 
 The manual dir holds `fma_metadata.zip` (or `fma_metadata/`) and `fma_<subset>.zip` (or
 `fma_<subset>/`); paths go through `etils.epath`, so it may be local or on GCS. Every zip
-member is BZIP2-compressed, which Python's `zipfile` reads. An `FmaArchive` is a small picklable value so that decoding workers can each open it.
+member is BZIP2-compressed, which Python's `zipfile` reads. An `FmaArchive` is a small
+picklable value so that decoding workers can each open it.
 """
 import dataclasses
 import functools

@@ -179,7 +179,11 @@ def synthesize(genre: str, seconds: float, sr: int, rng: np.random.Generator) ->
     steps = np.array(_SCALES[scale])
     ratios, amps = _harmonics(timbre, rng)
     out = np.zeros(int(seconds * sr))
-    pitch_of = lambda degree, octave: root * 2 ** (octave + (steps[degree % len(steps)] + 12 * (degree // len(steps))) / 12)
+
+    def pitch_of(degree, octave):
+        semitones = steps[degree % len(steps)] + 12 * (degree // len(steps))
+        return root * 2 ** (octave + semitones / 12)
+
     # Melody: a random walk on the scale; experimental onsets are irregular.
     t, degree = 0.0, int(rng.integers(0, len(steps)))
     while t < seconds:
@@ -196,9 +200,9 @@ def synthesize(genre: str, seconds: float, sr: int, rng: np.random.Generator) ->
                                        decay * 8, 0.3 if extras.get("pad") else 0.01, rng), int(start * sr))
     if extras.get("bass"):
         for start in np.arange(0, seconds, beat if genre == "Electronic" else 2 * beat):
-            _add(out, 0.6 * _note(root / 2 * 2 ** (steps[rng.integers(0, 3)] / 12), beat, sr,
-                                  *_harmonics("saw" if genre == "Electronic" else "sine", rng), 0.3, 0.005, rng),
-                 int(start * sr))
+            bass = _harmonics("saw" if genre == "Electronic" else "sine", rng)
+            pitch = root / 2 * 2 ** (steps[rng.integers(0, 3)] / 12)
+            _add(out, 0.6 * _note(pitch, beat, sr, *bass, 0.3, 0.005, rng), int(start * sr))
     if extras.get("drone"):
         out += 0.15 * _note(root / 2, seconds, sr, *_harmonics("reed", rng), 1e3, 0.5, rng)[: len(out)]
     if extras.get("noise"):
