@@ -33,7 +33,7 @@ def main():
         download_config=tfds.download.DownloadConfig(manual_dir=a.manual_dir))
     seconds = time.perf_counter() - start
     fma = archive.FmaArchive.locate(a.manual_dir, "small")
-    corrs = []
+    corrs, silent = [], []
     for split in ("train", "validation", "test"):
         for ex in tfds.as_numpy(builder.as_dataset(split=split)):
             data, rate = sf.read(io.BytesIO(fma.read_audio(int(ex["track_id"]))), dtype="float32",
@@ -41,7 +41,10 @@ def main():
             ref = soxr.resample(data.mean(axis=1), rate, 22050, quality="HQ")
             n = min(int(ex["num_samples"]), len(ref))
             ours = ex["audio"][:n].astype(np.float64)
-            corrs.append(np.corrcoef(ours, ref[:n])[0, 1])
+            if ours.std() == 0 or ref[:n].std() == 0:  # silence: correlation is undefined
+                silent.append((int(ex["track_id"]), float(np.abs(ours / 32768 - ref[:n]).max())))
+            else:
+                corrs.append(np.corrcoef(ours, ref[:n])[0, 1])
     splits = {k: v.num_examples for k, v in builder.info.splits.items()}
     print(f"machine: {machine()}")
     print(f"built {sum(splits.values())} clips {splits} in {seconds:.1f} s "
@@ -51,6 +54,8 @@ def main():
         print(f"  {s['track_id']:06d} ({s['split']}): {s['reason']}")
     print(f"correlation with soundfile+soxr: min {min(corrs):.5f}, median {np.median(corrs):.5f} "
           f"over {len(corrs)} clips")
+    for track_id, err in silent:
+        print(f"  {track_id:06d} is silent in one decode; max abs difference {err:.2e}")
 
 
 if __name__ == "__main__":
