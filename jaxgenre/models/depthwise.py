@@ -1,11 +1,10 @@
 """Depthwise 3x3 convolution as nine shifted multiply-adds, with a hand-written gradient.
 
 Why: XLA:CPU lowers a grouped convolution (`feature_group_count = channels`) to a slow loop;
-measured on a 2-core CPU, one MobileNetV2 layer [32, 65, 64, 96] took 1.29 s forward+backward
-as `lax.conv_general_dilated` and 0.26 s in this form (stride 2: 0.93 s vs 0.12 s). The
-forward pass and the input gradient are shifted elementwise products, which XLA fuses into one
-loop; the kernel gradient is one variadic reduction. Results equal the grouped convolution to float32
-rounding (tests/test_models.py). 'SAME' padding, any stride.
+`benchmarks/depthwise.py` measures both forms on a MobileNetV2 layer (docs/benchmarks.md).
+The forward pass and the input gradient are shifted elementwise products, which XLA fuses into
+one loop; the kernel gradient is one variadic reduction. Results equal the grouped convolution
+to float32 rounding (tests/test_models.py). 'SAME' padding, any stride.
 """
 import functools
 
