@@ -47,6 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.momentum = 0.9
     c.optim.grad_clip_norm = 1.0
     c.optim.label_smoothing = 0.1
+    c.optim.ema_decay = 0.0  # > 0: evaluate an exponential moving average of the weights
 
     c.augment = ml_collections.ConfigDict()
     c.augment.gain_db = 6.0  # uniform random gain in [-gain_db, gain_db] on the waveform

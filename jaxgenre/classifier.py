@@ -22,6 +22,8 @@ class TrainState(struct.PyTreeNode):
     params: nnx.State  # nnx.Param leaves, float32
     model_state: nnx.State  # BatchNorm statistics
     opt_state: optax.OptState
+    ema_params: nnx.State  # exponential moving averages of params and model_state: what
+    ema_model_state: nnx.State  # evaluation uses (equal to them when optim.ema_decay = 0)
 
 
 def mel_config(config: ml_collections.ConfigDict, sample_rate: int) -> frontend.MelConfig:
@@ -55,7 +57,7 @@ def init_state(config, num_classes: int, tx: optax.GradientTransformation,
     model = create_model(config, num_classes, nnx.Rngs(params=key))
     _, params, model_state = nnx.split(model, nnx.Param, ...)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                      opt_state=tx.init(params))
+                      opt_state=tx.init(params), ema_params=params, ema_model_state=model_state)
 
 
 def abstract_state(config, num_classes: int, tx, mesh):
@@ -120,21 +122,32 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mes
 
     (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              model_state=model_state, opt_state=opt_state)
+    params = optax.apply_updates(state.params, updates)
+    ema = ema_rate(config.optim.ema_decay, state.step)
+    new_state = state.replace(
+        step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state,
+        ema_params=optax.incremental_update(params, state.ema_params, 1.0 - ema),
+        ema_model_state=optax.incremental_update(model_state, state.ema_model_state, 1.0 - ema))
     metrics = {"loss": loss,
                "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
                "grad_norm": optax.global_norm(grads)}
     return new_state, metrics
 
 
+def ema_rate(decay: float, step: jax.Array) -> jax.Array:
+    """The averaging rate at `step`: `decay`, lowered early on so the first updates are not
+    drowned by the initial weights (as in `tf.train.ExponentialMovingAverage(num_updates)`)."""
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
 def predict_step(state: TrainState, batch: dict, *, graphdef, config, mel, mesh) -> jax.Array:
-    """Clip logits [B, C] float32: the mean of the logits of each clip's crops.
+    """Clip logits [B, C] float32: the mean of the logits of each clip's crops, from the
+    averaged weights (`ema_params`).
 
     batch["audio"]: int16 [B, num_crops, crop_samples].
     """
     b, n, length = batch["audio"].shape
-    model = nnx.merge(graphdef, state.params, state.model_state)
+    model = nnx.merge(graphdef, state.ema_params, state.ema_model_state)
     x = model_input(batch["audio"].reshape(b * n, length), input_kind(config), config, mel, mesh)
     return model(x, train=False).reshape(b, n, -1).mean(axis=1)
 

@@ -5,11 +5,14 @@ import os
 import signal
 import time
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgenre import config_checks, evaluation, train
+from jaxgenre import classifier, config_checks, evaluation, optim, sharding, train
 from tests import train_helpers as th
 
 TOLERANCE = 1e-5  # float32 reductions in a different order (8 devices vs 1)
@@ -30,6 +33,31 @@ def test_run_writes_checkpoints_config_and_metrics(run8):
     assert th.saved_steps(workdir)[-1] == 6
     assert json.load(open(os.path.join(workdir, "config.json")))["model"]["name"] == "mfcc_cnn"
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
+    # optim.ema_decay = 0 (the default): the evaluated weights are the trained ones.
+    assert th.max_abs_diff(th.params(workdir, 6, "ema_params"), th.params(workdir, 6)) == 0.0
+
+
+def test_ema_params_follow_the_configured_decay(tiny_fma):
+    config = th.config(tiny_fma[0], **{"optim.ema_decay": 0.9})
+    tx = optim.make(config.optim, config.total_steps)
+    step = jax.jit(functools.partial(
+        classifier.train_step, graphdef=classifier.model_graph(config, 8), tx=tx, config=config,
+        mel=classifier.mel_config(config, 22_050), mesh=sharding.make_mesh(), num_classes=8,
+        base_key=jax.random.key(1)))
+    state = classifier.init_state(config, 8, tx, jax.random.key(0))
+    rng = np.random.default_rng(0)
+    batch = {"audio": jnp.asarray(rng.integers(-3000, 3000, (8, 22_050)), jnp.int16),
+             "label": jnp.arange(8, dtype=jnp.int32)}
+    expected = state.params
+    for i in range(3):
+        state, _ = step(state, batch)
+        rate = min(0.9, (1 + i) / (10 + i))
+        expected = jax.tree.map(lambda e, p, r=rate: r * e + (1 - r) * p, expected, state.params)
+
+    def gap(a, b):
+        return max(float(jnp.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert gap(state.ema_params, expected) < 1e-6
+    assert gap(state.ema_params, state.params) > 1e-4  # the average lags the trained weights
 
 
 def test_eight_devices_match_one_device(run8, tiny_fma, tmp_path):

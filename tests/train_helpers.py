@@ -53,8 +53,8 @@ def saved_steps(workdir: str) -> list[int]:
     return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
 
 
-def params(workdir: str, step: int) -> dict:
-    """The saved parameters of `step` as numpy arrays, keyed by path."""
+def params(workdir: str, step: int, field: str = "params") -> dict:
+    """The saved parameters (or another TrainState `field`) of `step` as numpy arrays, by path."""
     path = epath.Path(workdir).absolute() / "checkpoints" / str(step) / "default"
     tree = ocp.StandardCheckpointer().restore(path)
     flat = {}
@@ -66,7 +66,7 @@ def params(workdir: str, step: int) -> dict:
         else:
             flat[prefix] = np.asarray(node)
 
-    walk(tree["params"], "")
+    walk(tree[field], "")
     return flat
 
 
