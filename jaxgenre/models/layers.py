@@ -12,8 +12,7 @@ class ConvBN(nnx.Module):
     `depthwise=True` (3x3, in_ch == out_ch) uses `DepthwiseConv3x3`, which XLA:CPU runs 5-10x
     faster than a grouped convolution. A 1x1 stride-1 convolution is a `Linear` over the channel
     axis (the same parameter count and initialisation): one matrix product, forward and
-    backward, without the layout transposes XLA:CPU adds around a convolution (~10 % of a
-    MobileNetV2 step, `benchmarks/train_step.py`).
+    backward, without the layout transposes XLA:CPU adds around a convolution.
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel, strides=1, depthwise: bool = False,
