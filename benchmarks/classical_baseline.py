@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-import tfds_fma  # noqa: F401
+import tfds_fma  # noqa: F401  (registers the `fma` dataset with TFDS)
 from benchmarks.common import machine
 
 

@@ -6,6 +6,7 @@ Forward + backward (input and kernel gradients) of one MobileNetV2-sized layer, 
 whole MobileNetV2 train step with each form. Why `jaxgenre/models/depthwise.py` exists.
 """
 import argparse
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +21,14 @@ def grouped(x, k, stride):
                                         feature_group_count=x.shape[-1])
 
 
+def _loss(conv, stride, x, k):
+    return jnp.sum(conv(x, k, stride) ** 2)
+
+
+def _run(step, x, k):
+    jax.block_until_ready(step(x, k))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
@@ -31,9 +40,9 @@ def main():
     for stride in (1, 2):
         times = {}
         for name, fn in (("lax grouped conv", grouped), ("ours", depthwise.depthwise_conv3x3)):
-            step = jax.jit(jax.grad(lambda x, k: jnp.sum(fn(x, k, stride) ** 2), argnums=(0, 1)))
+            step = jax.jit(jax.grad(functools.partial(_loss, fn, stride), argnums=(0, 1)))
             jax.block_until_ready(step(x, k))
-            times[name] = median_seconds(lambda: jax.block_until_ready(step(x, k)), a.repeats)
+            times[name] = median_seconds(functools.partial(_run, step, x, k), a.repeats)
         print(f"stride {stride}: lax {times['lax grouped conv'] * 1e3:7.1f} ms, ours "
               f"{times['ours'] * 1e3:7.1f} ms, speed-up {times['lax grouped conv'] / times['ours']:.1f}x")
 

@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.common import machine
-from jaxgenre import classifier, frontend, input_pipeline
 from configs import mobilenet
+from jaxgenre import classifier, frontend, input_pipeline
 from tfds_fma.fma import archive as archive_lib
 
 

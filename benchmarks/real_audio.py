@@ -16,9 +16,9 @@ import soundfile as sf
 import soxr
 import tensorflow_datasets as tfds
 
+import tfds_fma  # noqa: F401  (registers the `fma` dataset with TFDS)
 from benchmarks.common import machine
 from tfds_fma.fma import archive
-import tfds_fma  # noqa: F401
 
 
 def main():

@@ -23,6 +23,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.manual_dir = ml_collections.FieldReference(None, field_type=str)
     c.data.crop_seconds = 3.0
     c.data.shuffle_buffer = 512
+    c.data.train_split = "train"  # 'train+validation' for a final model on a fixed schedule
     c.data.eval_split = "validation"
 
     c.frontend = ml_collections.ConfigDict()
@@ -51,6 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.augment = ml_collections.ConfigDict()
     c.augment.gain_db = 6.0  # uniform random gain in [-gain_db, gain_db] on the waveform
+    c.augment.time_stretch = 0.0  # time factor in [1/(1+x), 1+x]; 0 disables
+    c.augment.freq_shift = 0.0  # mel bands, uniform in [-x, x]; 0 disables
     c.augment.freq_masks = 2
     c.augment.freq_mask_width = 16
     c.augment.time_masks = 2

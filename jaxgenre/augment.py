@@ -2,6 +2,8 @@
 
 All ops are per example (iota comparisons, no gathers), so they keep the batch sharding.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -12,6 +14,38 @@ def random_gain(key: jax.Array, audio: jax.Array, max_db: float) -> jax.Array:
         return audio
     db = jax.random.uniform(key, (audio.shape[0], 1), minval=-max_db, maxval=max_db)
     return audio * 10.0 ** (db / 20.0)
+
+
+def stretch_and_shift(key: jax.Array, x: jax.Array, max_stretch: float,
+                      max_shift: float) -> jax.Array:
+    """Random time stretch and frequency shift of spectrograms [B, T, F, C] (same shape out).
+
+    Each example is resampled (linear interpolation, `jax.image.scale_and_translate`) by a time
+    factor log-uniform in [1 / (1 + max_stretch), 1 + max_stretch] from a random window, and
+    moved by a uniform [-max_shift, max_shift] mel bands: a cheap stand-in for tempo and pitch
+    changes (BYOL-A's random resized crop, Niizumi et al. 2021). Edges are filled by
+    reflection in time and by the edge band in frequency, never by silence.
+    """
+    if max_stretch <= 0 and max_shift <= 0:
+        return x
+    batch, frames, bands = x.shape[:3]
+    pad_t = math.ceil(frames * max_stretch / 2) + 1
+    pad_f = math.ceil(max_shift) + 1
+    ks, kt, kf = jax.random.split(key, 3)
+    log_max = math.log1p(max(max_stretch, 0.0))
+    scale_t = jnp.exp(jax.random.uniform(ks, (batch,), minval=-log_max, maxval=log_max))
+    window = frames / scale_t  # input frames the output covers
+    start_t = jax.random.uniform(kt, (batch,)) * (frames + 2 * pad_t - window)
+    start_f = pad_f + jax.random.uniform(kf, (batch,), minval=-max_shift, maxval=max_shift)
+    scale = jnp.stack([scale_t, jnp.ones_like(scale_t)], axis=1)  # [B, 2]
+    translation = -jnp.stack([start_t * scale_t, start_f], axis=1)
+
+    def resample(image, s, t):  # one example [T, F, C]; padded here, off the batch axis
+        image = jnp.pad(image, ((pad_t, pad_t), (0, 0), (0, 0)), mode="reflect")
+        image = jnp.pad(image, ((0, 0), (pad_f, pad_f), (0, 0)), mode="edge")
+        return jax.image.scale_and_translate(image, (frames, bands, x.shape[3]), (0, 1), s, t,
+                                             method="linear", antialias=False)
+    return jax.vmap(resample)(x, scale, translation).astype(x.dtype)
 
 
 def _masks(key, batch: int, length: int, count: int, width: int) -> jax.Array:

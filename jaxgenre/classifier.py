@@ -96,7 +96,9 @@ def model_input(audio: jax.Array, kind: str, config, mel: frontend.MelConfig, me
     x = x[..., None]
     if key is not None:
         a = config.augment
-        x = augment.spec_augment(key, x, a.freq_masks, a.freq_mask_width, a.time_masks,
+        resize_key, mask_key = jax.random.split(key)
+        x = augment.stretch_and_shift(resize_key, x, a.time_stretch, a.freq_shift)
+        x = augment.spec_augment(mask_key, x, a.freq_masks, a.freq_mask_width, a.time_masks,
                                  a.time_mask_width)
     return x
 

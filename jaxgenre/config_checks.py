@@ -55,6 +55,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     choices = {"optim.name": (config.optim.name, ("adamw", "sgd")),
                "model.dtype": (config.model.dtype, ("float32", "bfloat16")),
                "frontend.dft": (config.frontend.dft, ("fft", "matmul")),
+               "data.train_split": (config.data.train_split, ("train", "train+validation")),
                "data.eval_split": (config.data.eval_split, ("validation", "test", "train"))}
     for key, (value, valid) in choices.items():
         if value not in valid:

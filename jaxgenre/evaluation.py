@@ -69,7 +69,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, class_names) 
                              "f1": float(f1[i]), "support": int(support[i])}
                       for i, name in enumerate(class_names)},
         "confusion_matrix": skm.confusion_matrix(labels, pred, labels=classes).tolist(),
-        "num_examples": int(len(labels)),
+        "num_examples": len(labels),
     }
 
 
@@ -142,7 +142,7 @@ class CheckpointEvaluator:
         self.target = checkpointing.abstract_with_shardings(shapes, shardings)
         graphdef = classifier.model_graph(config, len(class_names))
         predict = classifier.jit_predict(config, graphdef, mel, self.mesh, shardings)
-        crop = int(round(config.data.crop_seconds * sample_rate))
+        crop = round(config.data.crop_seconds * sample_rate)
         self.evaluator = Evaluator(predict, builder, split, config.eval_batch_size,
                                               crop, self.mesh, class_names)
         self.mngr = checkpointing.manager(workdir, read_only=True)

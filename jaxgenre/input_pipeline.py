@@ -14,7 +14,7 @@ Host batches (numpy):
 import collections
 import dataclasses
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -22,7 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
-import tfds_fma  # noqa: F401  (registers the `fma` dataset with TFDS)
+import tfds_fma  # registers the `fma` dataset with TFDS
 from jaxgenre import sharding
 
 _MAX_EPOCHS = 1 << 20

@@ -6,7 +6,8 @@ import os
 
 import jax
 from absl import logging
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 

@@ -20,8 +20,7 @@ from clu import metric_writers
 from etils import epath
 from ml_collections import config_flags
 
-from jaxgenre import (checkpointing, classifier, config_checks, evaluation, input_pipeline, optim,
-                      sharding)
+from jaxgenre import checkpointing, classifier, config_checks, evaluation, input_pipeline, optim, sharding
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/mobilenet.py:demo.", lock_config=True)
@@ -48,7 +47,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     class_names = features["label"].names
     num_classes = len(class_names)
     sample_rate = features["audio"].sample_rate
-    crop_samples = int(round(config.data.crop_seconds * sample_rate))
+    crop_samples = round(config.data.crop_seconds * sample_rate)
     mel = classifier.mel_config(config, sample_rate)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -91,8 +90,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- train loop
     writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
-    batches = input_pipeline.train_batches(builder, "train", config.batch_size, crop_samples,
-                                           config.seed, start_step, mesh, config.data.shuffle_buffer)
+    batches = input_pipeline.train_batches(builder, config.data.train_split, config.batch_size,
+                                           crop_samples, config.seed, start_step, mesh,
+                                           config.data.shuffle_buffer)
     lr = optim.schedule(config.optim, config.total_steps)
     progress = _Progress(start_step, config.total_steps, config.batch_size)
     pending = collections.deque()  # (step, device metrics) not yet checked on host

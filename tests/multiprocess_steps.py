@@ -14,6 +14,7 @@ def main(out, num_processes, process_id, port):
     if num_processes > 1:
         sharding.initialize_distributed(f"localhost:{port}", num_processes, process_id)
     import numpy as np
+
     from tests import train_helpers
     config = train_helpers.config(data_dir="unused")
     mesh = sharding.make_mesh()

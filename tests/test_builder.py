@@ -37,7 +37,7 @@ class _FmaSmallTest(tfds.testing.DatasetBuilderTestCase):
         expected = {t: (s, g) for t, (s, g, _, _) in zip(
             [100 + i * 1013 for i in range(len(fake_fma.GOOD))], fake_fma.GOOD)}
         split_name = {"training": "train", "validation": "validation", "test": "test"}
-        clip = int(30 * 22050)
+        clip = 30 * 22050
         for split in ("train", "validation", "test"):
             for ex in tfds.as_numpy(self.builder.as_dataset(split=split)):
                 want_split, genre = expected[int(ex["track_id"])]

@@ -49,6 +49,14 @@ def test_process_shards_are_disjoint_and_complete(builder):
     assert len(a | b) == builder.info.splits["train"].num_examples
 
 
+def test_train_plus_validation_reads_both_splits(builder):
+    both = ip.host_shard(builder, "train+validation", 0, 1)
+    ids = set(_track_ids(both.file_instructions))
+    train = set(_track_ids(ip.host_shard(builder, "train", 0, 1).file_instructions))
+    val = set(_track_ids(ip.host_shard(builder, "validation", 0, 1).file_instructions))
+    assert ids == train | val and len(ids) == both.num_examples == len(train) + len(val)
+
+
 def test_same_seed_same_batches_and_resume_continues_the_stream(builder):
     run = _first(ip.host_train_dataset(builder, "train", 8, CROP, seed=1), 10)  # 4 steps/epoch
     again = _first(ip.host_train_dataset(builder, "train", 8, CROP, seed=1), 10)

@@ -1,11 +1,10 @@
 """Training end to end on the tiny dataset: sharding, resume after SIGKILL, NaN, bad input,
 and evaluation of a checkpoint from its own process."""
+import functools
 import json
 import os
 import signal
 import time
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -102,6 +101,8 @@ def test_unknown_config_key_is_refused_with_the_valid_keys(tiny_fma, tmp_path):
 def test_unknown_model_and_bad_batch_are_refused(tiny_fma):
     with pytest.raises(ValueError, match="registered models"):
         config_checks.validate(th.config(tiny_fma[0], **{"model.name": "mobilenet"}))
+    with pytest.raises(ValueError, match="data.train_split 'validation'; valid: train, "):
+        config_checks.validate(th.config(tiny_fma[0], **{"data.train_split": "validation"}))
     with pytest.raises(ValueError, match="multiple of the device count"):
         config_checks.validate(th.config(tiny_fma[0], batch_size=12))
 

@@ -45,7 +45,7 @@ def decode_clip(data: bytes, sample_rate: int, clip_seconds: float,
     mono = audio.mean(axis=1)
     if source_rate != sample_rate:
         mono = soxr.resample(mono, source_rate, sample_rate, quality="HQ")
-    clip_samples = int(round(clip_seconds * sample_rate))
+    clip_samples = round(clip_seconds * sample_rate)
     num_samples = min(len(mono), clip_samples)
     out = np.zeros(clip_samples, np.int16)
     out[:num_samples] = np.round(np.clip(mono[:num_samples], -1.0, 32767 / 32768) * 32768)

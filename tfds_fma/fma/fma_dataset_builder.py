@@ -8,16 +8,14 @@ dataset info (`builder.info.metadata['skipped']`); the build never stops for one
 import collections
 import dataclasses
 import io
-from typing import Iterator
+from collections.abc import Iterator
 
-from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from tfds_fma.fma import archive as archive_lib
-from tfds_fma.fma import decode
-from tfds_fma.fma import demo
-from tfds_fma.fma import metadata
+from tfds_fma.fma import decode, demo, metadata
 
 
 class PcmAudio(tfds.features.Audio):
@@ -79,7 +77,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
-        clip_samples = int(round(cfg.clip_seconds * cfg.sample_rate))
+        clip_samples = round(cfg.clip_seconds * cfg.sample_rate)
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({
                 "audio": PcmAudio(
