@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from jaxgenre import models
-from jaxgenre.models import depthwise
+from jaxgenre.models import conv, depthwise
 
 
 def _count(model, kinds=(nnx.Param,)):
@@ -63,6 +63,28 @@ def test_depthwise_equals_grouped_convolution_and_its_gradients(stride, hw):
     loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
     for a, b in zip(jax.grad(loss(ours), (0, 1))(x, k), jax.grad(loss(grouped), (0, 1))(x, k)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel,stride,hw", [((3, 3), 1, (9, 8)), ((3, 3), 2, (9, 8)),
+                                              ((7, 7), 2, (8, 7)), ((1, 1), 2, (5, 6))])
+def test_conv2d_equals_xla_convolution_and_its_gradients(kernel, stride, hw):
+    x = jax.random.normal(jax.random.key(0), (2, *hw, 3))
+    k = jax.random.normal(jax.random.key(1), (*kernel, 3, 5))
+
+    def xla(x, k):
+        return jax.lax.conv_general_dilated(x, k, (stride, stride), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            precision="highest")
+
+    ours = lambda x, k: conv.conv2d(x, k, stride)
+    np.testing.assert_allclose(ours(x, k), xla(x, k), rtol=1e-5, atol=1e-5)
+    loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
+    for a, b in zip(jax.grad(loss(ours), (0, 1))(x, k), jax.grad(loss(xla), (0, 1))(x, k)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # The CPU kernel gradient on its own (the custom VJP selects it only on CPU).
+    g = jnp.cos(xla(x, k))
+    np.testing.assert_allclose(conv.kernel_grad_im2col(x, g, k.shape, stride),
+                               jax.vjp(xla, x, k)[1](g)[1], rtol=1e-4, atol=1e-4)
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_logits():
