@@ -33,7 +33,8 @@ def shifted_views(xp: jax.Array, kernel_hw: tuple[int, int], stride: int, oh: in
             yield xp[:, i:i + span_h:stride, j:j + span_w:stride, :]
 
 
-def _xla_conv(x, kernel, stride):
+def xla_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """XLA's 'SAME' convolution, NHWC x HWIO -> NHWC."""
     return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
                                         dimension_numbers=_DIMS)
 
@@ -54,16 +55,16 @@ def kernel_grad_im2col(x: jax.Array, g: jax.Array, kernel_shape, stride: int) ->
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     """'SAME' convolution: x [B, H, W, C_in], kernel [kh, kw, C_in, C_out]
     -> [B, ceil(H / stride), ceil(W / stride), C_out]. Equal to `lax.conv_general_dilated`."""
-    return _xla_conv(x, kernel, stride)
+    return xla_conv(x, kernel, stride)
 
 
 def _fwd(x, kernel, stride):
-    return _xla_conv(x, kernel, stride), (x, kernel)
+    return xla_conv(x, kernel, stride), (x, kernel)
 
 
 def _bwd(stride, residuals, g):
     x, kernel = residuals
-    _, xla_vjp = jax.vjp(functools.partial(_xla_conv, stride=stride), x, kernel)
+    _, xla_vjp = jax.vjp(functools.partial(xla_conv, stride=stride), x, kernel)
     dx, xla_dk = xla_vjp(g)
     dk = jax.lax.platform_dependent(
         x, g, cpu=lambda x, g: kernel_grad_im2col(x, g, kernel.shape, stride).astype(kernel.dtype),
