@@ -32,8 +32,14 @@ class ConvBN(nnx.Module):
         self.act = act
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        shape, pointwise = x.shape, isinstance(self.conv, nnx.Linear)
+        if pointwise:
+            # [B, H, W, C] -> [B * H * W, C]: XLA:CPU runs the 2D products (forward and both
+            # gradients) up to 2x faster than the same contraction over three batch axes.
+            x = x.reshape(-1, shape[-1])
         x = self.bn(self.conv(x), use_running_average=not train)
-        return self.act(x) if self.act is not None else x
+        x = self.act(x) if self.act is not None else x
+        return x.reshape(*shape[:-1], x.shape[-1]) if pointwise else x
 
 
 def head(x: jax.Array, dense: nnx.Linear, dropout: nnx.Dropout, train: bool,
