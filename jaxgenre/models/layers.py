@@ -12,9 +12,9 @@ class ConvBN(nnx.Module):
 
     `depthwise=True` (3x3, in_ch == out_ch) uses `DepthwiseConv3x3`, which XLA:CPU runs 5-10x
     faster than a grouped convolution. Other 2D convolutions are `Conv2D` (XLA's convolution
-    with a faster kernel gradient on CPU). A 1x1 stride-1 convolution is a `Linear` over the channel
-    axis (the same parameter count and initialisation): one matrix product, forward and
-    backward, without the layout transposes XLA:CPU adds around a convolution.
+    with a faster kernel gradient on CPU). A 1x1 stride-1 convolution is a `Linear` over the
+    channel axis (the same parameter count and initialisation): one matrix product, forward
+    and backward, without the layout transposes XLA:CPU adds around a convolution.
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel, strides=1, depthwise: bool = False,
