@@ -1,6 +1,7 @@
 """On-device augmentation, drawn from a key so that a resumed run draws the same numbers.
 
-All ops are per example (iota comparisons, no gathers), so they keep the batch sharding.
+All ops are per example (iota comparisons and dense resampling weights, no gathers), so they
+keep the batch sharding.
 """
 import math
 
