@@ -1,4 +1,5 @@
 """Tiny training runs for tests: a small config, a CLI runner, checkpoint readers."""
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +9,11 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
 
 
 def overrides(data_dir: str, **extra) -> dict:
