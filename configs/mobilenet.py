@@ -16,7 +16,6 @@ def get_config(arg: str | None = None):
     c.model.name = "mobilenet_v2"
     c.model.width = 1.0
     c.model.dropout = 0.2
-    c.model.freq_coord = False  # True: a frequency-position input channel (CoordConv)
     if "demo" in args:
         common.apply_demo(c)
     return c

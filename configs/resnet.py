@@ -13,7 +13,6 @@ def get_config(arg: str | None = None):
     c = common.base_config()
     c.model.name = "resnet18"
     c.model.dropout = 0.2
-    c.model.freq_coord = False  # True: a frequency-position input channel (CoordConv)
     c.optim.learning_rate = 1e-3
     if "demo" in args:
         common.apply_demo(c)

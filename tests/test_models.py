@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from jaxgenre import models
-from jaxgenre.models import conv, depthwise, layers
+from jaxgenre.models import conv, depthwise
 
 
 def _count(model, kinds=(nnx.Param,)):
@@ -41,18 +41,6 @@ def test_every_model_gives_logits_for_its_input(name):
     eval_logits = model(x, train=False)
     assert train_logits.shape == eval_logits.shape == (2, 5)
     assert eval_logits.dtype == jnp.float32 and bool(jnp.isfinite(eval_logits).all())
-
-
-@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18"])
-def test_freq_coord_adds_one_input_channel_that_tells_frequency_bands_apart(name):
-    model = models.get(name)(5, freq_coord=True, rngs=nnx.Rngs(0))
-    assert model.stem.conv.kernel.value.shape[2] == 2  # the log-mel and the frequency position
-    x = layers.with_freq_coord(jnp.zeros((2, 4, 6, 1)))
-    np.testing.assert_allclose(x[1, 3, :, 1], np.linspace(-1, 1, 6), atol=1e-6)
-    assert (x[..., 0] == 0).all()
-    # A silent input now gives frequency-dependent features; without the channel they are flat.
-    stem = model.stem(x, train=False)
-    assert float(jnp.std(stem[0, 1, :, :].mean(-1))) > 0
 
 
 def test_unknown_model_lists_the_registered_ones():

@@ -42,18 +42,6 @@ class ConvBN(nnx.Module):
         return x.reshape(*shape[:-1], x.shape[-1]) if pointwise else x
 
 
-def with_freq_coord(x: jax.Array) -> jax.Array:
-    """[B, T, F, C] -> [B, T, F, C + 1]: appends each bin's frequency position, -1 (lowest) to 1.
-
-    A CoordConv input channel (Liu et al. 2018): convolutions and global pooling are blind to
-    where in frequency a pattern sits; with this channel the first layer can tell a bass line
-    from a cymbal of the same shape, which spectral-envelope features (MFCC means) rely on.
-    """
-    b, t, f, _ = x.shape
-    ramp = jnp.broadcast_to(jnp.linspace(-1.0, 1.0, f, dtype=x.dtype)[:, None], (b, t, f, 1))
-    return jnp.concatenate([x, ramp], axis=-1)
-
-
 def head(x: jax.Array, dense: nnx.Linear, dropout: nnx.Dropout, train: bool,
          rngs: nnx.Rngs | None) -> jax.Array:
     """Global average pool over all spatial axes, dropout, logits in float32."""

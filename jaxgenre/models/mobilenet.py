@@ -6,7 +6,7 @@ Same widths (`_make_divisible`), same blocks, no biases before BatchNorm: the pa
 import jax
 from flax import nnx
 
-from jaxgenre.models.layers import ConvBN, head, with_freq_coord
+from jaxgenre.models.layers import ConvBN, head
 
 # (expansion t, output channels c, repeats n, first stride s), from the paper's Table 2.
 _BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -39,10 +39,9 @@ class MobileNetV2(nnx.Module):
     input_kind = "log_mel"
 
     def __init__(self, num_classes: int, *, in_channels: int = 1, width: float = 1.0,
-                 dropout: float = 0.2, freq_coord: bool = False, dtype=None, rngs: nnx.Rngs):
+                 dropout: float = 0.2, dtype=None, rngs: nnx.Rngs):
         ch = _make_divisible(32 * width)
-        self.freq_coord = freq_coord  # see layers.with_freq_coord
-        self.stem = ConvBN(in_channels + int(freq_coord), ch, (3, 3), strides=2, act=nnx.relu6, dtype=dtype, rngs=rngs)
+        self.stem = ConvBN(in_channels, ch, (3, 3), strides=2, act=nnx.relu6, dtype=dtype, rngs=rngs)
         blocks = []
         for t, c, n, s in _BLOCKS:
             out = _make_divisible(int(c * width))
@@ -56,7 +55,7 @@ class MobileNetV2(nnx.Module):
         self.dense = nnx.Linear(last, num_classes, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None = None) -> jax.Array:
-        x = self.stem(with_freq_coord(x) if self.freq_coord else x, train)
+        x = self.stem(x, train)
         for block in self.blocks:
             x = block(x, train)
         return head(self.last(x, train), self.dense, self.dropout, train, rngs)

@@ -6,7 +6,7 @@ At 3 input channels and 1000 classes the trainable parameter counts equal torchv
 import jax
 from flax import nnx
 
-from jaxgenre.models.layers import ConvBN, head, with_freq_coord
+from jaxgenre.models.layers import ConvBN, head
 
 
 class BasicBlock(nnx.Module):
@@ -44,9 +44,8 @@ class ResNet(nnx.Module):
     input_kind = "log_mel"
 
     def __init__(self, num_classes: int, *, block, layers, in_channels: int = 1,
-                 dropout: float = 0.0, freq_coord: bool = False, dtype=None, rngs: nnx.Rngs):
-        self.freq_coord = freq_coord  # see layers.with_freq_coord
-        self.stem = ConvBN(in_channels + int(freq_coord), 64, (7, 7), strides=2, dtype=dtype, rngs=rngs)
+                 dropout: float = 0.0, dtype=None, rngs: nnx.Rngs):
+        self.stem = ConvBN(in_channels, 64, (7, 7), strides=2, dtype=dtype, rngs=rngs)
         stages, ch = [], 64
         for i, n in enumerate(layers):
             width = 64 * 2 ** i
@@ -58,7 +57,7 @@ class ResNet(nnx.Module):
         self.dense = nnx.Linear(ch, num_classes, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None = None) -> jax.Array:
-        x = self.stem(with_freq_coord(x) if self.freq_coord else x, train)
+        x = self.stem(x, train)
         x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         for block in self.blocks:
             x = block(x, train)
