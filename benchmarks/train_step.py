@@ -17,7 +17,7 @@ import optax
 from flax import nnx
 
 from benchmarks.common import machine, median_seconds
-from jaxgenre import models
+from jaxgenre import host_memory, models
 
 
 def jax_step(name, batch, shape, dtype):
@@ -77,12 +77,16 @@ def main():
     ap.add_argument("--models", default="mobilenet_v2")
     ap.add_argument("--no_keras", action="store_true", help="skip the Keras peer (GPU runs)")
     ap.add_argument("--peak_tflops", type=float, default=0.0, help="device peak, for MFU")
+    ap.add_argument("--glibc_defaults", action="store_true",
+                    help="leave malloc as it is (jaxgenre.train sets host_memory.keep_freed_memory)")
     a = ap.parse_args()
+    # As jaxgenre.train does, for both sides of the comparison (it is one process).
+    kept = False if a.glibc_defaults else host_memory.keep_freed_memory()
     shape = (130, 128, 1)
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[a.dtype]
     print(f"machine: {machine()}; jax {jax.__version__} on {jax.devices()[0].device_kind}")
     print(f"input [{a.batch}, {', '.join(map(str, shape))}], Adam, {a.dtype}, "
-          f"median of {a.steps} steps")
+          f"median of {a.steps} steps; malloc keeps freed memory: {kept}")
     rates = {}
     for name in a.models.split(","):
         run, flops = jax_step(name, a.batch, shape, dtype)

@@ -10,7 +10,7 @@ each new checkpoint as it appears until the run's last step is evaluated.
 """
 from absl import app, flags
 
-from jaxgenre import evaluation, sharding
+from jaxgenre import evaluation, host_memory, sharding
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's --workdir.", required=True)
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "Split to evaluate.")
@@ -23,6 +23,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the run's data.data_
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    host_memory.keep_freed_memory()  # before JAX starts its CPU client
     sharding.initialize_distributed()
     job = evaluation.CheckpointEvaluator(_WORKDIR.value, _SPLIT.value, _DATA_DIR.value)
     if _WATCH.value:

@@ -20,7 +20,16 @@ from clu import metric_writers
 from etils import epath
 from ml_collections import config_flags
 
-from jaxgenre import checkpointing, classifier, config_checks, evaluation, input_pipeline, optim, sharding
+from jaxgenre import (
+    checkpointing,
+    classifier,
+    config_checks,
+    evaluation,
+    host_memory,
+    input_pipeline,
+    optim,
+    sharding,
+)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/mobilenet.py:demo.", lock_config=True)
@@ -168,6 +177,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if _WORKDIR.value is None or _CONFIG.value is None:
         raise app.UsageError("--config and --workdir are required.")
+    host_memory.keep_freed_memory()  # before JAX starts its CPU client
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

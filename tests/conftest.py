@@ -1,4 +1,5 @@
-"""Test set-up: 8 fake CPU devices (before JAX starts), quiet TensorFlow."""
+"""Test set-up: 8 fake CPU devices and malloc that keeps freed memory (before JAX starts),
+quiet TensorFlow."""
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -6,6 +7,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # TensorFlow stays off any accelerator
 
 import pytest
+
+from jaxgenre import host_memory
+
+host_memory.keep_freed_memory()  # as jaxgenre.train does
 
 
 @pytest.fixture(scope="session")
