@@ -8,9 +8,14 @@ the logits of crops that cover each clip, writes WORKDIR/eval/<split>_<step>.jso
 confusion-matrix PNG beside it, and prints a table with the accuracy last. --watch evaluates
 each new checkpoint as it appears until the run's last step is evaluated.
 """
+from jaxgenre import host_memory
+
+# First of all: before TensorFlow and JAX start their threads (see host_memory).
+host_memory.keep_freed_memory()
+
 from absl import app, flags
 
-from jaxgenre import evaluation, host_memory, sharding
+from jaxgenre import evaluation, sharding
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's --workdir.", required=True)
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "Split to evaluate.")
@@ -23,7 +28,6 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the run's data.data_
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    host_memory.keep_freed_memory()  # before JAX starts its CPU client
     sharding.initialize_distributed()
     job = evaluation.CheckpointEvaluator(_WORKDIR.value, _SPLIT.value, _DATA_DIR.value)
     if _WATCH.value:

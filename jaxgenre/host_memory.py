@@ -20,8 +20,8 @@ _M_ARENA_MAX = -8
 def keep_freed_memory() -> bool:
     """Sets glibc malloc as above; True when it applied (False off Linux/glibc, e.g. macOS, musl).
 
-    Call it before JAX starts its CPU client (the first device query or computation): threads
-    that already allocated keep their own arenas.
+    Call it before importing TensorFlow or JAX: glibc fixes its number of arenas when the first
+    thread besides the main one allocates, and threads keep the arena they started with.
     """
     if not sys.platform.startswith("linux"):
         return False

@@ -7,6 +7,11 @@ Restarting with the same --workdir resumes the run: same step, same data stream,
 numbers. The file reads top to bottom: mesh and data, model and optimizer, state (created
 already sharded, or restored on any device count), jitted steps, then the loop.
 """
+from jaxgenre import host_memory
+
+# First of all: before TensorFlow and JAX start their threads (see host_memory).
+host_memory.keep_freed_memory()
+
 import collections
 import functools
 import json
@@ -20,16 +25,7 @@ from clu import metric_writers
 from etils import epath
 from ml_collections import config_flags
 
-from jaxgenre import (
-    checkpointing,
-    classifier,
-    config_checks,
-    evaluation,
-    host_memory,
-    input_pipeline,
-    optim,
-    sharding,
-)
+from jaxgenre import checkpointing, classifier, config_checks, evaluation, input_pipeline, optim, sharding
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/mobilenet.py:demo.", lock_config=True)
@@ -177,7 +173,6 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if _WORKDIR.value is None or _CONFIG.value is None:
         raise app.UsageError("--config and --workdir are required.")
-    host_memory.keep_freed_memory()  # before JAX starts its CPU client
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
