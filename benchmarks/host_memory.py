@@ -52,7 +52,7 @@ def main():
         r = results[setting] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{setting:10s} {r['examples_per_s']:7.1f} examples/s, "
               f"{r['faults_per_step']:9.0f} page faults/step, {r['sys_s_per_step']:.2f} s sys/step"
-              + ("" if setting == "default" or r["applied"] else " (not applied: not glibc)"))
+              + ("" if setting == "default" or r["applied"] else " (not applied: accelerator host, or not glibc)"))
     ratio = results["keep_freed"]["examples_per_s"] / results["default"]["examples_per_s"]
     print(f"ratio keep_freed / default: {ratio:.2f}x")
 

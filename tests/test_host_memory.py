@@ -4,6 +4,8 @@ import sys
 
 import pytest
 
+from jaxgenre import host_memory
+
 _CHILD = """
 import ctypes, resource, sys
 from jaxgenre import host_memory
@@ -28,7 +30,8 @@ def _faults(keep_freed: bool) -> tuple[bool, int]:
     return out[0] == "True", int(out[1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+@pytest.mark.skipif(not sys.platform.startswith("linux") or host_memory._accelerator_present(),
+                    reason="glibc malloc settings, applied on CPU-only hosts")
 def test_freed_block_is_reused_without_page_faults():
     applied, faults = _faults(keep_freed=True)
     assert applied
@@ -36,3 +39,8 @@ def test_freed_block_is_reused_without_page_faults():
     pages = (256 << 20) // 4096
     assert default_faults > pages // 2  # glibc's default: a fresh mapping, every page faulted
     assert faults < pages // 100
+
+
+def test_hosts_with_an_accelerator_are_left_alone(monkeypatch):
+    monkeypatch.setattr(host_memory, "_accelerator_present", lambda: True)
+    assert host_memory.keep_freed_memory() is False
