@@ -33,6 +33,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.frontend.fmin = 0.0
     c.frontend.fmax = ml_collections.FieldReference(None, field_type=float)
     c.frontend.top_db = 80.0
+    # None: 0 dB at each clip's loudest bin (level-invariant, for classifiers); a power such as
+    # 1.0 keeps the level, so the log-mel can be turned back into audio (jaxgenre.vocoder).
+    c.frontend.ref = ml_collections.FieldReference(None, field_type=float)
     c.frontend.dft = "fft"  # 'matmul' on TPU
     c.frontend.n_mfcc = 20
 

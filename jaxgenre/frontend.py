@@ -2,8 +2,10 @@
 
 Computed inside the jitted step from the int16 waveform, so the input pipeline only moves PCM.
 Parity with librosa: `center=True` zero padding of n_fft // 2, periodic Hann window, |STFT|^2,
-Slaney mel filterbank (`librosa.filters.mel`), `power_to_db(S, ref=np.max, top_db)` with the max
-taken per example, and an orthonormal DCT-II for MFCC (`librosa.feature.mfcc(S=log_mel)`).
+Slaney mel filterbank (`librosa.filters.mel`), `power_to_db(S, ref, top_db)` and an orthonormal
+DCT-II for MFCC (`librosa.feature.mfcc(S=log_mel)`). `ref` is each example's maximum (librosa's
+`ref=np.max`, the classifiers' default: level-invariant) or a fixed power (e.g. 1.0), which keeps
+the level so that `jaxgenre.vocoder` can turn the log-mel back into audio at the right loudness.
 
 Under a batch-sharded mesh every op here is per example. `jnp.fft` would make XLA all-gather
 the batch (jax issue 15680), so the DFT runs either as two matmuls (cos / sin, native on matrix
@@ -28,6 +30,9 @@ class MelConfig:
     dft: 'fft' (fastest on CPU and GPU) or 'matmul' (for TPU matrix units).
     precision: matmul precision; 'highest' keeps float32 accuracy on TPU, where the default
       uses bf16 passes.
+    ref: None: 0 dB is each example's loudest bin (librosa's `ref=np.max`). A float: 0 dB is
+      this mel power (librosa's `ref=1.0` for 1.0), the same for every example, so the level
+      survives and the log-mel can be inverted.
     """
     sample_rate: int = 22050
     n_fft: int = 2048
@@ -38,12 +43,13 @@ class MelConfig:
     top_db: float | None = 80.0
     dft: str = "fft"
     precision: str = "highest"
+    ref: float | None = None
 
     def num_frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.hop_length
 
 
-def _frames(audio: jax.Array, n_fft: int, hop: int) -> jax.Array:
+def frames(audio: jax.Array, n_fft: int, hop: int) -> jax.Array:
     """Centered, zero-padded frames: [B, N] -> [B, 1 + N // hop, n_fft], without a gather.
 
     The padded signal is cut into hop-sized blocks; frame t is blocks t .. t+k-1 concatenated
@@ -55,21 +61,25 @@ def _frames(audio: jax.Array, n_fft: int, hop: int) -> jax.Array:
     total = (num_frames + k - 1) * hop
     padded = jnp.pad(audio, ((0, 0), (n_fft // 2, total - n - n_fft // 2)))
     blocks = padded.reshape(batch, num_frames + k - 1, hop)
-    frames = jnp.concatenate([blocks[:, j:j + num_frames] for j in range(k)], axis=-1)
-    return frames[..., :n_fft]
+    framed = jnp.concatenate([blocks[:, j:j + num_frames] for j in range(k)], axis=-1)
+    return framed[..., :n_fft]
 
 
-def _power_spectrum(frames: jax.Array, cfg: MelConfig) -> jax.Array:
+def window(n_fft: int) -> np.ndarray:
+    """librosa's periodic Hann window: [n_fft] float32."""
+    return librosa.filters.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+
+
+def _power_spectrum(framed: jax.Array, cfg: MelConfig) -> jax.Array:
     """|DFT|^2 of windowed frames: [..., n_fft] -> [..., n_fft // 2 + 1], float32."""
-    window = librosa.filters.get_window("hann", cfg.n_fft, fftbins=True).astype(np.float32)
-    frames = frames * window
+    framed = framed * window(cfg.n_fft)
     if cfg.dft == "fft":
-        spec = jnp.fft.rfft(frames, axis=-1)
+        spec = jnp.fft.rfft(framed, axis=-1)
         return spec.real ** 2 + spec.imag ** 2
     if cfg.dft == "matmul":
         phase = 2 * np.pi * np.outer(np.arange(cfg.n_fft), np.arange(cfg.n_fft // 2 + 1)) / cfg.n_fft
-        re = jnp.matmul(frames, np.cos(phase).astype(np.float32), precision=cfg.precision)
-        im = jnp.matmul(frames, np.sin(phase).astype(np.float32), precision=cfg.precision)
+        re = jnp.matmul(framed, np.cos(phase).astype(np.float32), precision=cfg.precision)
+        im = jnp.matmul(framed, np.sin(phase).astype(np.float32), precision=cfg.precision)
         return re ** 2 + im ** 2
     raise ValueError(f"Unknown dft {cfg.dft!r}; expected 'fft' or 'matmul'.")
 
@@ -80,16 +90,24 @@ def mel_filterbank(cfg: MelConfig) -> np.ndarray:
                                fmin=cfg.fmin, fmax=cfg.fmax).T.astype(np.float32)
 
 
+def power_to_db(mel: jax.Array, cfg: MelConfig) -> jax.Array:
+    """librosa's `power_to_db(mel, ref=np.max or cfg.ref, top_db)`, per example: [B, ...]."""
+    db = 10.0 * jnp.log10(jnp.maximum(mel, _AMIN))
+    axes = tuple(range(1, db.ndim))
+    peak = jnp.max(db, axis=axes, keepdims=True)
+    ref_db = jnp.maximum(peak if cfg.ref is None else 10.0 * np.log10(cfg.ref),
+                         10.0 * np.log10(_AMIN))
+    db = db - ref_db
+    if cfg.top_db is not None:
+        db = jnp.maximum(db, peak - ref_db - cfg.top_db)  # top_db below the example's loudest bin
+    return db
+
+
 def _log_mel_local(audio: jax.Array, cfg: MelConfig) -> jax.Array:
     x = audio.astype(jnp.float32) / 32768.0  # int16 PCM -> librosa's float scale
-    power = _power_spectrum(_frames(x, cfg.n_fft, cfg.hop_length), cfg)
+    power = _power_spectrum(frames(x, cfg.n_fft, cfg.hop_length), cfg)
     mel = jnp.matmul(power, mel_filterbank(cfg), precision=cfg.precision)
-    db = 10.0 * jnp.log10(jnp.maximum(mel, _AMIN))
-    ref = jnp.max(db, axis=(1, 2), keepdims=True)  # ref=np.max, per example
-    db = db - jnp.maximum(ref, 10.0 * np.log10(_AMIN))
-    if cfg.top_db is not None:
-        db = jnp.maximum(db, -cfg.top_db)  # the max of db is now 0
-    return db
+    return power_to_db(mel, cfg)
 
 
 def log_mel(audio: jax.Array, cfg: MelConfig, mesh: jax.sharding.Mesh | None = None,
@@ -103,7 +121,8 @@ def log_mel(audio: jax.Array, cfg: MelConfig, mesh: jax.sharding.Mesh | None = N
         runs per device in `jax.shard_map`, so no device ever holds another's examples.
 
     Returns:
-      float32 [B, 1 + num_samples // hop_length, n_mels], each example's max at 0 dB.
+      float32 [B, 1 + num_samples // hop_length, n_mels]: dB relative to each example's max
+      (`cfg.ref` None) or to the fixed power `cfg.ref`.
     """
     fn = lambda x: _log_mel_local(x, cfg)
     if mesh is not None:

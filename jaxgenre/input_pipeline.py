@@ -135,6 +135,23 @@ def num_eval_crops(clip_samples: int, crop_samples: int) -> int:
     return math.ceil(clip_samples / crop_samples)
 
 
+def _shard_records(shard: HostShard) -> tf.data.Dataset:
+    """This process's serialized examples of a split, in split order."""
+    files, skips, takes = _records(shard.file_instructions)
+    return tf.data.Dataset.range(len(shard.file_instructions)).flat_map(
+        lambda i: tf.data.TFRecordDataset(files[i]).skip(skips[i]).take(takes[i]))
+
+
+def _padded_batches(ds: tf.data.Dataset, padding: dict, shard: HostShard, host_batch: int
+                    ) -> tf.data.Dataset:
+    """Pads a shard with masked `padding` examples to ceil(max shard size / host_batch) batches,
+    the same count on every process, and batches it."""
+    num_batches = math.ceil(shard.max_num_examples / host_batch)
+    padding = tf.data.Dataset.from_tensors(padding)
+    ds = ds.concatenate(padding.repeat(num_batches * host_batch - shard.num_examples))
+    return ds.batch(host_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
 def host_eval_dataset(builder, split: str, host_batch: int, crop_samples: int,
                       process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
     """Every example of this process's shard once, as `num_crops` evenly spaced crops.
@@ -146,8 +163,6 @@ def host_eval_dataset(builder, split: str, host_batch: int, crop_samples: int,
     shard = host_shard(builder, split, process_index, process_count)
     clip_samples = builder.info.features["audio"].shape[0]
     num_crops = num_eval_crops(clip_samples, crop_samples)
-    num_batches = math.ceil(shard.max_num_examples / host_batch)
-    files, skips, takes = _records(shard.file_instructions)
     features = builder.info.features
 
     def crops(serialized):
@@ -158,14 +173,50 @@ def host_eval_dataset(builder, split: str, host_batch: int, crop_samples: int,
         return {"audio": tf.gather(ex["audio"], idx), "label": tf.cast(ex["label"], tf.int32),
                 "mask": tf.constant(True), "track_id": ex["track_id"]}
 
-    ds = tf.data.Dataset.range(len(shard.file_instructions)).flat_map(
-        lambda i: tf.data.TFRecordDataset(files[i]).skip(skips[i]).take(takes[i]))
-    ds = ds.map(crops, num_parallel_calls=tf.data.AUTOTUNE)
-    padding = tf.data.Dataset.from_tensors({
+    ds = _shard_records(shard).map(crops, num_parallel_calls=tf.data.AUTOTUNE)
+    return _padded_batches(ds, {
         "audio": tf.zeros([num_crops, crop_samples], tf.int16), "label": tf.constant(0, tf.int32),
-        "mask": tf.constant(False), "track_id": tf.constant(-1, tf.int32)})
-    ds = ds.concatenate(padding.repeat(num_batches * host_batch - shard.num_examples))
-    return ds.batch(host_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        "mask": tf.constant(False), "track_id": tf.constant(-1, tf.int32)}, shard, host_batch)
+
+
+def host_clip_dataset(builder, split: str, host_batch: int, process_index: int = 0,
+                      process_count: int = 1) -> tf.data.Dataset:
+    """Every whole stored clip of this process's shard once, padded like `host_eval_dataset`.
+
+    Batches: audio int16 [B, clip_samples], num_samples int32 [B] (real audio before the zero
+    padding), label int32 [B], mask bool [B], track_id int32 [B].
+    """
+    shard = host_shard(builder, split, process_index, process_count)
+    features = builder.info.features
+
+    def clip(serialized):
+        ex = features.deserialize_example(serialized)
+        return {"audio": ex["audio"], "num_samples": tf.cast(ex["num_samples"], tf.int32),
+                "label": tf.cast(ex["label"], tf.int32), "mask": tf.constant(True),
+                "track_id": ex["track_id"]}
+
+    ds = _shard_records(shard).map(clip, num_parallel_calls=tf.data.AUTOTUNE)
+    return _padded_batches(ds, {
+        "audio": tf.zeros(features["audio"].shape, tf.int16), "num_samples": tf.constant(0),
+        "label": tf.constant(0), "mask": tf.constant(False), "track_id": tf.constant(-1)},
+        shard, host_batch)
+
+
+def clips_by_label(builder, split: str, per_label: int) -> dict[int, dict[str, np.ndarray]]:
+    """Up to `per_label` whole clips of each label, the first ones in split order, on this host.
+
+    Returns {label: {"audio": int16 [n, clip_samples], "num_samples": int32 [n],
+    "track_id": int32 [n]}}, for small reference sets (every process reads the same clips).
+    """
+    found = collections.defaultdict(list)
+    for clip in host_clip_dataset(builder, split, 1).unbatch().as_numpy_iterator():
+        if clip["mask"] and len(found[int(clip["label"])]) < per_label:
+            found[int(clip["label"])].append(clip)
+        if len(found) == builder.info.features["label"].num_classes and all(
+                len(v) == per_label for v in found.values()):
+            break
+    return {label: {k: np.stack([c[k] for c in clips]) for k in ("audio", "num_samples", "track_id")}
+            for label, clips in sorted(found.items())}
 
 
 def host_batch_size(global_batch: int) -> int:
@@ -195,6 +246,14 @@ def train_batches(builder, split: str, global_batch: int, crop_samples: int, see
     """Global training batches from `start_step` on: audio [B, crop] int16, label [B] int32."""
     ds = host_train_dataset(builder, split, host_batch_size(global_batch), crop_samples, seed,
                             start_step, jax.process_index(), jax.process_count(), shuffle_buffer)
+    return to_global(ds.as_numpy_iterator(), mesh)
+
+
+def clip_batches(builder, split: str, global_batch: int, mesh: jax.sharding.Mesh
+                 ) -> Iterator[dict]:
+    """Global batches of whole clips covering the split once (see `host_clip_dataset`)."""
+    ds = host_clip_dataset(builder, split, host_batch_size(global_batch), jax.process_index(),
+                           jax.process_count())
     return to_global(ds.as_numpy_iterator(), mesh)
 
 

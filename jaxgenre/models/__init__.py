@@ -3,8 +3,11 @@
 Every model is an `nnx.Module` built as `cls(num_classes, *, dtype, rngs, **kwargs)` and called as
 `model(x, train=bool, rngs=nnx.Rngs | None)` -> logits [B, num_classes] float32. Its class
 attribute `input_kind` says what it eats: 'log_mel' [B, T, n_mels, 1], 'mfcc'
-[B, T, n_mfcc, 1] or 'waveform' [B, N].
+[B, T, n_mfcc, 1] or 'waveform' [B, N]. Every model ends in an `nnx.Linear` named `dense`,
+whose input is the model's penultimate features (`logits_and_features`).
 """
+import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from jaxgenre.models import cnn1d, crnn, mfcc_cnn, mobilenet, resnet
@@ -27,3 +30,33 @@ def get(name: str) -> type[nnx.Module]:
     if name not in _REGISTRY:
         raise ValueError(f"Unknown model.name {name!r}; registered models: {', '.join(NAMES)}.")
     return _REGISTRY[name]
+
+
+def logits_and_features(model: nnx.Module, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Inference: (logits [B, num_classes] float32, penultimate features [B, D] float32).
+
+    The features are what the final `dense` layer receives (after pooling, before dropout at
+    training time): the embedding a genre judge's Frechet distance is computed on.
+    """
+    dense = model.dense
+    tap = _Tap(dense)
+    model.dense = tap
+    try:
+        logits = model(x, train=False)
+    finally:
+        model.dense = dense
+    return logits, tap.inputs[0].astype(jnp.float32)
+
+
+class _Tap:
+    """Stands in for a layer: records what it is called with, forwards everything else."""
+
+    def __init__(self, layer):
+        self.layer, self.inputs = layer, []
+
+    def __call__(self, h):
+        self.inputs.append(h)
+        return self.layer(h)
+
+    def __getattr__(self, name):
+        return getattr(self.layer, name)

@@ -1,0 +1,138 @@
+r"""Evaluates a genre style-transfer method against the trivial baselines, judged by a classifier.
+
+  python -m jaxgenre.evaluate_transfer --method identity|random_target|eq|WORKDIR \
+      --judge CLASSIFIER_WORKDIR --output_dir DIR [--split test] [--clips N] [--targets A,B]
+
+Every clip of the split (or its first N) is turned into every other genre (or those in
+--targets); the judge, a classifier trained by `jaxgenre.train` and never one a method was
+trained with, re-analyses each output from its waveform. Writes DIR/<method>_<split>.json, a
+target-accuracy heatmap PNG, WAV + log-mel examples under DIR/examples/, and DIR/transfer_<split>.md
+with one row per method in DIR; the three baselines are always in it (computed when DIR lacks
+them for the same judge and settings).
+"""
+from jaxgenre import host_memory
+
+# First of all: before TensorFlow and JAX start their threads (see host_memory).
+host_memory.keep_freed_memory()
+
+import json
+import sys
+
+import jax
+from absl import app, flags, logging
+from etils import epath
+
+from jaxgenre import frontend, input_pipeline, sharding, vocoder
+from jaxgenre.transfer import evaluator as evaluator_lib
+from jaxgenre.transfer import judge as judge_lib
+from jaxgenre.transfer import methods as methods_lib
+from jaxgenre.transfer import report
+
+_METHOD = flags.DEFINE_string("method", None, f"One of {', '.join(methods_lib.BASELINES)}, or a "
+                              "style-transfer run's --workdir.", required=True)
+_JUDGE = flags.DEFINE_string("judge", None, "A genre classifier's jaxgenre.train --workdir.",
+                             required=True)
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where results go.", required=True)
+_SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "Split to convert.")
+_CLIPS = flags.DEFINE_integer("clips", None, "Only the split's first N clips.")
+_TARGETS = flags.DEFINE_list("targets", None, "Target genre names (default: every genre).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "The judge's checkpoint: best|latest|STEP.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Clips per global batch (a multiple of the "
+                                   "device count).")
+_PHASE = flags.DEFINE_enum("phase", "source", ["source", "random"],
+                           "Griffin-Lim's initial phase: the converted clip's own, or random.")
+_GL_ITERS = flags.DEFINE_integer("gl_iters", vocoder.VocoderConfig.n_iter, "Griffin-Lim iterations.")
+_NNLS_STEPS = flags.DEFINE_integer("nnls_steps", vocoder.VocoderConfig.nnls_steps,
+                                   "Projected-gradient steps of the mel -> linear inversion.")
+_POOL = flags.DEFINE_integer("pool_per_genre", 16, "Real clips per genre of the split: "
+                             "random_target draws from them, FD-judge compares with them.")
+_EQ_CLIPS = flags.DEFINE_integer("eq_clips_per_genre", 32, "Training clips per genre for the eq "
+                                 "baseline's mean spectra.")
+_EXAMPLES = flags.DEFINE_integer("examples", 3, "Clips kept as WAV + PNG per method.")
+_SEED = flags.DEFINE_integer("seed", 0, "Random draws (random_target, random phase).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the judge run's data.data_dir.")
+
+
+def _method(spec: str, codec, builder, split: str, judge_dir: str):
+    """A baseline by name; anything else must be a style-transfer run's workdir."""
+    if spec == "identity":
+        return methods_lib.Identity(codec)
+    if spec == "random_target":
+        pool = input_pipeline.clips_by_label(builder, split, _POOL.value)
+        return methods_lib.RandomTarget(codec, {c: v["audio"] for c, v in pool.items()}, _SEED.value)
+    if spec == "eq":
+        ltas = methods_lib.long_term_spectra(builder, "train", codec, _EQ_CLIPS.value)
+        return methods_lib.Eq(codec, ltas)
+    workdir = epath.Path(spec)
+    hint = f"valid methods: {', '.join(methods_lib.BASELINES)}, or a style-transfer run's --workdir"
+    if not (workdir / "config.json").exists():
+        raise app.UsageError(f"Unknown method {spec!r}: {hint}.")
+    if workdir.resolve() == epath.Path(judge_dir).resolve():
+        raise app.UsageError(f"--method and --judge are the same run ({spec}): the judge must be a "
+                             "classifier no method was trained with.")
+    config = json.loads((workdir / "config.json").read_text())
+    raise app.UsageError(f"{spec} is a run of model {config.get('model', {}).get('name')!r}, not a "
+                         f"style-transfer run: {hint}.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        evaluate()
+    except (judge_lib.JudgeError, FileNotFoundError, input_pipeline.DatasetUnavailableError) as e:
+        sys.exit(f"error: {e}")
+
+
+def evaluate():
+    sharding.initialize_distributed()
+    mesh = sharding.make_mesh()
+    judge = judge_lib.Judge(_JUDGE.value, mesh, _CHECKPOINT.value)
+    data_dir = _DATA_DIR.value or judge.config.data.data_dir
+    builder = input_pipeline.load_builder(judge.dataset, data_dir, judge.config.data.manual_dir)
+    names = builder.info.features["label"].names
+    targets = None
+    if _TARGETS.value:
+        unknown = [t for t in _TARGETS.value if t not in names]
+        if unknown:
+            raise app.UsageError(f"Unknown genre(s) {unknown} in --targets; valid: {', '.join(names)}.")
+        targets = [names.index(t) for t in _TARGETS.value]
+    f = judge.config.frontend
+    mel = frontend.MelConfig(sample_rate=judge.sample_rate, n_fft=f.n_fft, hop_length=f.hop_length,
+                             n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax, top_db=f.top_db, ref=1.0)
+    codec = methods_lib.Codec(mel, vocoder.VocoderConfig(n_iter=_GL_ITERS.value, nnls_steps=_NNLS_STEPS.value), mesh,
+                              _PHASE.value, _SEED.value)
+    settings = {"judge": str(epath.Path(_JUDGE.value).resolve()), "judge_step": judge.step,
+                "dataset": judge.dataset, "split": _SPLIT.value, "clips": _CLIPS.value,
+                "targets": _TARGETS.value, "phase": _PHASE.value, "gl_iters": _GL_ITERS.value,
+                "nnls_steps": _NNLS_STEPS.value,
+                "pool_per_genre": _POOL.value, "seed": _SEED.value}
+    out_dir = _OUTPUT_DIR.value
+    methods = [_METHOD.value] + [b for b in methods_lib.BASELINES if b != _METHOD.value]
+    evaluator, pool = None, None
+    for spec in methods:
+        name = epath.Path(spec).name if spec not in methods_lib.BASELINES else spec
+        existing = report.read_results(out_dir, _SPLIT.value).get(name)
+        if spec != _METHOD.value and existing and existing.get("settings") == settings:
+            continue  # this baseline is already in DIR for the same judge and settings
+        method = _method(spec, codec, builder, _SPLIT.value, _JUDGE.value)
+        if evaluator is None:
+            pool = input_pipeline.clips_by_label(builder, _SPLIT.value, _POOL.value)
+            evaluator = evaluator_lib.TransferEvaluator(
+                judge, builder, _SPLIT.value, _BATCH_SIZE.value, mesh, codec,
+                {c: v["audio"] for c, v in pool.items()}, _CLIPS.value, targets, _EXAMPLES.value)
+        result, examples = evaluator.run(method)
+        result.update(method=name, settings=settings, **settings)
+        if jax.process_index() == 0:
+            stem = f"{name}_{_SPLIT.value}"
+            paths = [report.write_json(result, out_dir, stem),
+                     report.write_heatmap(result, out_dir, stem)]
+            paths += report.write_examples(examples, name, names, judge.sample_rate, out_dir)
+            logging.info("wrote %s", ", ".join(paths))
+    if jax.process_index() == 0:
+        table = report.write_table(out_dir, _SPLIT.value)
+        print(epath.Path(table).read_text(), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

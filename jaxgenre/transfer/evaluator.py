@@ -1,0 +1,204 @@
+"""Judges transfer methods on one split, every clip to every other genre, the same way for all.
+
+For each evaluated clip and each target genre other than its own, a method's output is
+re-analysed from its waveform by a separately trained genre classifier (the judge):
+  target_accuracy / target_probability: how often / how surely the judge hears the target;
+  ceiling_accuracy: the judge's accuracy on the real clips through the identity codec (the most
+    a method can reach through this vocoder);
+  chroma_similarity, onset_f1, logmel_distance: what is kept of the input (`metrics`);
+  fd_judge: Frechet distance of the judge's features of the outputs aimed at a genre to those
+    of real clips of that genre, at equal sample sizes; the mean over target genres.
+"""
+import collections
+import dataclasses
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
+
+from jaxgenre import input_pipeline, sharding
+from jaxgenre.transfer import judge as judge_lib
+from jaxgenre.transfer import methods as methods_lib
+from jaxgenre.transfer import metrics
+
+
+@dataclasses.dataclass
+class Example:
+    """A clip whose input and outputs are written for people to hear and see."""
+    track_id: int
+    source: int
+    target: int
+    input: np.ndarray  # float32 [N]
+    output: np.ndarray  # float32 [N]
+
+
+class TransferEvaluator:
+    """Evaluates methods on `split` of the judge's dataset (or `split[:clips]`).
+
+    Args:
+      judge: the genre judge (never a classifier any method was trained with).
+      builder: the dataset (its labels must be the judge's).
+      codec: the identity codec that measures the ceiling.
+      pool: {label: int16 [n, N]} real clips per genre: FD-judge's reference sets.
+      targets: target labels to evaluate (all by default).
+      example_ids: track ids whose audio is kept for listening (target: the next genre).
+    """
+
+    def __init__(self, judge: judge_lib.Judge, builder, split: str, batch_size: int, mesh,
+                 codec: methods_lib.Codec, pool: dict, clips: int | None = None,
+                 targets: list[int] | None = None, num_examples: int = 3):
+        judge.check_labels(builder.info.features["label"].names, f"dataset {builder.info.full_name}")
+        self.judge, self.builder, self.mesh, self.batch_size = judge, builder, mesh, batch_size
+        self.num_classes = builder.info.features["label"].num_classes
+        self.split = split if clips is None else f"{split}[:{clips}]"
+        self.targets = list(range(self.num_classes)) if targets is None else sorted(targets)
+        self.num_examples = num_examples
+        self.content = metrics.content_fn(codec.mel, mesh)
+        self.identity = methods_lib.Identity(codec)
+        self.reference = {c: self._features(pool[c]) for c in pool}  # real clips' features
+        self._identity = None  # (records, examples) of the identity codec, computed once
+
+    def _features(self, clips: np.ndarray) -> np.ndarray:
+        """Judge features [n, D] of int16 clips [n, N], in padded global batches."""
+        n = len(clips)
+        padded = np.concatenate([clips, np.zeros((-n % self.batch_size,) + clips.shape[1:],
+                                                  clips.dtype)]).astype(np.float32) / 32768.0
+        data = sharding.batch_sharding(self.mesh)
+        out = []
+        for i in range(0, len(padded), self.batch_size):
+            chunk = padded[i:i + self.batch_size]
+            batch = jax.make_array_from_callback(chunk.shape, data, lambda idx, c=chunk: c[idx])
+            out.append(multihost_utils.process_allgather(self.judge(batch)[1], tiled=True))
+        return np.concatenate(out)[:n]
+
+    def _num_batches(self) -> int:
+        shard = input_pipeline.host_shard(self.builder, self.split, 0, jax.process_count())
+        return -(-shard.max_num_examples // input_pipeline.host_batch_size(self.batch_size))
+
+    def _convert(self, method, passes, progress) -> tuple[list[dict], list[Example]]:
+        """Runs `method` over the split once per target offset (0: target-free methods).
+
+        Returns per-pair records on host, and the first `num_examples` clips' audio of the
+        first pass (target: the next genre), for listening.
+        """
+        records, examples = [], []
+        for offset in passes:
+            for batch in input_pipeline.clip_batches(self.builder, self.split, self.batch_size,
+                                                     self.mesh):
+                source = batch["label"]
+                target = (source + offset) % self.num_classes
+                audio = methods_lib.to_float(batch["audio"])
+                output = method(audio, source, target)
+                probs, features = self.judge(output)
+                chroma, logmel = self.content(audio, output)
+                host = multihost_utils.process_allgather(
+                    {"source": source, "target": target, "mask": batch["mask"],
+                     "track_id": batch["track_id"], "probs": probs, "features": features,
+                     "chroma": chroma, "logmel": logmel, "onset": self._onset_f1(audio, output)},
+                    tiled=True)
+                keep = np.flatnonzero(host.pop("mask"))
+                records += [{k: v[i] for k, v in host.items()} for i in keep]
+                if offset == passes[0] and len(examples) < self.num_examples:
+                    pcm = multihost_utils.process_allgather((audio, output), tiled=True)
+                    examples += [Example(int(host["track_id"][i]), int(host["source"][i]),
+                                         int(host["source"][i] + max(offset, 1)) % self.num_classes,
+                                         pcm[0][i], pcm[1][i])
+                                 for i in keep[:self.num_examples - len(examples)]]
+                progress.update(1)
+        return records, examples
+
+    def _onset_f1(self, audio, output) -> jax.Array:
+        """Onset F1 of this process's rows on host, back as a batch-sharded [B] array."""
+        spec = P(sharding.DATA_AXIS)
+        local = [np.asarray(multihost_utils.global_array_to_host_local_array(x, self.mesh, spec))
+                 for x in (audio, output)]
+        rate = self.builder.info.features["audio"].sample_rate
+        f1 = np.array([metrics.onset_f1(metrics.onsets(a, rate), metrics.onsets(o, rate))
+                       for a, o in zip(*local)], np.float32)
+        return multihost_utils.host_local_array_to_global_array(f1, self.mesh, spec)
+
+    def _progress(self, passes: int, desc: str):
+        return tqdm(total=self._num_batches() * passes, desc=desc, disable=jax.process_index() > 0)
+
+    def ceiling(self) -> float:
+        """The judge's accuracy on the real clips through the identity codec."""
+        if self._identity is None:
+            with self._progress(1, "ceiling (identity codec)") as progress:
+                self._identity = self._convert(self.identity, [0], progress)
+        records = self._identity[0]
+        return float(np.mean([r["probs"].argmax() == r["source"] for r in records]))
+
+    def run(self, method: methods_lib.TransferMethod) -> tuple[dict, list[Example]]:
+        """Every figure of `method`, overall and per source -> target pair, and the examples."""
+        ceiling = self.ceiling()
+        if method.uses_target:
+            offsets = list(range(1, self.num_classes))
+            with self._progress(len(offsets), method.name) as progress:
+                records, examples = self._convert(method, offsets, progress)
+        else:  # one output per clip, judged against every other genre
+            if method.name == self.identity.name:
+                clip_records, examples = self._identity  # the ceiling's run is this output
+            else:
+                with self._progress(1, method.name) as progress:
+                    clip_records, examples = self._convert(method, [0], progress)
+            records = [dict(r, target=np.int32(t)) for r in clip_records
+                       for t in range(self.num_classes) if t != r["source"]]
+        records = [r for r in records if int(r["target"]) in self.targets]
+        return self._summarise(records, ceiling), examples
+
+    def _summarise(self, records: list[dict], ceiling: float) -> dict:
+        names = self.builder.info.features["label"].names
+        source = np.array([int(r["source"]) for r in records])
+        target = np.array([int(r["target"]) for r in records])
+        probs = np.stack([r["probs"] for r in records])
+        hit = probs.argmax(-1) == target
+        p_target = probs[np.arange(len(records)), target]
+        content = {k: np.array([float(r[k]) for r in records]) for k in ("chroma", "onset", "logmel")}
+        features = np.stack([r["features"] for r in records])
+        fd, per_target_fd = self._fd(features, target)
+        per_pair = collections.OrderedDict()
+        for s in range(self.num_classes):
+            for t in range(self.num_classes):
+                sel = (source == s) & (target == t)
+                if sel.any():
+                    per_pair[f"{names[s]}->{names[t]}"] = {
+                        "source": names[s], "target": names[t], "num_pairs": int(sel.sum()),
+                        "target_accuracy": float(hit[sel].mean()),
+                        "target_probability": float(p_target[sel].mean()),
+                        "chroma_similarity": float(content["chroma"][sel].mean()),
+                        "onset_f1": float(content["onset"][sel].mean()),
+                        "logmel_distance": float(content["logmel"][sel].mean())}
+        return {
+            "target_accuracy": float(hit.mean()),
+            "target_probability": float(p_target.mean()),
+            "ceiling_accuracy": ceiling,
+            "chance": 1.0 / self.num_classes,
+            "chroma_similarity": float(content["chroma"].mean()),
+            "onset_f1": float(content["onset"].mean()),
+            "logmel_distance": float(content["logmel"].mean()),
+            "fd_judge": fd,
+            "fd_judge_per_target": per_target_fd,
+            "num_pairs": len(records),
+            "num_clips": len(set(int(r["track_id"]) for r in records)),
+            "genres": list(names),
+            "per_pair": per_pair,
+        }
+
+    def _fd(self, features: np.ndarray, target: np.ndarray) -> tuple[float | None, dict]:
+        """FD-judge per target genre, and their mean.
+
+        For target genre t: the outputs aimed at t against the real clips of t, the first
+        min(n_outputs, n_real) of each, so every method is measured at the same sizes. (Pooled
+        over targets the comparison would be blind: outputs of all sources against clips of all
+        genres.)
+        """
+        names = self.builder.info.features["label"].names
+        per_target = {}
+        for t in sorted(set(target.tolist())):
+            n = min(int((target == t).sum()), len(self.reference[t]))
+            if n > 1:
+                per_target[names[t]] = metrics.frechet_distance(features[target == t][:n],
+                                                                self.reference[t][:n])
+        return (float(np.mean(list(per_target.values()))) if per_target else None), per_target

@@ -1,0 +1,83 @@
+"""A genre classifier trained by `jaxgenre.train`, restored to judge audio from its waveform."""
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+from flax import nnx
+
+from jaxgenre import checkpointing, classifier, evaluation, input_pipeline, models, optim, sharding
+
+
+class JudgeError(ValueError):
+    """The judge run cannot judge: the message names the problem and the fix."""
+
+
+class Judge:
+    """Restores a classifier run (`best` checkpoint by default) on this process's devices.
+
+    Attributes: class_names, sample_rate, dataset (the run's data.name), config, step.
+    """
+
+    def __init__(self, workdir: str, mesh: jax.sharding.Mesh, checkpoint: str = "best"):
+        self.workdir = workdir
+        config = evaluation.load_run_config(workdir)
+        if "model" not in config or "frontend" not in config:
+            raise JudgeError(f"{workdir} is not a genre-classifier run of jaxgenre.train; train a "
+                             "judge with `python -m jaxgenre.train --config configs/<model>.py`.")
+        info_path = epath.Path(workdir) / "dataset_info.json"
+        info = json.loads(info_path.read_text())
+        self.config, self.dataset = config, info["name"]
+        self.class_names, self.sample_rate = list(info["class_names"]), int(info["sample_rate"])
+        num_classes = len(self.class_names)
+        mngr = checkpointing.manager(workdir, read_only=True)
+        if not mngr.all_steps():
+            raise JudgeError(f"The judge run {workdir} has no checkpoint in {mngr.directory}: "
+                             "train it first (python -m jaxgenre.train ... --workdir "
+                             f"{workdir}) or pass another --judge.")
+        if checkpoint == "best" and mngr.best_step() is None:
+            checkpoint = "latest"  # no step carries validation metrics (train+validation runs)
+        self.step = checkpointing.resolve_step(mngr, checkpoint)
+        tx = optim.make(config.optim, config.total_steps)
+        _, shapes, state_sharding = classifier.abstract_state(config, num_classes, tx, mesh)
+        self.state = checkpointing.restore(
+            mngr, self.step, checkpointing.abstract_with_shardings(shapes, state_sharding))
+        mel = classifier.mel_config(config, self.sample_rate)
+        crop = round(config.data.crop_seconds * self.sample_rate)
+        data = sharding.batch_sharding(mesh)
+        self._predict = jax.jit(
+            functools.partial(_judge_step, graphdef=classifier.model_graph(config, num_classes),
+                              config=config, mel=mel, mesh=mesh, crop=crop),
+            in_shardings=(state_sharding, data), out_shardings=(data, data))
+
+    def check_labels(self, class_names, what: str) -> None:
+        """Refuses to judge data labelled differently from what the judge was trained on."""
+        if list(class_names) != self.class_names:
+            raise JudgeError(
+                f"The judge {self.workdir} was trained on {self.dataset} with labels "
+                f"{self.class_names}, but {what} has labels {list(class_names)}: train a judge on "
+                f"the same dataset (jaxgenre.train --config.data.name=...) or pick another one.")
+
+    def __call__(self, audio: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """audio: float32 [B, N] in [-1, 1] at the judge's rate, batch-sharded.
+
+        Returns (probabilities [B, C] float32, penultimate features [B, D] float32), each the
+        mean over crops that cover the clip, as `jaxgenre.evaluate` averages logits.
+        """
+        return self._predict(self.state, audio)
+
+
+def _judge_step(state, audio, *, graphdef, config, mel, mesh, crop):
+    b, n = audio.shape
+    # What a listener's file holds: int16 PCM (clipped), re-analysed from scratch.
+    pcm = jnp.round(jnp.clip(audio, -1.0, 32767 / 32768) * 32768.0)
+    num_crops = input_pipeline.num_eval_crops(n, crop)
+    starts = np.round(np.linspace(0, max(n - crop, 0), num_crops)).astype(int)
+    crops = jnp.stack([pcm[:, s:s + crop] for s in starts], axis=1).reshape(b * num_crops, crop)
+    model = nnx.merge(graphdef, state.ema_params, state.ema_model_state)
+    x = classifier.model_input(crops, classifier.input_kind(config), config, mel, mesh)
+    logits, features = models.logits_and_features(model, x)
+    logits = logits.reshape(b, num_crops, -1).mean(axis=1)
+    return jax.nn.softmax(logits), features.reshape(b, num_crops, -1).mean(axis=1)
