@@ -53,12 +53,11 @@ _SEED = flags.DEFINE_integer("seed", 0, "Random draws (random_target, random pha
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the judge run's data.data_dir.")
 
 
-def _method(spec: str, codec, builder, split: str, judge_dir: str):
+def _method(spec: str, codec, builder, pool: dict, judge_dir: str):
     """A baseline by name; anything else must be a style-transfer run's workdir."""
     if spec == "identity":
         return methods_lib.Identity(codec)
     if spec == "random_target":
-        pool = input_pipeline.clips_by_label(builder, split, _POOL.value)
         return methods_lib.RandomTarget(codec, {c: v["audio"] for c, v in pool.items()}, _SEED.value)
     if spec == "eq":
         ltas = methods_lib.long_term_spectra(builder, "train", codec, _EQ_CLIPS.value)
@@ -109,18 +108,20 @@ def evaluate():
                 "pool_per_genre": _POOL.value, "seed": _SEED.value}
     out_dir = _OUTPUT_DIR.value
     methods = [_METHOD.value] + [b for b in methods_lib.BASELINES if b != _METHOD.value]
-    evaluator, pool = None, None
+    clip_samples = input_pipeline.longest_clip(
+        builder, _SPLIT.value if _CLIPS.value is None else f"{_SPLIT.value}[:{_CLIPS.value}]")
+    pool = input_pipeline.clips_by_label(builder, _SPLIT.value, _POOL.value, clip_samples)
+    evaluator = None
     for spec in methods:
         name = epath.Path(spec).name if spec not in methods_lib.BASELINES else spec
         existing = report.read_results(out_dir, _SPLIT.value).get(name)
         if spec != _METHOD.value and existing and existing.get("settings") == settings:
             continue  # this baseline is already in DIR for the same judge and settings
-        method = _method(spec, codec, builder, _SPLIT.value, _JUDGE.value)
+        method = _method(spec, codec, builder, pool, _JUDGE.value)
         if evaluator is None:
-            pool = input_pipeline.clips_by_label(builder, _SPLIT.value, _POOL.value)
             evaluator = evaluator_lib.TransferEvaluator(
-                judge, builder, _SPLIT.value, _BATCH_SIZE.value, mesh, codec,
-                {c: v["audio"] for c, v in pool.items()}, _CLIPS.value, targets, _EXAMPLES.value)
+                judge, builder, _SPLIT.value, _BATCH_SIZE.value, mesh, codec, clip_samples, pool,
+                _CLIPS.value, targets, _EXAMPLES.value)
         result, examples = evaluator.run(method)
         result.update(method=name, settings=settings, **settings)
         if jax.process_index() == 0:

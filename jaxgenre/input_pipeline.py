@@ -180,36 +180,48 @@ def host_eval_dataset(builder, split: str, host_batch: int, crop_samples: int,
 
 
 def host_clip_dataset(builder, split: str, host_batch: int, process_index: int = 0,
-                      process_count: int = 1) -> tf.data.Dataset:
+                      process_count: int = 1, clip_samples: int | None = None) -> tf.data.Dataset:
     """Every whole stored clip of this process's shard once, padded like `host_eval_dataset`.
 
-    Batches: audio int16 [B, clip_samples], num_samples int32 [B] (real audio before the zero
-    padding), label int32 [B], mask bool [B], track_id int32 [B].
+    Batches: audio int16 [B, clip_samples] (the stored length, or its first `clip_samples`),
+    num_samples int32 [B] (real audio before the zero padding), label int32 [B], mask bool [B],
+    track_id int32 [B].
     """
     shard = host_shard(builder, split, process_index, process_count)
     features = builder.info.features
+    clip_samples = clip_samples or features["audio"].shape[0]
 
     def clip(serialized):
         ex = features.deserialize_example(serialized)
-        return {"audio": ex["audio"], "num_samples": tf.cast(ex["num_samples"], tf.int32),
+        return {"audio": ex["audio"][:clip_samples],
+                "num_samples": tf.minimum(tf.cast(ex["num_samples"], tf.int32), clip_samples),
                 "label": tf.cast(ex["label"], tf.int32), "mask": tf.constant(True),
                 "track_id": ex["track_id"]}
 
     ds = _shard_records(shard).map(clip, num_parallel_calls=tf.data.AUTOTUNE)
     return _padded_batches(ds, {
-        "audio": tf.zeros(features["audio"].shape, tf.int16), "num_samples": tf.constant(0),
+        "audio": tf.zeros([clip_samples], tf.int16), "num_samples": tf.constant(0),
         "label": tf.constant(0), "mask": tf.constant(False), "track_id": tf.constant(-1)},
         shard, host_batch)
 
 
-def clips_by_label(builder, split: str, per_label: int) -> dict[int, dict[str, np.ndarray]]:
+def longest_clip(builder, split: str) -> int:
+    """The most real samples (`num_samples`) of any clip of `split`: whole clips fit in it."""
+    ds = _shard_records(host_shard(builder, split, 0, 1)).map(
+        lambda s: builder.info.features.deserialize_example(s)["num_samples"])
+    return int(ds.reduce(tf.constant(0, tf.int32), lambda a, n: tf.maximum(a, tf.cast(n, tf.int32))))
+
+
+def clips_by_label(builder, split: str, per_label: int, clip_samples: int | None = None
+                   ) -> dict[int, dict[str, np.ndarray]]:
     """Up to `per_label` whole clips of each label, the first ones in split order, on this host.
 
     Returns {label: {"audio": int16 [n, clip_samples], "num_samples": int32 [n],
     "track_id": int32 [n]}}, for small reference sets (every process reads the same clips).
     """
     found = collections.defaultdict(list)
-    for clip in host_clip_dataset(builder, split, 1).unbatch().as_numpy_iterator():
+    for clip in host_clip_dataset(builder, split, 1, clip_samples=clip_samples
+                                  ).unbatch().as_numpy_iterator():
         if clip["mask"] and len(found[int(clip["label"])]) < per_label:
             found[int(clip["label"])].append(clip)
         if len(found) == builder.info.features["label"].num_classes and all(
@@ -249,11 +261,11 @@ def train_batches(builder, split: str, global_batch: int, crop_samples: int, see
     return to_global(ds.as_numpy_iterator(), mesh)
 
 
-def clip_batches(builder, split: str, global_batch: int, mesh: jax.sharding.Mesh
-                 ) -> Iterator[dict]:
+def clip_batches(builder, split: str, global_batch: int, mesh: jax.sharding.Mesh,
+                 clip_samples: int | None = None) -> Iterator[dict]:
     """Global batches of whole clips covering the split once (see `host_clip_dataset`)."""
     ds = host_clip_dataset(builder, split, host_batch_size(global_batch), jax.process_index(),
-                           jax.process_count())
+                           jax.process_count(), clip_samples)
     return to_global(ds.as_numpy_iterator(), mesh)
 
 

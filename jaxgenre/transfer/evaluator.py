@@ -41,36 +41,42 @@ class TransferEvaluator:
       judge: the genre judge (never a classifier any method was trained with).
       builder: the dataset (its labels must be the judge's).
       codec: the identity codec that measures the ceiling.
-      pool: {label: int16 [n, N]} real clips per genre: FD-judge's reference sets.
+      clip_samples: the length N every clip is cut or padded to (`input_pipeline.longest_clip`).
+      pool: {label: {"audio": int16 [n, N], "num_samples": int32 [n]}} real clips per genre:
+        FD-judge's reference sets.
       targets: target labels to evaluate (all by default).
       example_ids: track ids whose audio is kept for listening (target: the next genre).
     """
 
     def __init__(self, judge: judge_lib.Judge, builder, split: str, batch_size: int, mesh,
-                 codec: methods_lib.Codec, pool: dict, clips: int | None = None,
-                 targets: list[int] | None = None, num_examples: int = 3):
+                 codec: methods_lib.Codec, clip_samples: int, pool: dict,
+                 clips: int | None = None, targets: list[int] | None = None,
+                 num_examples: int = 3):
         judge.check_labels(builder.info.features["label"].names, f"dataset {builder.info.full_name}")
         self.judge, self.builder, self.mesh, self.batch_size = judge, builder, mesh, batch_size
         self.num_classes = builder.info.features["label"].num_classes
         self.split = split if clips is None else f"{split}[:{clips}]"
         self.targets = list(range(self.num_classes)) if targets is None else sorted(targets)
-        self.num_examples = num_examples
+        self.num_examples, self.clip_samples = num_examples, clip_samples
         self.content = metrics.content_fn(codec.mel, mesh)
         self.identity = methods_lib.Identity(codec)
-        self.reference = {c: self._features(pool[c]) for c in pool}  # real clips' features
+        self.reference = {c: self._features(p["audio"], p["num_samples"]) for c, p in pool.items()}
         self._identity = None  # (records, examples) of the identity codec, computed once
 
-    def _features(self, clips: np.ndarray) -> np.ndarray:
-        """Judge features [n, D] of int16 clips [n, N], in padded global batches."""
+    def _features(self, clips: np.ndarray, num_samples: np.ndarray) -> np.ndarray:
+        """Judge features [n, D] of int16 clips [n, N] with real lengths [n], in padded global
+        batches (every process holds the same clips)."""
         n = len(clips)
-        padded = np.concatenate([clips, np.zeros((-n % self.batch_size,) + clips.shape[1:],
-                                                  clips.dtype)]).astype(np.float32) / 32768.0
+        pad = -n % self.batch_size
+        audio = np.concatenate([clips, np.zeros((pad,) + clips.shape[1:], clips.dtype)])
+        audio = audio.astype(np.float32) / 32768.0
+        lengths = np.concatenate([num_samples, np.zeros(pad, num_samples.dtype)]).astype(np.int32)
         data = sharding.batch_sharding(self.mesh)
         out = []
-        for i in range(0, len(padded), self.batch_size):
-            chunk = padded[i:i + self.batch_size]
-            batch = jax.make_array_from_callback(chunk.shape, data, lambda idx, c=chunk: c[idx])
-            out.append(multihost_utils.process_allgather(self.judge(batch)[1], tiled=True))
+        for i in range(0, len(audio), self.batch_size):
+            batch = [jax.make_array_from_callback(x.shape, data, lambda idx, x=x: x[idx])
+                     for x in (audio[i:i + self.batch_size], lengths[i:i + self.batch_size])]
+            out.append(multihost_utils.process_allgather(self.judge(*batch)[1], tiled=True))
         return np.concatenate(out)[:n]
 
     def _num_batches(self) -> int:
@@ -86,12 +92,12 @@ class TransferEvaluator:
         records, examples = [], []
         for offset in passes:
             for batch in input_pipeline.clip_batches(self.builder, self.split, self.batch_size,
-                                                     self.mesh):
+                                                     self.mesh, self.clip_samples):
                 source = batch["label"]
                 target = (source + offset) % self.num_classes
                 audio = methods_lib.to_float(batch["audio"])
                 output = method(audio, source, target)
-                probs, features = self.judge(output)
+                probs, features = self.judge(output, batch["num_samples"])
                 chroma, logmel = self.content(audio, output)
                 host = multihost_utils.process_allgather(
                     {"source": source, "target": target, "mask": batch["mask"],

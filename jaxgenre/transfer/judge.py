@@ -4,7 +4,6 @@ import json
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from etils import epath
 from flax import nnx
 
@@ -50,7 +49,7 @@ class Judge:
         self._predict = jax.jit(
             functools.partial(_judge_step, graphdef=classifier.model_graph(config, num_classes),
                               config=config, mel=mel, mesh=mesh, crop=crop),
-            in_shardings=(state_sharding, data), out_shardings=(data, data))
+            in_shardings=(state_sharding, data, data), out_shardings=(data, data))
 
     def check_labels(self, class_names, what: str) -> None:
         """Refuses to judge data labelled differently from what the judge was trained on."""
@@ -60,22 +59,27 @@ class Judge:
                 f"{self.class_names}, but {what} has labels {list(class_names)}: train a judge on "
                 f"the same dataset (jaxgenre.train --config.data.name=...) or pick another one.")
 
-    def __call__(self, audio: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """audio: float32 [B, N] in [-1, 1] at the judge's rate, batch-sharded.
+    def __call__(self, audio: jax.Array, num_samples: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """audio: float32 [B, N] in [-1, 1] at the judge's rate; num_samples: int32 [B], the real
+        audio before any zero padding; both batch-sharded.
 
         Returns (probabilities [B, C] float32, penultimate features [B, D] float32), each the
-        mean over crops that cover the clip, as `jaxgenre.evaluate` averages logits.
+        mean over crops that cover the real audio, as `jaxgenre.evaluate` averages logits.
         """
-        return self._predict(self.state, audio)
+        return self._predict(self.state, audio, num_samples)
 
 
-def _judge_step(state, audio, *, graphdef, config, mel, mesh, crop):
+def _judge_step(state, audio, num_samples, *, graphdef, config, mel, mesh, crop):
     b, n = audio.shape
     # What a listener's file holds: int16 PCM (clipped), re-analysed from scratch.
     pcm = jnp.round(jnp.clip(audio, -1.0, 32767 / 32768) * 32768.0)
+    pcm = jnp.pad(pcm, ((0, 0), (0, max(crop - n, 0))))
+    # Crops evenly spaced over each clip's real audio, as `input_pipeline.host_eval_dataset`.
     num_crops = input_pipeline.num_eval_crops(n, crop)
-    starts = np.round(np.linspace(0, max(n - crop, 0), num_crops)).astype(int)
-    crops = jnp.stack([pcm[:, s:s + crop] for s in starts], axis=1).reshape(b * num_crops, crop)
+    last = jnp.maximum(num_samples - crop, 0).astype(jnp.float32)
+    starts = jnp.round(jnp.linspace(0.0, 1.0, num_crops)[None, :] * last[:, None]).astype(jnp.int32)
+    crops = jax.vmap(lambda x, s: jax.vmap(lambda t: jax.lax.dynamic_slice(x, (t,), (crop,)))(s))(
+        pcm, starts).reshape(b * num_crops, crop)
     model = nnx.merge(graphdef, state.ema_params, state.ema_model_state)
     x = classifier.model_input(crops, classifier.input_kind(config), config, mel, mesh)
     logits, features = models.logits_and_features(model, x)

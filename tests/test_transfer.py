@@ -1,0 +1,98 @@
+"""The transfer evaluator end to end: a judge trained on the tiny dataset ranks the three
+baselines as they must, writes every report, and bad input gets errors that name the fix."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxgenre import input_pipeline, sharding, train
+from jaxgenre.transfer import evaluator, judge
+from tests import train_helpers as th
+
+FAST = ["--clips", "8", "--gl_iters", "8", "--nnls_steps", "20", "--batch_size", "8",
+        "--pool_per_genre", "4", "--eq_clips_per_genre", "4", "--examples", "2"]
+
+
+def _cli(*args):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-m", "jaxgenre.evaluate_transfer", *args], cwd=th.ROOT,
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_baselines_rank_as_they_must_and_bad_input_is_refused(tiny_fma, tmp_path):
+    judge_dir = str(tmp_path / "judge")
+    train.train_and_evaluate(th.config(tiny_fma[0], **{
+        "total_steps": 80, "batch_size": 16, "eval_every_steps": 40,
+        "checkpoint_every_steps": 40, "log_every_steps": 40}), judge_dir)
+    out = str(tmp_path / "transfer")
+    code, log = _cli("--method", "identity", "--judge", judge_dir, "--output_dir", out, *FAST)
+    assert code == 0, log[-3000:]
+    r = {m: th.read_json(os.path.join(out, f"{m}_test.json"))
+         for m in ("identity", "random_target", "eq")}
+    for result in r.values():
+        for key in ("target_accuracy", "target_probability", "ceiling_accuracy", "chroma_similarity",
+                    "onset_f1", "logmel_distance", "fd_judge", "num_pairs"):
+            assert key in result
+        assert result["num_pairs"] == 8 * 7 and result["num_clips"] == 8
+    ident, rand, eq = r["identity"], r["random_target"], r["eq"]
+    assert ident["ceiling_accuracy"] >= 0.5  # the judge hears genres through the codec
+    # identity: no style moved, all content kept
+    assert ident["target_accuracy"] <= ident["chance"]
+    assert ident["chroma_similarity"] > eq["chroma_similarity"] > rand["chroma_similarity"]
+    assert ident["onset_f1"] > rand["onset_f1"] and eq["onset_f1"] > rand["onset_f1"]
+    assert ident["logmel_distance"] < eq["logmel_distance"] < rand["logmel_distance"]
+    # random_target: real clips of the target genre, so as often right as the ceiling
+    assert abs(rand["target_accuracy"] - rand["ceiling_accuracy"]) <= 0.25
+    assert rand["fd_judge"] < ident["fd_judge"]
+    # eq moves some of the verdict (spectral tilt alone)
+    assert eq["target_accuracy"] > ident["target_accuracy"]
+    table = open(os.path.join(out, "transfer_test.md")).read()
+    assert all(f"| {m} |" in table for m in ("identity", "random_target", "eq"))
+    assert os.path.exists(os.path.join(out, "eq_test_target_accuracy.png"))
+    wavs = os.listdir(os.path.join(out, "examples", "eq"))
+    assert len([w for w in wavs if w.endswith(".wav")]) == 2
+
+    # bad input: an unknown method, an unknown genre
+    code, log = _cli("--method", "cyclegan", "--judge", judge_dir, "--output_dir", out, *FAST)
+    assert code != 0 and "valid methods: identity, random_target, eq" in log
+    code, log = _cli("--method", "eq", "--targets", "Jazz", "--judge", judge_dir,
+                     "--output_dir", out, *FAST)
+    assert code != 0 and "Unknown genre(s) ['Jazz']" in log and "Hip-Hop" in log
+
+    # a judge trained on other labels
+    other = str(tmp_path / "other_judge")
+    shutil.copytree(judge_dir, other)
+    info = th.read_json(os.path.join(other, "dataset_info.json"))
+    info["class_names"] = [f"style{i}" for i in range(len(info["class_names"]))]
+    with open(os.path.join(other, "dataset_info.json"), "w") as f:
+        json.dump(info, f)
+    mesh = sharding.make_mesh()
+    builder = input_pipeline.load_builder("fma/small", tiny_fma[0])
+    with pytest.raises(judge.JudgeError, match="trained on fma/small with labels"):
+        evaluator.TransferEvaluator(judge.Judge(other, mesh), builder, "test", 8, mesh, codec=None,
+                                    clip_samples=22_050, pool={})
+
+
+def test_a_judge_without_checkpoints_is_refused(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.json").write_text(json.dumps(th.config("/nowhere").to_dict()))
+    (tmp_path / "dataset_info.json").write_text(json.dumps(
+        {"name": "fma/small", "class_names": ["a", "b"], "sample_rate": 22050}))
+    with pytest.raises(judge.JudgeError, match="has no checkpoint.*train it first"):
+        judge.Judge(str(tmp_path), sharding.make_mesh())
+    code, log = _cli("--method", "identity", "--judge", str(tmp_path), "--output_dir",
+                     str(tmp_path / "out"))
+    assert code != 0 and "has no checkpoint" in log and "Traceback" not in log
+
+
+def test_frechet_distance_is_zero_for_the_same_set_and_grows_with_a_shift():
+    from jaxgenre.transfer import metrics
+    x = np.random.default_rng(0).normal(size=(200, 4))
+    assert abs(metrics.frechet_distance(x, x)) < 1e-6
+    assert metrics.frechet_distance(x, x + 1.0) == pytest.approx(4.0, rel=1e-6)
