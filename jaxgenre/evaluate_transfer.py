@@ -114,8 +114,7 @@ def evaluate():
     evaluator = None
     for spec in methods:
         name = epath.Path(spec).name if spec not in methods_lib.BASELINES else spec
-        existing = report.read_results(out_dir, _SPLIT.value).get(name)
-        if spec != _METHOD.value and existing and existing.get("settings") == settings:
+        if spec != _METHOD.value and name in report.read_results(out_dir, _SPLIT.value, settings):
             continue  # this baseline is already in DIR for the same judge and settings
         method = _method(spec, codec, builder, pool, _JUDGE.value)
         if evaluator is None:
@@ -131,7 +130,7 @@ def evaluate():
             paths += report.write_examples(examples, name, names, judge.sample_rate, out_dir)
             logging.info("wrote %s", ", ".join(paths))
     if jax.process_index() == 0:
-        table = report.write_table(out_dir, _SPLIT.value)
+        table = report.write_table(out_dir, _SPLIT.value, settings)
         print(epath.Path(table).read_text(), flush=True)
 
 

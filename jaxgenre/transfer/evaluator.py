@@ -44,8 +44,9 @@ class TransferEvaluator:
       clip_samples: the length N every clip is cut or padded to (`input_pipeline.longest_clip`).
       pool: {label: {"audio": int16 [n, N], "num_samples": int32 [n]}} real clips per genre:
         FD-judge's reference sets.
+      clips: evaluate only the split's first `clips` clips.
       targets: target labels to evaluate (all by default).
-      example_ids: track ids whose audio is kept for listening (target: the next genre).
+      num_examples: clips whose audio `run` returns for listening (target: the next genre).
     """
 
     def __init__(self, judge: judge_lib.Judge, builder, split: str, batch_size: int, mesh,
@@ -59,7 +60,7 @@ class TransferEvaluator:
         self.targets = list(range(self.num_classes)) if targets is None else sorted(targets)
         self.num_examples, self.clip_samples = num_examples, clip_samples
         self.content = metrics.content_fn(codec.mel, mesh)
-        self.identity = methods_lib.Identity(codec)
+        self.codec, self.identity = codec, methods_lib.Identity(codec)
         self.reference = {c: self._features(p["audio"], p["num_samples"]) for c, p in pool.items()}
         self._identity = None  # (records, examples) of the identity codec, computed once
 
@@ -144,7 +145,7 @@ class TransferEvaluator:
             with self._progress(len(offsets), method.name) as progress:
                 records, examples = self._convert(method, offsets, progress)
         else:  # one output per clip, judged against every other genre
-            if method.name == self.identity.name:
+            if isinstance(method, methods_lib.Identity) and method.codec is self.codec:
                 clip_records, examples = self._identity  # the ceiling's run is this output
             else:
                 with self._progress(1, method.name) as progress:

@@ -28,12 +28,15 @@ def write_json(result: dict, out_dir: str, name: str) -> str:
     return str(path)
 
 
-def read_results(out_dir: str, split: str) -> dict[str, dict]:
-    """{method: result} of every `<method>_<split>.json` in `out_dir`."""
+def read_results(out_dir: str, split: str, settings: dict | None = None) -> dict[str, dict]:
+    """{method: result} of every `<method>_<split>.json` in `out_dir` (only those evaluated
+    with `settings`, the same judge, clips and vocoder, when given)."""
     found = {}
     for path in sorted(epath.Path(out_dir).glob(f"*_{split}.json")):
         result = json.loads(path.read_text())
-        if result.get("split") == split and "target_accuracy" in result:
+        if result.get("split") != split or "target_accuracy" not in result:
+            continue
+        if settings is None or result.get("settings") == settings:
             found[result["method"]] = result
     return found
 
@@ -42,7 +45,8 @@ def markdown_table(results: dict[str, dict]) -> str:
     """One row per method (baselines first), every headline figure."""
     def fmt(spec, value):
         return "-" if value is None else spec.format(value)
-    order = sorted(results, key=lambda m: (m not in ("identity", "eq", "random_target"), m))
+    baselines = ("identity", "eq", "random_target")  # least to most style
+    order = [m for m in baselines if m in results] + sorted(set(results) - set(baselines))
     lines = ["| method | " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + " |",
              "|---|" + "---|" * len(TABLE_COLUMNS)]
     for method in order:
@@ -57,9 +61,10 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(out_dir: str, split: str) -> str:
+def write_table(out_dir: str, split: str, settings: dict) -> str:
+    """`out_dir/transfer_<split>.md`: every method evaluated there with these `settings`."""
     path = epath.Path(out_dir) / f"transfer_{split}.md"
-    path.write_text(markdown_table(read_results(out_dir, split)))
+    path.write_text(markdown_table(read_results(out_dir, split, settings)))
     return str(path)
 
 
