@@ -35,7 +35,8 @@ def load_clips(manual_dir: str, count: int, seconds: float) -> np.ndarray:
     for path in paths[::max(1, len(paths) // (2 * count))]:
         try:
             y, _ = librosa.load(path, sr=SR, mono=True)
-        except Exception:  # the dev set has broken files on purpose
+        except (RuntimeError, EOFError, ValueError) as e:  # the dev set has broken files on purpose
+            print(f"skipped {path}: {e}")
             continue
         if len(y) >= n and np.abs(y).max() > 1e-3:
             start = (len(y) - n) // 2

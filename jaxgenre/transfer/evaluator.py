@@ -4,7 +4,8 @@ For each evaluated clip and each target genre other than its own, a method's out
 re-analysed from its waveform by a separately trained genre classifier (the judge):
   target_accuracy / target_probability: how often / how surely the judge hears the target;
   ceiling_accuracy: the judge's accuracy on the real clips through the identity codec (the most
-    a method can reach through this vocoder);
+    a method can reach through this vocoder); ceiling_balanced_accuracy: its mean over genres,
+    the figure to hold random_target against (its targets are spread evenly over genres);
   chroma_similarity, onset_f1, logmel_distance: what is kept of the input (`metrics`);
   fd_judge: Frechet distance of the judge's features of the outputs aimed at a genre to those
     of real clips of that genre, at equal sample sizes; the mean over target genres.
@@ -129,13 +130,16 @@ class TransferEvaluator:
     def _progress(self, passes: int, desc: str):
         return tqdm(total=self._num_batches() * passes, desc=desc, disable=jax.process_index() > 0)
 
-    def ceiling(self) -> float:
-        """The judge's accuracy on the real clips through the identity codec."""
+    def ceiling(self) -> dict:
+        """The judge's accuracy and balanced accuracy on the real clips through the identity
+        codec."""
         if self._identity is None:
             with self._progress(1, "ceiling (identity codec)") as progress:
                 self._identity = self._convert(self.identity, [0], progress)
-        records = self._identity[0]
-        return float(np.mean([r["probs"].argmax() == r["source"] for r in records]))
+        source = np.array([int(r["source"]) for r in self._identity[0]])
+        hit = np.array([r["probs"].argmax() == r["source"] for r in self._identity[0]])
+        return {"ceiling_accuracy": float(hit.mean()), "ceiling_balanced_accuracy": float(
+            np.mean([hit[source == c].mean() for c in np.unique(source)]))}
 
     def run(self, method: methods_lib.TransferMethod) -> tuple[dict, list[Example]]:
         """Every figure of `method`, overall and per source -> target pair, and the examples."""
@@ -155,7 +159,7 @@ class TransferEvaluator:
         records = [r for r in records if int(r["target"]) in self.targets]
         return self._summarise(records, ceiling), examples
 
-    def _summarise(self, records: list[dict], ceiling: float) -> dict:
+    def _summarise(self, records: list[dict], ceiling: dict) -> dict:
         names = self.builder.info.features["label"].names
         source = np.array([int(r["source"]) for r in records])
         target = np.array([int(r["target"]) for r in records])
@@ -180,7 +184,7 @@ class TransferEvaluator:
         return {
             "target_accuracy": float(hit.mean()),
             "target_probability": float(p_target.mean()),
-            "ceiling_accuracy": ceiling,
+            **ceiling,
             "chance": 1.0 / self.num_classes,
             "chroma_similarity": float(content["chroma"].mean()),
             "onset_f1": float(content["onset"].mean()),
@@ -188,7 +192,7 @@ class TransferEvaluator:
             "fd_judge": fd,
             "fd_judge_per_target": per_target_fd,
             "num_pairs": len(records),
-            "num_clips": len(set(int(r["track_id"]) for r in records)),
+            "num_clips": len({int(r["track_id"]) for r in records}),
             "genres": list(names),
             "per_pair": per_pair,
         }

@@ -27,6 +27,9 @@ class Judge:
             raise JudgeError(f"{workdir} is not a genre-classifier run of jaxgenre.train; train a "
                              "judge with `python -m jaxgenre.train --config configs/<model>.py`.")
         info_path = epath.Path(workdir) / "dataset_info.json"
+        if not info_path.exists():
+            raise JudgeError(f"{info_path} not found: the judge run's labels are unknown; point "
+                             "--judge at a complete jaxgenre.train --workdir.")
         info = json.loads(info_path.read_text())
         self.config, self.dataset = config, info["name"]
         self.class_names, self.sample_rate = list(info["class_names"]), int(info["sample_rate"])

@@ -9,9 +9,10 @@ from etils import epath
 
 TABLE_COLUMNS = (  # (key, header, format)
     ("target_accuracy", "target acc.", "{:.3f}"), ("target_probability", "target prob.", "{:.3f}"),
-    ("ceiling_accuracy", "ceiling", "{:.3f}"), ("chroma_similarity", "chroma sim.", "{:.3f}"),
-    ("onset_f1", "onset F1", "{:.3f}"), ("logmel_distance", "log-mel dist. (dB)", "{:.2f}"),
-    ("fd_judge", "FD-judge", "{:.2f}"), ("num_pairs", "pairs", "{}"), ("num_clips", "clips", "{}"))
+    ("ceiling_accuracy", "ceiling", "{:.3f}"), ("ceiling_balanced_accuracy", "ceiling (bal.)", "{:.3f}"),
+    ("chroma_similarity", "chroma sim.", "{:.3f}"), ("onset_f1", "onset F1", "{:.3f}"),
+    ("logmel_distance", "log-mel dist. (dB)", "{:.2f}"), ("fd_judge", "FD-judge", "{:.2f}"),
+    ("num_pairs", "pairs", "{}"), ("num_clips", "clips", "{}"))
 
 
 def _plt():
