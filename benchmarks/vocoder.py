@@ -114,6 +114,18 @@ def main():
         print(f"{label:<34}{statistics.median(rows[key]):8.3f}{theirs}")
     gap = statistics.median(rows["whole"]) - statistics.median(ref_rows["whole"])
     print(f"whole path, ours - librosa: {gap:+.3f} (bar: <= +0.02)")
+    print("\nmel -> linear magnitude by the number of projected-gradient steps (0: clipped "
+          "pseudo-inverse alone), median SC and time for one batch:")
+    batch_db = to_db(clips[:a.batch])
+    for steps in (0, 10, 30, 100, 300):
+        fn = jax.jit(lambda d, n=steps: vocoder.mel_to_magnitude(vocoder.db_to_mel_power(d, cfg),
+                                                                 cfg, n))
+        scs = [sc(np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP, pad_mode="constant")),
+                  np.asarray(fn(to_db(y[None])))[0].T) for y in clips[:a.clips]]
+        jax.block_until_ready(fn(batch_db))
+        seconds = median_seconds(lambda f=fn: jax.block_until_ready(f(batch_db)), a.repeats)
+        print(f"  {steps:4d} steps: SC {statistics.median(scs):.3f}, {seconds:.2f} s per batch of "
+              f"{len(batch_db)}")
 
     # ------------------------------------------------------------ speed, one batch
     batch = clips[:a.batch]
@@ -127,7 +139,8 @@ def main():
         m, sr=SR, n_fft=N_FFT, hop_length=HOP, n_iter=N_ITER, length=num_samples) for m in mels],
         max(1, a.repeats // 2))
     ours_rate, theirs_rate = len(batch) / ours_s, len(batch) / theirs_s
-    print(f"\nspeed, batch of {len(batch)} clips x {a.seconds:g} s, medians")
+    print(f"\nspeed, batch of {len(batch)} clips x {a.seconds:g} s: ours median of {a.repeats} "
+          f"runs, librosa median of {max(1, a.repeats // 2)} runs over the batch, clip by clip")
     print(f"ours (jit, batched): {ours_rate:7.2f} clips/s")
     print(f"librosa mel_to_audio: {theirs_rate:6.2f} clips/s")
     print(f"ratio: {ours_rate / theirs_rate:.2f}x (bar: >= 3x)")

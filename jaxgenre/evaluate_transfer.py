@@ -15,6 +15,7 @@ from jaxgenre import host_memory
 # First of all: before TensorFlow and JAX start their threads (see host_memory).
 host_memory.keep_freed_memory()
 
+import dataclasses
 import json
 import sys
 
@@ -22,7 +23,7 @@ import jax
 from absl import app, flags, logging
 from etils import epath
 
-from jaxgenre import frontend, input_pipeline, sharding, vocoder
+from jaxgenre import classifier, input_pipeline, sharding, vocoder
 from jaxgenre.transfer import evaluator as evaluator_lib
 from jaxgenre.transfer import judge as judge_lib
 from jaxgenre.transfer import methods as methods_lib
@@ -44,8 +45,9 @@ _PHASE = flags.DEFINE_enum("phase", "source", ["source", "random"],
 _GL_ITERS = flags.DEFINE_integer("gl_iters", vocoder.VocoderConfig.n_iter, "Griffin-Lim iterations.")
 _NNLS_STEPS = flags.DEFINE_integer("nnls_steps", vocoder.VocoderConfig.nnls_steps,
                                    "Projected-gradient steps of the mel -> linear inversion.")
-_POOL = flags.DEFINE_integer("pool_per_genre", 16, "Real clips per genre of the split: "
-                             "random_target draws from them, FD-judge compares with them.")
+_POOL = flags.DEFINE_integer("pool_per_genre", 16, "Real clips per genre of the split for "
+                             "random_target to draw from, and as many others (disjoint) that "
+                             "FD-judge compares with.")
 _EQ_CLIPS = flags.DEFINE_integer("eq_clips_per_genre", 32, "Training clips per genre for the eq "
                                  "baseline's mean spectra.")
 _EXAMPLES = flags.DEFINE_integer("examples", 3, "Clips kept as WAV + PNG per method.")
@@ -53,15 +55,10 @@ _SEED = flags.DEFINE_integer("seed", 0, "Random draws (random_target, random pha
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the judge run's data.data_dir.")
 
 
-def _method(spec: str, codec, builder, pool: dict, judge_dir: str):
-    """A baseline by name; anything else must be a style-transfer run's workdir."""
-    if spec == "identity":
-        return methods_lib.Identity(codec)
-    if spec == "random_target":
-        return methods_lib.RandomTarget(codec, {c: v["audio"] for c, v in pool.items()}, _SEED.value)
-    if spec == "eq":
-        ltas = methods_lib.long_term_spectra(builder, "train", codec, _EQ_CLIPS.value)
-        return methods_lib.Eq(codec, ltas)
+def _check_method(spec: str, judge_dir: str) -> None:
+    """Refuses anything that is neither a baseline nor a style-transfer run, before any work."""
+    if spec in methods_lib.BASELINES:
+        return
     workdir = epath.Path(spec)
     hint = f"valid methods: {', '.join(methods_lib.BASELINES)}, or a style-transfer run's --workdir"
     if not (workdir / "config.json").exists():
@@ -74,16 +71,37 @@ def _method(spec: str, codec, builder, pool: dict, judge_dir: str):
                          f"style-transfer run: {hint}.")
 
 
+def _baseline(name: str, codec, builder, draw_pool: dict):
+    if name == "identity":
+        return methods_lib.Identity(codec)
+    if name == "random_target":
+        return methods_lib.RandomTarget(codec, {c: v["audio"] for c, v in draw_pool.items()},
+                                        _SEED.value)
+    ltas = methods_lib.long_term_spectra(builder, "train", codec, _EQ_CLIPS.value)
+    return methods_lib.Eq(codec, ltas)
+
+
+def _split_pool(clips: dict) -> tuple[dict, dict]:
+    """Alternate clips of each genre into (random_target's draws, FD-judge's reference), so that
+    random_target is never compared with the very clips it copies."""
+    def part(start):
+        return {c: {k: v[start::2] for k, v in p.items()} for c, p in clips.items()
+                if len(p["audio"]) > start}
+    return part(0), part(1)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
         evaluate()
-    except (judge_lib.JudgeError, FileNotFoundError, input_pipeline.DatasetUnavailableError) as e:
+    except (judge_lib.JudgeError, FileNotFoundError, ValueError,
+            input_pipeline.DatasetUnavailableError) as e:
         sys.exit(f"error: {e}")
 
 
 def evaluate():
+    _check_method(_METHOD.value, _JUDGE.value)
     sharding.initialize_distributed()
     mesh = sharding.make_mesh()
     judge = judge_lib.Judge(_JUDGE.value, mesh, _CHECKPOINT.value)
@@ -94,40 +112,40 @@ def evaluate():
     if _TARGETS.value:
         unknown = [t for t in _TARGETS.value if t not in names]
         if unknown:
-            raise app.UsageError(f"Unknown genre(s) {unknown} in --targets; valid: {', '.join(names)}.")
+            raise app.UsageError(f"Unknown genre(s) {unknown} in --targets; "
+                                 f"valid: {', '.join(names)}.")
         targets = [names.index(t) for t in _TARGETS.value]
-    f = judge.config.frontend
-    mel = frontend.MelConfig(sample_rate=judge.sample_rate, n_fft=f.n_fft, hop_length=f.hop_length,
-                             n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax, top_db=f.top_db, ref=1.0)
-    codec = methods_lib.Codec(mel, vocoder.VocoderConfig(n_iter=_GL_ITERS.value, nnls_steps=_NNLS_STEPS.value), mesh,
-                              _PHASE.value, _SEED.value)
+    # The baselines' codec: the judge's mel parameters with a fixed reference, so level survives.
+    mel = dataclasses.replace(classifier.mel_config(judge.config, judge.sample_rate), ref=1.0)
+    vcfg = vocoder.VocoderConfig(n_iter=_GL_ITERS.value, nnls_steps=_NNLS_STEPS.value)
+    codec = methods_lib.Codec(mel, vcfg, mesh, _PHASE.value, _SEED.value)
     settings = {"judge": str(epath.Path(_JUDGE.value).resolve()), "judge_step": judge.step,
-                "dataset": judge.dataset, "split": _SPLIT.value, "clips": _CLIPS.value,
-                "targets": _TARGETS.value, "phase": _PHASE.value, "gl_iters": _GL_ITERS.value,
-                "nnls_steps": _NNLS_STEPS.value,
-                "pool_per_genre": _POOL.value, "seed": _SEED.value}
+                "dataset": judge.dataset, "data_dir": data_dir, "split": _SPLIT.value,
+                "clips": _CLIPS.value, "targets": _TARGETS.value, "phase": _PHASE.value,
+                "vocoder": dataclasses.asdict(vcfg), "pool_per_genre": _POOL.value,
+                "eq_clips_per_genre": _EQ_CLIPS.value, "batch_size": _BATCH_SIZE.value,
+                "seed": _SEED.value}
     out_dir = _OUTPUT_DIR.value
-    methods = [_METHOD.value] + [b for b in methods_lib.BASELINES if b != _METHOD.value]
     clip_samples = input_pipeline.longest_clip(
         builder, _SPLIT.value if _CLIPS.value is None else f"{_SPLIT.value}[:{_CLIPS.value}]")
-    pool = input_pipeline.clips_by_label(builder, _SPLIT.value, _POOL.value, clip_samples)
+    draw_pool, reference = _split_pool(
+        input_pipeline.clips_by_label(builder, _SPLIT.value, 2 * _POOL.value, clip_samples))
     evaluator = None
-    for spec in methods:
-        name = epath.Path(spec).name if spec not in methods_lib.BASELINES else spec
-        if spec != _METHOD.value and name in report.read_results(out_dir, _SPLIT.value, settings):
+    for spec in [_METHOD.value] + [b for b in methods_lib.BASELINES if b != _METHOD.value]:
+        if spec != _METHOD.value and spec in report.read_results(out_dir, _SPLIT.value, settings):
             continue  # this baseline is already in DIR for the same judge and settings
-        method = _method(spec, codec, builder, pool, _JUDGE.value)
+        method = _baseline(spec, codec, builder, draw_pool)
         if evaluator is None:
             evaluator = evaluator_lib.TransferEvaluator(
-                judge, builder, _SPLIT.value, _BATCH_SIZE.value, mesh, codec, clip_samples, pool,
-                _CLIPS.value, targets, _EXAMPLES.value)
+                judge, builder, _SPLIT.value, _BATCH_SIZE.value, mesh, codec, clip_samples,
+                reference, _CLIPS.value, targets, _EXAMPLES.value)
         result, examples = evaluator.run(method)
-        result.update(method=name, settings=settings, **settings)
+        result.update(method=spec, settings=settings, **settings)
         if jax.process_index() == 0:
-            stem = f"{name}_{_SPLIT.value}"
+            stem = f"{spec}_{_SPLIT.value}"
             paths = [report.write_json(result, out_dir, stem),
                      report.write_heatmap(result, out_dir, stem)]
-            paths += report.write_examples(examples, name, names, judge.sample_rate, out_dir)
+            paths += report.write_examples(examples, spec, names, judge.sample_rate, out_dir)
             logging.info("wrote %s", ", ".join(paths))
     if jax.process_index() == 0:
         table = report.write_table(out_dir, _SPLIT.value, settings)

@@ -49,9 +49,11 @@ def test_baselines_rank_as_they_must_and_bad_input_is_refused(tiny_fma, tmp_path
     assert ident["logmel_distance"] < eq["logmel_distance"] < rand["logmel_distance"]
     # random_target: real clips of the target genre, so as often right as the ceiling
     assert abs(rand["target_accuracy"] - rand["ceiling_balanced_accuracy"]) <= 0.25
-    assert rand["fd_judge"] < ident["fd_judge"]
-    # eq moves some of the verdict (spectral tilt alone)
-    assert eq["target_accuracy"] > ident["target_accuracy"]
+    # eq moves some of the verdict (spectral tilt alone), less than real clips of the target
+    assert ident["target_accuracy"] < eq["target_accuracy"] <= rand["target_accuracy"]
+    # FD-judge needs 2+ reference clips per genre kept apart from random_target's draws; the
+    # tiny test split has 2 per genre (1 to draw, 1 reference), so it is left unmeasured.
+    assert ident["fd_judge"] is None and ident["fd_judge_per_target"] == {}
     with open(os.path.join(out, "transfer_test.md")) as f:
         table = f.read()
     assert all(f"| {m} |" in table for m in ("identity", "random_target", "eq"))
@@ -77,7 +79,7 @@ def test_baselines_rank_as_they_must_and_bad_input_is_refused(tiny_fma, tmp_path
     builder = input_pipeline.load_builder("fma/small", tiny_fma[0])
     with pytest.raises(judge.JudgeError, match="trained on fma/small with labels"):
         evaluator.TransferEvaluator(judge.Judge(other, mesh), builder, "test", 8, mesh, codec=None,
-                                    clip_samples=22_050, pool={})
+                                    clip_samples=22_050, reference={})
 
 
 def test_a_judge_without_checkpoints_is_refused(tmp_path):

@@ -43,15 +43,15 @@ class TransferEvaluator:
       builder: the dataset (its labels must be the judge's).
       codec: the identity codec that measures the ceiling.
       clip_samples: the length N every clip is cut or padded to (`input_pipeline.longest_clip`).
-      pool: {label: {"audio": int16 [n, N], "num_samples": int32 [n]}} real clips per genre:
-        FD-judge's reference sets.
+      reference: {label: {"audio": int16 [n, N], "num_samples": int32 [n]}} real clips per genre:
+        FD-judge's reference sets (keep them apart from what random_target draws from).
       clips: evaluate only the split's first `clips` clips.
       targets: target labels to evaluate (all by default).
       num_examples: clips whose audio `run` returns for listening (target: the next genre).
     """
 
     def __init__(self, judge: judge_lib.Judge, builder, split: str, batch_size: int, mesh,
-                 codec: methods_lib.Codec, clip_samples: int, pool: dict,
+                 codec: methods_lib.Codec, clip_samples: int, reference: dict,
                  clips: int | None = None, targets: list[int] | None = None,
                  num_examples: int = 3):
         judge.check_labels(builder.info.features["label"].names, f"dataset {builder.info.full_name}")
@@ -62,8 +62,10 @@ class TransferEvaluator:
         self.num_examples, self.clip_samples = num_examples, clip_samples
         self.content = metrics.content_fn(codec.mel, mesh)
         self.codec, self.identity = codec, methods_lib.Identity(codec)
-        self.reference = {c: self._features(p["audio"], p["num_samples"]) for c, p in pool.items()}
+        self.reference = {c: self._features(p["audio"], p["num_samples"])
+                          for c, p in reference.items()}
         self._identity = None  # (records, examples) of the identity codec, computed once
+        self._input_onsets = {}  # track_id -> onset times [K] of the input clip
 
     def _features(self, clips: np.ndarray, num_samples: np.ndarray) -> np.ndarray:
         """Judge features [n, D] of int16 clips [n, N] with real lengths [n], in padded global
@@ -104,7 +106,8 @@ class TransferEvaluator:
                 host = multihost_utils.process_allgather(
                     {"source": source, "target": target, "mask": batch["mask"],
                      "track_id": batch["track_id"], "probs": probs, "features": features,
-                     "chroma": chroma, "logmel": logmel, "onset": self._onset_f1(audio, output)},
+                     "chroma": chroma, "logmel": logmel,
+                     "onset": self._onset_f1(audio, output, batch["track_id"])},
                     tiled=True)
                 keep = np.flatnonzero(host.pop("mask"))
                 records += [{k: v[i] for k, v in host.items()} for i in keep]
@@ -117,14 +120,20 @@ class TransferEvaluator:
                 progress.update(1)
         return records, examples
 
-    def _onset_f1(self, audio, output) -> jax.Array:
-        """Onset F1 of this process's rows on host, back as a batch-sharded [B] array."""
+    def _onset_f1(self, audio, output, track_id) -> jax.Array:
+        """Onset F1 of this process's rows on host, back as a batch-sharded [B] array. The
+        inputs' onsets are detected once per clip, however many targets it is converted to."""
         spec = P(sharding.DATA_AXIS)
-        local = [np.asarray(multihost_utils.global_array_to_host_local_array(x, self.mesh, spec))
-                 for x in (audio, output)]
+        audio, output, track_id = (
+            np.asarray(multihost_utils.global_array_to_host_local_array(x, self.mesh, spec))
+            for x in (audio, output, track_id))
         rate = self.builder.info.features["audio"].sample_rate
-        f1 = np.array([metrics.onset_f1(metrics.onsets(a, rate), metrics.onsets(o, rate))
-                       for a, o in zip(*local)], np.float32)
+        f1 = []
+        for a, o, t in zip(audio, output, track_id):
+            if int(t) not in self._input_onsets:
+                self._input_onsets[int(t)] = metrics.onsets(a, rate)
+            f1.append(metrics.onset_f1(self._input_onsets[int(t)], metrics.onsets(o, rate)))
+        f1 = np.array(f1, np.float32)
         return multihost_utils.host_local_array_to_global_array(f1, self.mesh, spec)
 
     def _progress(self, passes: int, desc: str):
@@ -168,7 +177,8 @@ class TransferEvaluator:
         p_target = probs[np.arange(len(records)), target]
         content = {k: np.array([float(r[k]) for r in records]) for k in ("chroma", "onset", "logmel")}
         features = np.stack([r["features"] for r in records])
-        fd, per_target_fd = self._fd(features, target)
+        track_id = np.array([int(r["track_id"]) for r in records])
+        fd, per_target_fd = self._fd(features, target, track_id)
         per_pair = collections.OrderedDict()
         for s in range(self.num_classes):
             for t in range(self.num_classes):
@@ -192,24 +202,30 @@ class TransferEvaluator:
             "fd_judge": fd,
             "fd_judge_per_target": per_target_fd,
             "num_pairs": len(records),
-            "num_clips": len({int(r["track_id"]) for r in records}),
+            "num_clips": len(set(track_id.tolist())),
             "genres": list(names),
             "per_pair": per_pair,
         }
 
-    def _fd(self, features: np.ndarray, target: np.ndarray) -> tuple[float | None, dict]:
+    def _fd(self, features: np.ndarray, target: np.ndarray, track_id: np.ndarray
+            ) -> tuple[float | None, dict]:
         """FD-judge per target genre, and their mean.
 
-        For target genre t: the outputs aimed at t against the real clips of t, the first
-        min(n_outputs, n_real) of each, so every method is measured at the same sizes. (Pooled
-        over targets the comparison would be blind: outputs of all sources against clips of all
-        genres.)
+        For target genre t: n = min(n_outputs, n_real) outputs aimed at t, against n real clips
+        of t. The outputs are picked by a fixed hash of their track ids, so every method is
+        measured on the same clips, with their source genres mixed. (Pooled over targets the
+        comparison would be blind: outputs of all sources against clips of all genres.)
         """
         names = self.builder.info.features["label"].names
         per_target = {}
         for t in sorted(set(target.tolist())):
-            n = min(int((target == t).sum()), len(self.reference[t]))
+            rows = np.flatnonzero(target == t)
+            rows = rows[np.argsort((track_id[rows].astype(np.uint64) * 2654435761) % (1 << 32),
+                                   kind="stable")]
+            n = min(len(rows), len(self.reference[t]))
             if n > 1:
-                per_target[names[t]] = metrics.frechet_distance(features[target == t][:n],
-                                                                self.reference[t][:n])
-        return (float(np.mean(list(per_target.values()))) if per_target else None), per_target
+                per_target[names[t]] = {"fd": metrics.frechet_distance(features[rows[:n]],
+                                                                       self.reference[t][:n]),
+                                        "n": n}
+        mean = float(np.mean([v["fd"] for v in per_target.values()])) if per_target else None
+        return mean, per_target

@@ -68,6 +68,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
+    if not np.isfinite(covmean).all():  # singular product (few samples): regularise, as FID does
+        eps = 1e-6 * np.eye(len(mu_a))
+        covmean = scipy.linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
     if np.iscomplexobj(covmean):
         covmean = covmean.real  # rounding makes tiny imaginary parts
     return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * covmean))

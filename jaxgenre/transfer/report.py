@@ -23,6 +23,7 @@ def _plt():
 
 
 def write_json(result: dict, out_dir: str, name: str) -> str:
+    """`out_dir/<name>.json`; returns its path."""
     path = epath.Path(out_dir) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
