@@ -8,13 +8,16 @@ import ml_collections
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
+    c.task = "classifier"  # see jaxgenre.tasks
     c.seed = 0
     c.batch_size = 64  # global, over all processes and devices
     c.total_steps = 20_000
     c.log_every_steps = 100
     c.eval_every_steps = 1_000
     c.checkpoint_every_steps = 1_000
-    c.keep_best = 3  # best checkpoints by validation accuracy, besides the latest
+    c.keep_best = 3  # best checkpoints by `best_metric`, besides the latest
+    c.best_metric = "val_accuracy"  # '<evals name>_<metric>'
+    c.best_mode = "max"
     c.eval_batch_size = 32  # clips per evaluation batch (each clip is several crops)
 
     c.data = ml_collections.ConfigDict()
@@ -24,7 +27,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.crop_seconds = 3.0
     c.data.shuffle_buffer = 512
     c.data.train_split = "train"  # 'train+validation' for a final model on a fixed schedule
-    c.data.eval_split = "validation"
+
+    # Run every eval_every_steps by the trainer, and by jaxgenre.evaluate (see jaxgenre.evaluators).
+    c.evals = ml_collections.ConfigDict()
+    c.evals.val = ml_collections.ConfigDict({"type": "classification", "split": "validation"})
 
     c.frontend = ml_collections.ConfigDict()
     c.frontend.n_fft = 2048

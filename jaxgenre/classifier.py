@@ -4,6 +4,7 @@ The trainer jits these with explicit shardings. The model lives as (graphdef, St
 step merges it inside `jax.jit` (cheaper than `nnx.jit`, which walks the object graph each call).
 """
 import functools
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -11,13 +12,15 @@ import ml_collections
 import optax
 from flax import nnx, struct
 
-from jaxgenre import augment, frontend, models, sharding
+from jaxgenre import augment, frontend, models, optim, sharding, tasks
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class TrainState(struct.PyTreeNode):
     """Everything a checkpoint holds. Replicated over the mesh."""
+    ITEMS: ClassVar = {"model": ("params", "model_state"), "optimizer": ("opt_state",),
+                       "ema": ("ema_params", "ema_model_state"), "progress": ("step",)}
     step: jax.Array  # int32 scalar: optimizer updates done
     params: nnx.State  # nnx.Param leaves, float32
     model_state: nnx.State  # BatchNorm statistics
@@ -49,13 +52,13 @@ def input_kind(config) -> str:
 def model_graph(config, num_classes) -> nnx.GraphDef:
     """The model's static structure, from shapes only (no parameters allocated)."""
     abstract = nnx.eval_shape(lambda: create_model(config, num_classes, nnx.Rngs(0)))
-    return nnx.split(abstract, nnx.Param, ...)[0]
+    return models.split(abstract)[0]
 
 
 def init_state(config, num_classes: int, tx: optax.GradientTransformation,
                key: jax.Array) -> TrainState:
     model = create_model(config, num_classes, nnx.Rngs(params=key))
-    _, params, model_state = nnx.split(model, nnx.Param, ...)
+    _, params, model_state = models.split(model)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                       opt_state=tx.init(params), ema_params=params, ema_model_state=model_state)
 
@@ -68,14 +71,6 @@ def abstract_state(config, num_classes: int, tx, mesh):
     init = functools.partial(init_state, config, num_classes, tx)
     shapes = jax.eval_shape(init, jax.random.key(0))
     return init, shapes, jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
-
-
-def jit_predict(config, graphdef, mel, mesh, state_sharding):
-    """`predict_step` jitted with explicit shardings: (state, {audio}) -> logits [B, C]."""
-    data = sharding.batch_sharding(mesh)
-    return jax.jit(
-        functools.partial(predict_step, graphdef=graphdef, config=config, mel=mel, mesh=mesh),
-        in_shardings=(state_sharding, {"audio": data}), out_shardings=data)
 
 
 def model_input(audio: jax.Array, kind: str, config, mel: frontend.MelConfig, mesh,
@@ -120,7 +115,7 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mes
         model = nnx.merge(graphdef, params, state.model_state, copy=True)
         logits = model(x, train=True, rngs=nnx.Rngs(dropout=drop_key))
         loss = optax.softmax_cross_entropy(logits, labels).mean()
-        return loss, (logits, nnx.state(model, nnx.BatchStat))
+        return loss, (logits, models.rest(model))
 
     (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -153,3 +148,39 @@ def predict_step(state: TrainState, batch: dict, *, graphdef, config, mel, mesh)
     x = model_input(batch["audio"].reshape(b * n, length), input_kind(config), config, mel, mesh)
     return model(x, train=False).reshape(b, n, -1).mean(axis=1)
 
+
+
+class ClassifierTask:
+    """Genre classification as a `jaxgenre.tasks.Task`: the functions above, bound to a config.
+
+    `predict(state, batch)` (clip logits, for `evaluation.ClassificationEvaluator`) is the
+    model's use at evaluation time.
+    """
+    progress_metrics = ("loss", "accuracy")
+    finite_metrics = ("loss",)
+
+    def __init__(self, config: ml_collections.ConfigDict, data: tasks.DataSpec, mesh):
+        self.config, self.data, self.mesh = config, data, mesh
+        self.tx = optim.make(config.optim, config.total_steps)
+        self.graphdef = model_graph(config, data.num_classes)
+        self.mel = mel_config(config, data.sample_rate)
+        self.init_key, self.step_key = jax.random.split(jax.random.key(config.seed))
+        self._lr = optim.schedule(config.optim, config.total_steps)
+
+    def init(self) -> TrainState:
+        return init_state(self.config, self.data.num_classes, self.tx, self.init_key)
+
+    def train_step(self, state: TrainState, batch: dict):
+        return train_step(state, batch, graphdef=self.graphdef, tx=self.tx, config=self.config,
+                          mel=self.mel, mesh=self.mesh, num_classes=self.data.num_classes,
+                          base_key=self.step_key)
+
+    def predict(self, state: TrainState, batch: dict) -> jax.Array:
+        return predict_step(state, batch, graphdef=self.graphdef, config=self.config,
+                            mel=self.mel, mesh=self.mesh)
+
+    def learning_rates(self, step: int) -> dict[str, float]:
+        return {"learning_rate": float(self._lr(step))}
+
+    def num_params(self, state: TrainState) -> int:
+        return sum(x.size for x in jax.tree.leaves(state.params))

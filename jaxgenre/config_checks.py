@@ -52,11 +52,12 @@ def _load_config_file(argv: list[str]) -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks names and sizes that would otherwise fail deep inside a run."""
     models.get(config.model.name)  # raises, listing the registered models
-    choices = {"optim.name": (config.optim.name, ("adamw", "sgd")),
+    choices = {"best_mode": (config.best_mode, ("max", "min")),"optim.name": (config.optim.name, ("adamw", "sgd")),
                "model.dtype": (config.model.dtype, ("float32", "bfloat16")),
                "frontend.dft": (config.frontend.dft, ("fft", "matmul")),
                "data.train_split": (config.data.train_split, ("train", "train+validation")),
-               "data.eval_split": (config.data.eval_split, ("validation", "test", "train"))}
+               **{f"evals.{name}.split": (entry.split, ("validation", "test", "train"))
+                  for name, entry in config.evals.items()}}
     for key, (value, valid) in choices.items():
         if value not in valid:
             raise ValueError(f"Unknown {key} {value!r}; valid: {', '.join(valid)}.")

@@ -1,5 +1,6 @@
-"""Whole-clip evaluation, shared by the trainer (validation) and `jaxgenre.evaluate`;
-`CheckpointEvaluator` restores a run's checkpoints on this process's devices and evaluates them.
+"""Whole-clip classification metrics, shared by the trainer (validation) and `jaxgenre.evaluate`;
+`CheckpointEvaluator` restores a run's checkpoints on this process's devices and runs the run's
+configured evaluators on them.
 
 Each clip is cut into crops that cover it; its logits are the mean over crops. Metrics are
 computed on host from every process's predictions, padding masked out.
@@ -8,31 +9,32 @@ import json
 import time
 
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 from sklearn import metrics as skm
 
-from jaxgenre import checkpointing, classifier, input_pipeline, optim, sharding
+from jaxgenre import checkpointing, evaluators, input_pipeline, runs, sharding
 
 
-class Evaluator:
-    """Evaluates a `TrainState` on one split.
+class ClassificationEvaluator:
+    """Genre accuracy of a classifier state on one split (config.evals type 'classification').
 
     Args:
-      predict_fn: jitted (state, batch) -> clip logits [B, C] float32.
-      builder, split, batch_size (clips, global), crop_samples, mesh: where the clips come from.
-      class_names: the C genre names, in label order.
+      task: a `classifier.ClassifierTask` (its `predict`: (state, {audio int16 [B, crops, N]})
+        -> clip logits [B, C] float32).
+      state_sharding: the state's shardings (the predict step is jitted with them).
+      builder, split, batch_size (clips, global), mesh: where the clips come from.
     """
 
-    def __init__(self, predict_fn, builder, split: str, batch_size: int, crop_samples: int,
-                 mesh, class_names):
-        self.predict_fn = predict_fn
-        self.builder, self.split = builder, split
-        self.batch_size, self.crop_samples, self.mesh = batch_size, crop_samples, mesh
-        self.class_names = list(class_names)
+    def __init__(self, task, state_sharding, builder, split: str, batch_size: int, mesh):
+        self.builder, self.split, self.batch_size, self.mesh = builder, split, batch_size, mesh
+        self.crop_samples = task.data.crop_samples
+        self.class_names = list(task.data.class_names)
+        data = sharding.batch_sharding(mesh)
+        self.predict_fn = jax.jit(task.predict, in_shardings=(state_sharding, {"audio": data}),
+                                  out_shardings=data)
 
     def predict(self, state) -> tuple[np.ndarray, np.ndarray]:
         """(logits [N, C] float32, labels [N] int32) of every clip of the split, once."""
@@ -48,6 +50,19 @@ class Evaluator:
 
     def run(self, state) -> dict:
         return classification_metrics(*self.predict(state), self.class_names)
+
+    @staticmethod
+    def scalars(result: dict) -> dict[str, float]:
+        return {k: result[k] for k in ("accuracy", "balanced_accuracy", "top3_accuracy", "loss")}
+
+    def summarise(self, writer, step: int, result: dict) -> None:
+        """Nothing beyond the scalars."""
+
+    def report(self, result: dict, out_dir: str) -> str:
+        """Writes `<split>_<step>.json` and a confusion-matrix PNG; returns the table."""
+        paths = write_report(result, out_dir, f"{self.split}_{result['step']}")
+        logging.info("wrote %s", ", ".join(paths))
+        return format_table(result)
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, class_names) -> dict:
@@ -114,52 +129,35 @@ def write_report(result: dict, out_dir: str, name: str) -> tuple[str, str]:
     return str(json_path), str(png_path)
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    path = epath.Path(workdir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {workdir} a jaxgenre.train --workdir?")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
 class CheckpointEvaluator:
-    """Restores checkpoints of one run onto this process's devices and evaluates them."""
+    """Restores checkpoints of one run onto this process's devices and runs its configured
+    evaluators (`config.evals`) on one split, any task."""
 
     def __init__(self, workdir: str, split: str, data_dir: str | None = None):
         self.workdir, self.split = workdir, split
-        config = load_run_config(workdir)
+        self.config = runs.load_config(workdir)
         if data_dir:
-            config.data.data_dir = data_dir
-        self.config = config
+            self.config.data.data_dir = data_dir
         self.mesh = sharding.make_mesh()
-        builder = input_pipeline.load_builder(config.data.name, config.data.data_dir,
-                                              config.data.manual_dir)
-        features = builder.info.features
-        class_names = features["label"].names
-        sample_rate = features["audio"].sample_rate
-        mel = classifier.mel_config(config, sample_rate)
-        tx = optim.make(config.optim, config.total_steps)
-        _, shapes, shardings = classifier.abstract_state(config, len(class_names), tx, self.mesh)
-        self.target = checkpointing.abstract_with_shardings(shapes, shardings)
-        graphdef = classifier.model_graph(config, len(class_names))
-        predict = classifier.jit_predict(config, graphdef, mel, self.mesh, shardings)
-        crop = round(config.data.crop_seconds * sample_rate)
-        self.evaluator = Evaluator(predict, builder, split, config.eval_batch_size,
-                                              crop, self.mesh, class_names)
-        self.mngr = checkpointing.manager(workdir, read_only=True)
+        self.mngr = checkpointing.manager(workdir, read_only=True,
+                                          **runs.best_options(self.config))
+        self.builder = input_pipeline.load_builder(self.config.data.name,
+                                                   self.config.data.data_dir,
+                                                   self.config.data.manual_dir)
 
     def evaluate(self, which: str) -> dict:
-        self.mngr.reload()
-        step = checkpointing.resolve_step(self.mngr, which)
-        state = checkpointing.restore(self.mngr, step, self.target)
-        result = self.evaluator.run(state)
-        result.update(step=step, split=self.split, checkpoint=which, model=self.config.model.name,
-                      dataset=self.config.data.name)
-        if jax.process_index() == 0:
-            paths = write_report(result, str(epath.Path(self.workdir) / "eval"),
-                                            f"{self.split}_{step}")
-            print(format_table(result), flush=True)
-            logging.info("wrote %s", ", ".join(paths))
-        return result
+        """Evaluates checkpoint `which`; returns the first evaluator's result."""
+        run = runs.restore(self.workdir, self.mesh, which)
+        results = {}
+        for name, ev in evaluators.create(self.config, run.task, run.state_sharding, self.builder,
+                                          self.mesh, split=self.split).items():
+            result = ev.run(run.state)
+            result.update(step=run.step, split=self.split, checkpoint=which, evaluator=name,
+                          model=self.config.model.name, dataset=self.config.data.name)
+            if jax.process_index() == 0:
+                print(ev.report(result, str(epath.Path(self.workdir) / "eval")), flush=True)
+            results[name] = result
+        return next(iter(results.values()))
 
     def watch(self, poll_seconds: int) -> None:
         done = set()

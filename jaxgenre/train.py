@@ -1,11 +1,13 @@
-r"""Trains a genre classifier, from a laptop CPU to every host of a TPU pod.
+r"""Trains any task (genre classifier, style-transfer GAN, autoencoder), from a laptop CPU to
+every host of a TPU pod.
 
   python -m jaxgenre.train --config configs/mobilenet.py[:demo] --workdir runs/x \
       [--config.key=value ...]
 
 Restarting with the same --workdir resumes the run: same step, same data stream, same random
-numbers. The file reads top to bottom: mesh and data, model and optimizer, state (created
-already sharded, or restored on any device count), jitted steps, then the loop.
+numbers. The file reads top to bottom: mesh and data, the task (`jaxgenre.tasks`: its models and
+optimizers), state (created already sharded, or restored on any device count), the jitted step
+and the configured evaluators, then the loop.
 """
 from jaxgenre import host_memory
 
@@ -13,7 +15,6 @@ from jaxgenre import host_memory
 host_memory.keep_freed_memory()
 
 import collections
-import functools
 import json
 import time
 
@@ -25,7 +26,7 @@ from clu import metric_writers
 from etils import epath
 from ml_collections import config_flags
 
-from jaxgenre import checkpointing, classifier, config_checks, evaluation, input_pipeline, optim, sharding
+from jaxgenre import checkpointing, config_checks, evaluators, input_pipeline, sharding, tasks
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/mobilenet.py:demo.", lock_config=True)
@@ -41,7 +42,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs training to `config.total_steps`; returns the last validation metrics."""
+    """Runs training to `config.total_steps`; returns the last evaluation's scalars."""
     config_checks.validate(config)
     workdir = epath.Path(workdir)
     # ---------------------------------------------------------------- mesh and data
@@ -49,57 +50,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     builder = input_pipeline.load_builder(config.data.name, config.data.data_dir,
                                           config.data.manual_dir)
     features = builder.info.features
-    class_names = features["label"].names
-    num_classes = len(class_names)
     sample_rate = features["audio"].sample_rate
-    crop_samples = round(config.data.crop_seconds * sample_rate)
-    mel = classifier.mel_config(config, sample_rate)
+    data = tasks.DataSpec(config.data.name, tuple(features["label"].names), sample_rate,
+                          round(config.data.crop_seconds * sample_rate))
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(config.to_json(indent=2))
         (workdir / "dataset_info.json").write_text(
-            json.dumps({"name": config.data.name, "class_names": class_names,
+            json.dumps({"name": config.data.name, "class_names": list(data.class_names),
                         "sample_rate": sample_rate, "splits": {
                             k: v.num_examples for k, v in builder.info.splits.items()}}, indent=2))
 
-    # ---------------------------------------------------------------- model and optimizer
-    tx = optim.make(config.optim, config.total_steps)
-    graphdef = classifier.model_graph(config, num_classes)
-    init_key, step_key = jax.random.split(jax.random.key(config.seed))
-    init, state_shapes, state_sharding = classifier.abstract_state(config, num_classes, tx, mesh)
+    # ---------------------------------------------------------------- task: models, optimizers
+    task = tasks.create(config, data, mesh)
+    state_shapes, state_sharding = tasks.abstract_state(task, mesh)
 
     # ---------------------------------------------------------------- state: restore or create
-    mngr = checkpointing.manager(str(workdir), config.keep_best)
+    mngr = checkpointing.manager(str(workdir), config.keep_best, config.best_metric,
+                                 config.best_mode)
     if mngr.latest_step() is not None:
         state = checkpointing.restore(mngr, mngr.latest_step(), checkpointing.abstract_with_shardings(
             state_shapes, state_sharding))
         logging.info("Resuming from step %d in %s", int(state.step), mngr.directory)
     else:
-        state = jax.jit(init, out_shardings=state_sharding)(init_key)
+        state = jax.jit(task.init, out_shardings=state_sharding)()
     start_step = int(state.step)
-    num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    logging.info("%s: %d parameters, %d devices, %d processes", config.model.name, num_params,
-                 jax.device_count(), jax.process_count())
+    logging.info("%s %s: %d parameters, %d devices, %d processes", tasks.task_name(config),
+                 config.model.name, task.num_params(state), jax.device_count(),
+                 jax.process_count())
 
-    # ---------------------------------------------------------------- jitted steps
+    # ---------------------------------------------------------------- jitted step, evaluators
     data_sharding = sharding.batch_sharding(mesh)
-    replicated = sharding.replicated(mesh)
     train_step = jax.jit(
-        functools.partial(classifier.train_step, graphdef=graphdef, tx=tx, config=config, mel=mel,
-                          mesh=mesh, num_classes=num_classes, base_key=step_key),
+        task.train_step,
         in_shardings=(state_sharding, {"audio": data_sharding, "label": data_sharding}),
-        out_shardings=(state_sharding, replicated), donate_argnums=(0,))
-    predict_step = classifier.jit_predict(config, graphdef, mel, mesh, state_sharding)
-    evaluator = evaluation.Evaluator(predict_step, builder, config.data.eval_split,
-                                     config.eval_batch_size, crop_samples, mesh, class_names)
+        out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
+    evals = evaluators.create(config, task, state_sharding, builder, mesh)
 
     # ---------------------------------------------------------------- train loop
     writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
     batches = input_pipeline.train_batches(builder, config.data.train_split, config.batch_size,
-                                           crop_samples, config.seed, start_step, mesh,
+                                           data.crop_samples, config.seed, start_step, mesh,
                                            config.data.shuffle_buffer)
-    lr = optim.schedule(config.optim, config.total_steps)
-    progress = _Progress(start_step, config.total_steps, config.batch_size)
+    progress = _Progress(start_step, config.total_steps, config.batch_size,
+                         task.progress_metrics)
     pending = collections.deque()  # (step, device metrics) not yet checked on host
     window = []  # checked host metrics since the last log
     val = {}
@@ -109,12 +103,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         while pending and pending[0][0] <= upto_step:
             step, m = pending.popleft()
             m = jax.device_get(m)
-            if not np.isfinite(m["loss"]):
+            bad = {k: m[k] for k in task.finite_metrics if not np.isfinite(m[k])}
+            if bad:
                 mngr.wait_until_finished()
+                what = ", ".join(f"{k} is {v}" for k, v in bad.items())
                 raise NonFiniteLossError(
-                    f"Loss is {m['loss']} at step {step}; training stopped. The last good "
+                    f"{what.capitalize()} at step {step}; training stopped. The last good "
                     f"checkpoint (step {mngr.latest_step()}) is kept in {mngr.directory}. Lower "
-                    "optim.learning_rate or set optim.grad_clip_norm, then restart to resume.")
+                    "the learning rate or set gradient clipping, then restart to resume.")
             window.append(m)
 
     for step in range(start_step + 1, config.total_steps + 1):
@@ -124,17 +120,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if step % config.log_every_steps == 0 or step == config.total_steps:
             check(step)
             summary = {f"train_{k}": float(np.mean([m[k] for m in window])) for k in window[0]}
-            summary.update(progress.update(step), learning_rate=float(lr(step)))
+            summary.update(progress.update(step), **task.learning_rates(step))
             writer.write_scalars(step, summary)
             logging.info("%s", progress.line(step, summary))
             window.clear()
         is_last = step == config.total_steps
         if step % config.eval_every_steps == 0 or is_last:
-            result = evaluator.run(state)
-            val = {f"val_{k}": result[k] for k in ("accuracy", "balanced_accuracy", "top3_accuracy",
-                                                  "loss")}
+            val = {}
+            for name, ev in evals.items():
+                result = ev.run(state)
+                val.update({f"{name}_{k}": v for k, v in ev.scalars(result).items()})
+                ev.summarise(writer, step, result)
             writer.write_scalars(step, val)
-            logging.info("step %d validation: %s", step,
+            logging.info("step %d evaluation: %s", step,
                          ", ".join(f"{k}={v:.4f}" for k, v in val.items()))
         if step % config.checkpoint_every_steps == 0 or is_last:
             check(step)  # never save a state whose loss was not finite
@@ -146,10 +144,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 class _Progress:
-    """Steps/s, examples/s, ETA and a text progress bar."""
+    """Steps/s, examples/s, ETA and a text progress bar with the task's train metrics."""
 
-    def __init__(self, start_step: int, total_steps: int, batch_size: int):
-        self.total, self.batch = total_steps, batch_size
+    def __init__(self, start_step: int, total_steps: int, batch_size: int, metrics):
+        self.total, self.batch, self.metrics = total_steps, batch_size, metrics
         self.last_step, self.last_time = start_step, time.perf_counter()
 
     def update(self, step: int) -> dict:
@@ -162,8 +160,8 @@ class _Progress:
     def line(self, step: int, s: dict) -> str:
         done = int(30 * step / self.total)
         eta = int(s["eta_seconds"])
-        return (f"[{'#' * done}{'.' * (30 - done)}] step {step}/{self.total} "
-                f"loss {s['train_loss']:.4f} acc {s['train_accuracy']:.3f} "
+        values = " ".join(f"{k} {s[f'train_{k}']:.4f}" for k in self.metrics)
+        return (f"[{'#' * done}{'.' * (30 - done)}] step {step}/{self.total} {values} "
                 f"{s['steps_per_sec']:.2f} steps/s {s['examples_per_sec']:.1f} ex/s "
                 f"ETA {eta // 3600}h{eta % 3600 // 60:02d}m{eta % 60:02d}s")
 

@@ -61,7 +61,9 @@ def saved_steps(workdir: str) -> list[int]:
 
 def params(workdir: str, step: int, field: str = "params") -> dict:
     """The saved parameters (or another TrainState `field`) of `step` as numpy arrays, by path."""
-    path = epath.Path(workdir).absolute() / "checkpoints" / str(step) / "default"
+    from jaxgenre import classifier
+    item = next(k for k, fields in classifier.TrainState.ITEMS.items() if field in fields)
+    path = epath.Path(workdir).absolute() / "checkpoints" / str(step) / item
     tree = ocp.StandardCheckpointer().restore(path)
     flat = {}
 

@@ -32,6 +32,19 @@ def get(name: str) -> type[nnx.Module]:
     return _REGISTRY[name]
 
 
+def split(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """(graphdef, params, rest): trained `nnx.Param`s apart from every other variable
+    (BatchNorm statistics, spectral-norm vectors). The one filter every task and reader uses,
+    so what a step returns as `rest` always has the structure the state was created with."""
+    return nnx.split(model, nnx.Param, ...)
+
+
+def rest(model: nnx.Module) -> nnx.State:
+    """The non-`nnx.Param` variables of `model`, as `split` returns them (after a forward pass
+    that updated them)."""
+    return split(model)[2]
+
+
 def logits_and_features(model: nnx.Module, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Inference: (logits [B, num_classes] float32, penultimate features [B, D] float32).
 

@@ -1,13 +1,11 @@
 """A genre classifier trained by `jaxgenre.train`, restored to judge audio from its waveform."""
 import functools
-import json
 
 import jax
 import jax.numpy as jnp
-from etils import epath
 from flax import nnx
 
-from jaxgenre import checkpointing, classifier, evaluation, input_pipeline, models, optim, sharding
+from jaxgenre import classifier, input_pipeline, models, runs, sharding
 
 
 class JudgeError(ValueError):
@@ -15,44 +13,27 @@ class JudgeError(ValueError):
 
 
 class Judge:
-    """Restores a classifier run (`best` checkpoint by default) on this process's devices.
+    """Restores a classifier run's averaged weights (`best` checkpoint by default) on this
+    process's devices.
 
     Attributes: class_names, sample_rate, dataset (the run's data.name), config, step.
     """
 
     def __init__(self, workdir: str, mesh: jax.sharding.Mesh, checkpoint: str = "best"):
         self.workdir = workdir
-        config = evaluation.load_run_config(workdir)
-        if "model" not in config or "frontend" not in config:
-            raise JudgeError(f"{workdir} is not a genre-classifier run of jaxgenre.train; train a "
-                             "judge with `python -m jaxgenre.train --config configs/<model>.py`.")
-        info_path = epath.Path(workdir) / "dataset_info.json"
-        if not info_path.exists():
-            raise JudgeError(f"{info_path} not found: the judge run's labels are unknown; point "
-                             "--judge at a complete jaxgenre.train --workdir.")
-        info = json.loads(info_path.read_text())
-        self.config, self.dataset = config, info["name"]
-        self.class_names, self.sample_rate = list(info["class_names"]), int(info["sample_rate"])
-        num_classes = len(self.class_names)
-        mngr = checkpointing.manager(workdir, read_only=True)
-        if not mngr.all_steps():
-            raise JudgeError(f"The judge run {workdir} has no checkpoint in {mngr.directory}: "
-                             "train it first (python -m jaxgenre.train ... --workdir "
-                             f"{workdir}) or pass another --judge.")
-        if checkpoint == "best" and mngr.best_step() is None:
-            checkpoint = "latest"  # no step carries validation metrics (train+validation runs)
-        self.step = checkpointing.resolve_step(mngr, checkpoint)
-        tx = optim.make(config.optim, config.total_steps)
-        _, shapes, state_sharding = classifier.abstract_state(config, num_classes, tx, mesh)
-        self.state = checkpointing.restore(
-            mngr, self.step, checkpointing.abstract_with_shardings(shapes, state_sharding))
-        mel = classifier.mel_config(config, self.sample_rate)
-        crop = round(config.data.crop_seconds * self.sample_rate)
+        try:
+            run = runs.restore(workdir, mesh, checkpoint, items=("ema",),
+                               expect_tasks=("classifier",))
+        except runs.RunError as e:
+            raise JudgeError(str(e)) from None
+        self.config, self.dataset, self.step = run.config, run.data.name, run.step
+        self.class_names, self.sample_rate = list(run.data.class_names), run.data.sample_rate
+        self.state = run.state
         data = sharding.batch_sharding(mesh)
         self._predict = jax.jit(
-            functools.partial(_judge_step, graphdef=classifier.model_graph(config, num_classes),
-                              config=config, mel=mel, mesh=mesh, crop=crop),
-            in_shardings=(state_sharding, data, data), out_shardings=(data, data))
+            functools.partial(_judge_step, graphdef=run.task.graphdef, config=run.config,
+                              mel=run.task.mel, mesh=mesh, crop=run.data.crop_samples),
+            in_shardings=(run.state_sharding, data, data), out_shardings=(data, data))
 
     def check_labels(self, class_names, what: str) -> None:
         """Refuses to judge data labelled differently from what the judge was trained on."""
