@@ -6,7 +6,7 @@ import jax
 import ml_collections
 from absl import flags
 
-from jaxgenre import models
+from jaxgenre import gan_losses, models, tasks
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -52,12 +52,18 @@ def _load_config_file(argv: list[str]) -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks names and sizes that would otherwise fail deep inside a run."""
     models.get(config.model.name)  # raises, listing the registered models
-    choices = {"best_mode": (config.best_mode, ("max", "min")),"optim.name": (config.optim.name, ("adamw", "sgd")),
+    choices = {"task": (tasks.task_name(config), tasks.NAMES),
+               "best_mode": (config.best_mode, ("max", "min")),
                "model.dtype": (config.model.dtype, ("float32", "bfloat16")),
                "frontend.dft": (config.frontend.dft, ("fft", "matmul")),
                "data.train_split": (config.data.train_split, ("train", "train+validation")),
                **{f"evals.{name}.split": (entry.split, ("validation", "test", "train"))
                   for name, entry in config.evals.items()}}
+    if "optim" in config:
+        choices["optim.name"] = (config.optim.name, ("adamw", "sgd"))
+    if "gan" in config:
+        models.get(config.discriminator.name)
+        choices["gan.loss"] = (config.gan.loss, gan_losses.LOSSES)
     for key, (value, valid) in choices.items():
         if value not in valid:
             raise ValueError(f"Unknown {key} {value!r}; valid: {', '.join(valid)}.")
@@ -68,3 +74,5 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("total_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
         if config[key] <= 0:
             raise ValueError(f"{key} must be positive, got {config[key]}.")
+    if "gan" in config and config.gan.n_critic < 1:
+        raise ValueError(f"gan.n_critic must be at least 1, got {config.gan.n_critic}.")

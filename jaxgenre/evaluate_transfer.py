@@ -23,8 +23,9 @@ import jax
 from absl import app, flags, logging
 from etils import epath
 
-from jaxgenre import classifier, input_pipeline, sharding, vocoder
+from jaxgenre import classifier, input_pipeline, runs, sharding, tasks, vocoder
 from jaxgenre.transfer import evaluator as evaluator_lib
+from jaxgenre.transfer import generator
 from jaxgenre.transfer import judge as judge_lib
 from jaxgenre.transfer import methods as methods_lib
 from jaxgenre.transfer import report
@@ -56,19 +57,25 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the judge run's data
 
 
 def _check_method(spec: str, judge_dir: str) -> None:
-    """Refuses anything that is neither a baseline nor a style-transfer run, before any work."""
+    """Refuses anything that is neither a baseline nor a style-transfer run, and a judge the
+    method was trained with, before any work."""
     if spec in methods_lib.BASELINES:
         return
     workdir = epath.Path(spec)
     hint = f"valid methods: {', '.join(methods_lib.BASELINES)}, or a style-transfer run's --workdir"
     if not (workdir / "config.json").exists():
         raise app.UsageError(f"Unknown method {spec!r}: {hint}.")
-    if workdir.resolve() == epath.Path(judge_dir).resolve():
-        raise app.UsageError(f"--method and --judge are the same run ({spec}): the judge must be a "
-                             "classifier no method was trained with.")
-    config = json.loads((workdir / "config.json").read_text())
-    raise app.UsageError(f"{spec} is a run of model {config.get('model', {}).get('name')!r}, not a "
-                         f"style-transfer run: {hint}.")
+    config = runs.load_config(spec)
+    if tasks.task_name(config) not in generator.GENERATOR_TASKS:
+        raise app.UsageError(f"{spec} is a run of model {config.model.name!r}, not a "
+                             f"style-transfer run: {hint}.")
+    judge = epath.Path(judge_dir).resolve()
+    used = [epath.Path(d).resolve() for d in (config.gan.get("classifier_workdir"),
+                                              *[e.get("classifier_workdir") for e in
+                                                config.evals.values()]) if d]
+    if workdir.resolve() == judge or judge in used:
+        raise app.UsageError(f"The judge {judge_dir} was used to train or select {spec}: judge "
+                             "with a classifier the method never saw.")
 
 
 def _baseline(name: str, codec, builder, draw_pool: dict):
@@ -134,18 +141,26 @@ def evaluate():
     for spec in [_METHOD.value] + [b for b in methods_lib.BASELINES if b != _METHOD.value]:
         if spec != _METHOD.value and spec in report.read_results(out_dir, _SPLIT.value, settings):
             continue  # this baseline is already in DIR for the same judge and settings
-        method = _baseline(spec, codec, builder, draw_pool)
+        if spec in methods_lib.BASELINES:
+            method = _baseline(spec, codec, builder, draw_pool)
+        else:
+            method = generator.GeneratorMethod(spec, mesh, vcfg, _PHASE.value, _SEED.value)
+            judge.check_labels(method.class_names, f"the run {spec}")
+            if method.sample_rate != judge.sample_rate:
+                raise ValueError(f"{spec} works at {method.sample_rate} Hz, the judge's data at "
+                                 f"{judge.sample_rate} Hz: judge with a classifier of its dataset.")
         if evaluator is None:
             evaluator = evaluator_lib.TransferEvaluator(
                 judge, builder, _SPLIT.value, _BATCH_SIZE.value, mesh, codec, clip_samples,
                 reference, _CLIPS.value, targets, _EXAMPLES.value)
         result, examples = evaluator.run(method)
-        result.update(method=spec, settings=settings, **settings)
+        result.update(method=method.name, settings=settings, **settings)
         if jax.process_index() == 0:
-            stem = f"{spec}_{_SPLIT.value}"
+            stem = f"{method.name}_{_SPLIT.value}"
             paths = [report.write_json(result, out_dir, stem),
                      report.write_heatmap(result, out_dir, stem)]
-            paths += report.write_examples(examples, spec, names, judge.sample_rate, out_dir)
+            paths += report.write_examples(examples, method.name, names, judge.sample_rate,
+                                           out_dir)
             logging.info("wrote %s", ", ".join(paths))
     if jax.process_index() == 0:
         table = report.write_table(out_dir, _SPLIT.value, settings)

@@ -1,23 +1,17 @@
 """Runs 3 train steps on the same global batches in one or several processes; saves params.
 
-usage: python -m tests.multiprocess_steps OUT.npz NUM_PROCESSES PROCESS_ID PORT
-Each process feeds only its slice of every global batch (as the input pipeline does).
+usage: python -m tests.multiprocess_steps OUT.npz NUM_PROCESSES PROCESS_ID PORT [TASK]
+TASK: classifier (default) or stargan. Each process feeds only its slice of every global batch
+(as the input pipeline does).
 """
 import sys
 
 import jax
 
-from jaxgenre import classifier, optim, sharding
+from jaxgenre import classifier, optim, sharding, tasks
 
 
-def main(out, num_processes, process_id, port):
-    if num_processes > 1:
-        sharding.initialize_distributed(f"localhost:{port}", num_processes, process_id)
-    import numpy as np
-
-    from tests import train_helpers
-    config = train_helpers.config(data_dir="unused")
-    mesh = sharding.make_mesh()
+def _classifier_step(config, mesh):
     mel = classifier.mel_config(config, 22050)
     tx = optim.make(config.optim, config.total_steps)
     init, _, state_sharding = classifier.abstract_state(config, 8, tx, mesh)
@@ -28,6 +22,35 @@ def main(out, num_processes, process_id, port):
         mesh=mesh, num_classes=8, base_key=jax.random.key(1)),
         in_shardings=(state_sharding, {"audio": data, "label": data}),
         out_shardings=(state_sharding, sharding.replicated(mesh)))
+    return state, step, lambda s: s.params.to_pure_dict()
+
+
+def _gan_step(config, mesh):
+    """The StarGAN task as the trainer builds and jits it."""
+    data_spec = tasks.DataSpec("fma/small", tuple(f"g{i}" for i in range(8)), 22050, 22050)
+    task = tasks.create(config, data_spec, mesh)
+    _, state_sharding = tasks.abstract_state(task, mesh)
+    state = jax.jit(task.init, out_shardings=state_sharding)()
+    data = sharding.batch_sharding(mesh)
+    step = jax.jit(task.train_step, in_shardings=(state_sharding, {"audio": data, "label": data}),
+                   out_shardings=(state_sharding, sharding.replicated(mesh)))
+    return state, step, lambda s: {"g": s.g_params.to_pure_dict(), "d": s.d_params.to_pure_dict()}
+
+
+def main(out, num_processes, process_id, port, task="classifier"):
+    if num_processes > 1:
+        sharding.initialize_distributed(f"localhost:{port}", num_processes, process_id)
+    import numpy as np
+
+    from tests import train_helpers
+    mesh = sharding.make_mesh()
+    if task == "stargan":
+        config = train_helpers.gan_config(data_dir="unused")
+        state, step, params_of = _gan_step(config, mesh)
+    else:
+        config = train_helpers.config(data_dir="unused")
+        state, step, params_of = _classifier_step(config, mesh)
+    data = sharding.batch_sharding(mesh)
     rng = np.random.default_rng(0)
     per_process = config.batch_size // jax.process_count()
     for _ in range(3):
@@ -37,11 +60,11 @@ def main(out, num_processes, process_id, port):
         batch = {k: jax.make_array_from_process_local_data(data, v[mine])
                  for k, v in (("audio", audio), ("label", label))}
         state, _ = step(state, batch)
-    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(state.params.to_pure_dict()))[0]
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(params_of(state)))[0]
     params = {jax.tree_util.keystr(path): value for path, value in leaves}
     if jax.process_index() == 0:
         np.savez(out, **params)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:])

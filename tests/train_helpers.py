@@ -27,10 +27,22 @@ def overrides(data_dir: str, **extra) -> dict:
     return values
 
 
-def config(data_dir: str, **extra):
-    from configs import mfcc_cnn
-    c = mfcc_cnn.get_config("demo")
-    for key, value in overrides(data_dir, **extra).items():
+def gan_overrides(data_dir: str, **extra) -> dict:
+    """A small StarGAN on 1 s crops with the classifier runs' frontend; scored by the proxy
+    evaluator (needs `evals.val.classifier_workdir` or `gan.classifier_workdir`)."""
+    values = {"data.name": "fma/small", "data.data_dir": data_dir, "data.crop_seconds": 1.0,
+              "batch_size": 8, "eval_batch_size": 8, "total_steps": 4, "log_every_steps": 2,
+              "eval_every_steps": 4, "checkpoint_every_steps": 2, "frontend.n_fft": 512,
+              "frontend.hop_length": 256, "frontend.n_mels": 64, "model.channels": 4,
+              "model.encoder_blocks": 1, "model.decoder_blocks": 1, "model.style_dim": 8,
+              "discriminator.channels": 4, "discriminator.num_layers": 2, "evals.val.clips": 8,
+              "evals.val.num_samples": 1}
+    values.update(extra)
+    return values
+
+
+def _apply(c, values: dict):
+    for key, value in values.items():
         node = c
         *path, leaf = key.split(".")
         for p in path:
@@ -39,11 +51,24 @@ def config(data_dir: str, **extra):
     return c
 
 
-def cli(workdir: str, data_dir: str, devices: int = 1, extra_args=(), wait=True, **extra):
-    """Runs `python -m jaxgenre.train` on `devices` fake CPU devices."""
-    args = [sys.executable, "-m", "jaxgenre.train", "--config", "configs/mfcc_cnn.py:demo",
-            "--workdir", workdir]
-    args += [f"--config.{k}={v}" for k, v in overrides(data_dir, **extra).items()]
+def config(data_dir: str, **extra):
+    from configs import mfcc_cnn
+    return _apply(mfcc_cnn.get_config("demo"), overrides(data_dir, **extra))
+
+
+def gan_config(data_dir: str, **extra):
+    from configs import stargan
+    return _apply(stargan.get_config("demo"), gan_overrides(data_dir, **extra))
+
+
+def cli(workdir: str, data_dir: str, devices: int = 1, extra_args=(), wait=True, gan=False,
+        **extra):
+    """Runs `python -m jaxgenre.train` on `devices` fake CPU devices (the small classifier, or
+    with gan=True the small StarGAN)."""
+    spec = "configs/stargan.py:demo" if gan else "configs/mfcc_cnn.py:demo"
+    values = gan_overrides(data_dir, **extra) if gan else overrides(data_dir, **extra)
+    args = [sys.executable, "-m", "jaxgenre.train", "--config", spec, "--workdir", workdir]
+    args += [f"--config.{k}={v}" for k, v in values.items()]
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.Popen(args + list(extra_args), cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -59,10 +84,12 @@ def saved_steps(workdir: str) -> list[int]:
     return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
 
 
-def params(workdir: str, step: int, field: str = "params") -> dict:
-    """The saved parameters (or another TrainState `field`) of `step` as numpy arrays, by path."""
+def params(workdir: str, step: int, field: str = "params", state_class=None) -> dict:
+    """The saved parameters (or another `field` of the state, a classifier's `TrainState` by
+    default) of `step` as numpy arrays, by path."""
     from jaxgenre import classifier
-    item = next(k for k, fields in classifier.TrainState.ITEMS.items() if field in fields)
+    items = (state_class or classifier.TrainState).ITEMS
+    item = next(k for k, fields in items.items() if field in fields)
     path = epath.Path(workdir).absolute() / "checkpoints" / str(step) / item
     tree = ocp.StandardCheckpointer().restore(path)
     flat = {}

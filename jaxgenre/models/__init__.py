@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgenre.models import cnn1d, crnn, mfcc_cnn, mobilenet, resnet
+from jaxgenre.models import cnn1d, crnn, mfcc_cnn, mobilenet, resnet, stargan
 
 _REGISTRY = {
     "mobilenet_v2": mobilenet.MobileNetV2,
@@ -21,6 +21,10 @@ _REGISTRY = {
     "sample_cnn": cnn1d.SampleCNN,
     "mfcc_cnn": mfcc_cnn.MfccCNN,
     "crnn": crnn.CRNN,
+    # Style transfer (`jaxgenre.gan`): same constructor, other calls (see models.stargan).
+    "stargan_generator": stargan.Generator,
+    "stargan_discriminator": stargan.Discriminator,
+    "latent_classifier": stargan.LatentClassifier,
 }
 NAMES = tuple(sorted(_REGISTRY))
 

@@ -1,0 +1,100 @@
+r"""Adversarial genre style transfer: one generator for every genre (StarGAN style), a
+multi-task spectral-norm discriminator, hinge loss with R1, cycle and identity L1, and
+optionally a frozen genre classifier pushing toward the target genre.
+
+Run (see README, "Style transfer"):
+  # a classifier for the loss, with this config's frontend (the demo: 64 mel bands)
+  python -m jaxgenre.train --config configs/mfcc_cnn.py:demo --config.frontend.n_mels=64 \
+      --workdir runs/gan_classifier
+  python -m jaxgenre.train --config configs/stargan.py:demo --workdir runs/stargan_demo \
+      --config.gan.classifier_workdir=runs/gan_classifier
+
+Config arguments: demo (fma/demo on a CPU), and one of hinge | nonsaturating | wgan_gp to pick
+the adversarial loss (wgan_gp also sets n_critic 5 and no R1, as Gulrajani et al.).
+"""
+import ml_collections
+
+from configs import common
+
+LOSSES = ("hinge", "nonsaturating", "wgan_gp")
+
+
+def get_config(arg: str | None = None):
+    words = {w for w in (arg or "").split(",") if w}
+    unknown = words - {"demo", *LOSSES}
+    if unknown:
+        raise ValueError(f"Unknown config argument(s) {sorted(unknown)}; valid: demo, "
+                         f"{', '.join(LOSSES)}.")
+    return style_transfer_config("stargan", words)
+
+
+def style_transfer_config(task: str, words: set[str]) -> ml_collections.ConfigDict:
+    """The shared base of configs/stargan.py and configs/autoencoder.py."""
+    c = common.base_config()
+    c.task = task
+    del c.optim, c.augment  # the classifier's; the GAN's own settings are under c.gan
+    c.frontend.ref = 1.0  # fixed reference: the level survives the round trip to audio
+
+    c.model = ml_collections.ConfigDict({
+        "name": "stargan_generator", "dtype": "float32", "channels": 32, "encoder_blocks": 2,
+        "decoder_blocks": 4, "style_dim": 64, "skip": True})
+    c.discriminator = ml_collections.ConfigDict({
+        "name": "stargan_discriminator", "dtype": "float32", "channels": 32, "num_layers": 4})
+
+    c.gan = ml_collections.ConfigDict()
+    c.gan.loss = "hinge"  # hinge | nonsaturating | wgan_gp
+    c.gan.n_critic = 1  # D updates per G update
+    c.gan.r1_weight = 1.0  # gamma of R1 at real inputs; 0 disables
+    c.gan.gp_weight = 10.0  # with wgan_gp
+    c.gan.g_learning_rate = 1e-4  # TTUR: two optimizers, two rates
+    c.gan.d_learning_rate = 2e-4
+    c.gan.beta1 = 0.0
+    c.gan.beta2 = 0.99
+    c.gan.grad_clip_norm = 0.0  # 0 disables
+    c.gan.ema_decay = 0.999  # the averaged generator converts at evaluation
+    c.gan.adv_weight = 1.0
+    c.gan.cycle_weight = 5.0
+    c.gan.identity_weight = 2.0
+    c.gan.content_weight = 0.0  # frame-energy contour L1
+    c.gan.classifier_weight = 1.0  # used only with classifier_workdir
+    c.gan.confusion_weight = 0.0  # autoencoder: latent domain confusion; 0 disables
+    # A jaxgenre.train classifier run with this frontend, frozen, in the generator's loss.
+    # Never the evaluator's judge.
+    c.gan.classifier_workdir = ml_collections.FieldReference(None, field_type=str)
+    c.gan.gain_db = 6.0  # random gain on training crops
+    c.gan.db_offset = -20.0  # generator input: (dB - db_offset) / db_scale, about [-1, 1]
+    c.gan.db_scale = 40.0
+
+    c.evals = ml_collections.ConfigDict()
+    c.evals.val = ml_collections.ConfigDict({
+        "type": "transfer_proxy", "split": "validation", "clips": 64, "num_samples": 2,
+        # the classifier that scores target accuracy (default: gan.classifier_workdir)
+        "classifier_workdir": ml_collections.FieldReference(None, field_type=str)})
+    c.best_metric = "val_target_accuracy"
+    c.best_mode = "max"
+    c.total_steps = 100_000
+    c.eval_every_steps = 5_000
+    c.checkpoint_every_steps = 5_000
+    c.batch_size = 32
+
+    for loss in LOSSES:
+        if loss in words:
+            c.gan.loss = loss
+    if c.gan.loss == "wgan_gp":
+        c.gan.n_critic, c.gan.r1_weight = 5, 0.0
+    if "demo" in words:
+        c.data.name = "fma/demo"
+        c.frontend.n_mels = 64
+        c.model.channels = 16
+        c.model.encoder_blocks, c.model.decoder_blocks = 1, 2
+        c.discriminator.channels = 16
+        c.data.crop_seconds = 2.0
+        c.batch_size = 16
+        c.total_steps = 500
+        c.log_every_steps = 25
+        c.eval_every_steps = 250
+        c.checkpoint_every_steps = 250
+        c.eval_batch_size = 16
+        c.evals.val.clips = 32
+        c.gan.g_learning_rate, c.gan.d_learning_rate = 4e-4, 4e-4
+    return c

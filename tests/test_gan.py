@@ -1,0 +1,219 @@
+"""Style transfer: spectral norm, generator, losses; the GAN trained by the same trainer (devices,
+resume, NaN, processes); the transfer CLI and the evaluator taking a GAN run; bad input."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile
+from flax import nnx
+
+from jaxgenre import gan, gan_losses, train
+from jaxgenre.models import spectral_norm, stargan
+from tests import train_helpers as th
+
+TOLERANCE = 1e-4  # float32, 8 devices vs 1: two optimizers and R1's second derivatives
+
+
+def test_spectral_norm_divides_by_the_largest_singular_value_and_never_writes_back():
+    layer = spectral_norm.SNConv(6, 5, 3, rngs=nnx.Rngs(0))
+    w = np.asarray(layer.kernel.value).copy()
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 6))
+    for _ in range(30):  # power iteration converges on u
+        layer(x, update=True)
+    assert np.array_equal(np.asarray(layer.kernel.value), w)  # the Param holds the raw W
+    sigma = np.linalg.svd(w.reshape(-1, 5), compute_uv=False)[0]
+    normalised, _ = spectral_norm.normalised_weight(layer.kernel.value, layer.u.value, False)
+    assert np.linalg.svd(np.asarray(normalised).reshape(-1, 5), compute_uv=False)[0] == \
+        pytest.approx(1.0, abs=1e-3)
+    assert float(jnp.abs(normalised - w / sigma).max()) < 1e-3
+    u = np.asarray(layer.u.value).copy()
+    layer(x, update=False)  # inference leaves u alone
+    assert np.array_equal(np.asarray(layer.u.value), u)
+    grads = jax.grad(lambda k: spectral_norm.normalised_weight(k, layer.u.value, False)[0].sum())(
+        layer.kernel.value)
+    assert float(jnp.abs(grads).max()) > 0  # gradients reach the raw weight through W / sigma
+
+
+def test_generator_starts_as_identity_on_any_length_and_the_discriminator_has_no_batchnorm():
+    g = stargan.Generator(8, rngs=nnx.Rngs(0), channels=4, encoder_blocks=1, decoder_blocks=1,
+                          style_dim=8)
+    for frames in (37, 40):  # not a multiple of 4, and one
+        x = jax.random.normal(jax.random.key(frames), (2, frames, 30, 1))
+        y = g(x, jnp.array([1, 5]))
+        assert y.shape == x.shape and float(jnp.abs(y - x).max()) == 0.0
+    d = stargan.Discriminator(8, rngs=nnx.Rngs(0), channels=4, num_layers=2)
+    assert not jax.tree.leaves(nnx.state(d, nnx.BatchStat))
+    assert d(x, jnp.array([1, 5])).shape == (2,)
+
+
+def test_adversarial_losses_and_penalties_have_their_textbook_values():
+    real, fake = jnp.array([2.0, 0.5]), jnp.array([-2.0, 0.0])
+    assert float(gan_losses.discriminator_loss("hinge", real, fake)) == pytest.approx(0.25 + 0.5)
+    assert float(gan_losses.generator_loss("hinge", fake)) == pytest.approx(1.0)
+    assert float(gan_losses.discriminator_loss("nonsaturating", real, fake)) == pytest.approx(
+        float(jnp.mean(jax.nn.softplus(-real)) + jnp.mean(jax.nn.softplus(fake))))
+    assert float(gan_losses.discriminator_loss("wgan_gp", real, fake)) == pytest.approx(-2.25)
+    w = jnp.array([3.0, 4.0])  # a linear critic: grad = w, ||w|| = 5
+    x = jnp.ones((4, 2))
+    assert float(gan_losses.r1_penalty(lambda v: v @ w, x)) == pytest.approx(12.5)
+    assert float(gan_losses.gradient_penalty(lambda v: v @ w, x, -x, jax.random.key(0))) == \
+        pytest.approx(16.0)
+    with pytest.raises(ValueError, match="valid: hinge, nonsaturating, wgan_gp"):
+        gan_losses.generator_loss("lsgan", fake)
+
+
+@pytest.fixture(scope="module")
+def classifiers(tiny_fma, tmp_path_factory):
+    """Two small classifier runs with the GAN's frontend: (for the loss and scores, a judge)."""
+    dirs = []
+    for seed in (0, 1):
+        workdir = str(tmp_path_factory.mktemp(f"classifier{seed}"))
+        train.train_and_evaluate(th.config(tiny_fma[0], seed=seed, total_steps=4,
+                                           checkpoint_every_steps=4, eval_every_steps=4), workdir)
+        dirs.append(workdir)
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def gan8(tiny_fma, classifiers, tmp_path_factory):
+    """A 4-step StarGAN run on the 8 fake devices of this process, frozen classifier in the loss."""
+    workdir = str(tmp_path_factory.mktemp("gan8"))
+    config = th.gan_config(tiny_fma[0], **{"gan.classifier_workdir": classifiers[0]})
+    return workdir, train.train_and_evaluate(config, workdir)
+
+
+def test_gan_run_saves_named_items_and_the_proxy_scores(gan8):
+    workdir, val = gan8
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "4"))) == sorted(
+        ["_CHECKPOINT_METADATA", "commit_success.txt", "metrics", "progress", "generator",
+         "discriminator", "generator_ema", "generator_optimizer", "discriminator_optimizer"])
+    assert 0.0 <= val["val_target_accuracy"] <= 1.0 and val["val_change_db"] >= 0.0
+    d_rest = th.params(workdir, 4, "d_rest", gan.GanState)
+    assert d_rest and all(k.endswith("/u") for k in d_rest)  # spectral-norm vectors are saved
+
+
+def test_gan_resumed_on_one_device_matches_eight_devices_uninterrupted(gan8, tiny_fma, classifiers,
+                                                                       tmp_path):
+    """SIGKILL after step 2, resume on 1 device: parameters equal the 8-device run's at step 4
+    (both the device count and the resume must be exact for this to hold)."""
+    extra = {"gan.classifier_workdir": classifiers[0]}
+    proc = th.cli(str(tmp_path), tiny_fma[0], devices=1, wait=False, gan=True, **extra)
+    deadline = time.time() + 300
+    while 2 not in th.saved_steps(str(tmp_path)) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 4 not in th.saved_steps(str(tmp_path)), "killed too late to test resuming"
+    code, out = th.cli(str(tmp_path), tiny_fma[0], devices=1, gan=True, **extra)
+    assert code == 0, out[-3000:]
+    assert "Resuming from step 2" in out
+    for field in ("g_params", "d_params", "g_ema"):
+        diff = th.max_abs_diff(th.params(gan8[0], 4, field, gan.GanState),
+                               th.params(str(tmp_path), 4, field, gan.GanState))
+        assert diff <= TOLERANCE, (field, diff)
+
+
+def test_gan_nan_stops_and_keeps_the_last_good_checkpoint(tiny_fma, classifiers, tmp_path):
+    config = th.gan_config(tiny_fma[0], **{"gan.g_learning_rate": 1e30, "gan.d_learning_rate": 1e30,
+                                           "checkpoint_every_steps": 1, "total_steps": 12,
+                                           "eval_every_steps": 12,
+                                           "gan.classifier_workdir": classifiers[0]})
+    with pytest.raises(train.NonFiniteLossError, match=r"at step (\d+)") as err:
+        train.train_and_evaluate(config, str(tmp_path))
+    bad_step = int(err.value.args[0].split("at step ")[1].split(";")[0])
+    kept = th.saved_steps(str(tmp_path))
+    assert kept and max(kept) < bad_step
+    assert all(np.isfinite(v).all()
+               for v in th.params(str(tmp_path), max(kept), "g_params", gan.GanState).values())
+
+
+def test_gan_two_processes_match_one_process(tmp_path):
+    """2 processes x 2 devices against 1 process x 4 devices, 3 GAN steps on the same batches."""
+    from tests.test_train import _free_port
+
+    def launch(out, n, pid, port, devices):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        return subprocess.Popen([sys.executable, "-m", "tests.multiprocess_steps", out, str(n),
+                                 str(pid), str(port), "stargan"], cwd=th.ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    port = _free_port()
+    procs = [launch(str(tmp_path / "two.npz"), 2, pid, port, 2) for pid in range(2)]
+    procs.append(launch(str(tmp_path / "one.npz"), 1, 0, 0, 4))
+    for p in procs:
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out[-3000:]
+    two, one = np.load(tmp_path / "two.npz"), np.load(tmp_path / "one.npz")
+    assert set(two.files) == set(one.files) and len(one.files) > 10
+    assert max(float(np.abs(two[k] - one[k]).max()) for k in one.files) <= TOLERANCE
+
+
+def _run(module, *args, devices=1):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=th.ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_transfer_cli_converts_any_length_and_refuses_bad_input(gan8, classifiers, tmp_path):
+    workdir = gan8[0]
+    song = str(tmp_path / "song.wav")
+    t = np.arange(60_000) / 44_100  # 1.36 s at another rate: resampled to the run's 22.05 kHz
+    soundfile.write(song, 0.3 * np.sin(2 * np.pi * 220 * t), 44_100)
+    out = str(tmp_path / "out.wav")
+    code, log = _run("jaxgenre.transfer", "--workdir", workdir, "--input", song, "--to", "Rock",
+                     "--output", out, "--classifier", classifiers[1], "--gl_iters", "4")
+    assert code == 0, log[-3000:]
+    audio, rate = soundfile.read(out)
+    assert rate == 22050 and abs(len(audio) - 30_000) <= 1 and np.isfinite(audio).all()
+    assert os.path.exists(str(tmp_path / "out.png")) and "input genre (by" in log
+
+    code, log = _run("jaxgenre.transfer", "--workdir", workdir, "--input", song, "--to", "all",
+                     "--output", str(tmp_path / "all"), "--gl_iters", "2")
+    assert code == 0, log[-3000:]
+    assert len([f for f in os.listdir(tmp_path / "all") if f.endswith(".wav")]) == 8
+
+    empty, broken = str(tmp_path / "empty.wav"), str(tmp_path / "broken.mp3")
+    soundfile.write(empty, np.zeros(0), 22050)
+    with open(broken, "wb") as f:
+        f.write(b"not audio at all")
+    for args, message in (
+            (["--to", "Polka", "--input", song], "Unknown genre 'Polka' for --to; valid: "),
+            (["--to", "Rock", "--input", empty], "holds no audio samples"),
+            (["--to", "Rock", "--input", broken], "Cannot read"),
+            (["--to", "Rock", "--input", str(tmp_path / "missing.wav")], "no such file")):
+        code, log = _run("jaxgenre.transfer", "--workdir", workdir, *args)
+        assert code != 0 and message in log and "Traceback" not in log, log[-2000:]
+    # a classifier where a generator is expected, and the reverse
+    code, log = _run("jaxgenre.transfer", "--workdir", classifiers[0], "--input", song, "--to",
+                     "Rock")
+    assert code != 0 and "is a 'classifier' run where a stargan or autoencoder run" in log
+    code, log = _run("jaxgenre.evaluate_transfer", "--method", "identity", "--judge", workdir,
+                     "--output_dir", str(tmp_path / "eval"))
+    assert code != 0 and "is a 'stargan' run where a classifier run is needed" in log
+
+
+def test_the_transfer_evaluator_takes_a_gan_run_as_a_method(gan8, classifiers, tmp_path):
+    from tests.test_transfer import FAST
+    out = str(tmp_path / "eval")
+    code, log = _run("jaxgenre.evaluate_transfer", "--method", gan8[0], "--judge", classifiers[1],
+                     "--output_dir", out, *FAST, devices=2)
+    assert code == 0, log[-3000:]
+    name = f"stargan_{os.path.basename(gan8[0])}"
+    result = th.read_json(os.path.join(out, f"{name}_test.json"))
+    assert result["num_pairs"] == 8 * 7 and 0.0 <= result["target_accuracy"] <= 1.0
+    with open(os.path.join(out, "transfer_test.md")) as f:
+        table = f.read()
+    assert all(f"| {m} |" in table for m in ("identity", "random_target", "eq", name))
+    # the classifier in the GAN's loss cannot judge it
+    code, log = _run("jaxgenre.evaluate_transfer", "--method", gan8[0], "--judge", classifiers[0],
+                     "--output_dir", out, *FAST)
+    assert code != 0 and "was used to train or select" in log
