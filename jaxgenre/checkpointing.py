@@ -79,8 +79,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, items=None):
     if items is not None:
         wanted = {k: v for k, v in wanted.items() if k in items}
     if (epath.Path(mngr.directory) / str(step) / _LEGACY_ITEM).exists():
-        return mngr.restore(step, args=ocp.args.Composite(
-            **{_LEGACY_ITEM: ocp.args.StandardRestore(abstract_state)}))[_LEGACY_ITEM]
+        return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
     restored = mngr.restore(step, args=ocp.args.Composite(
         **{k: ocp.args.StandardRestore(v) for k, v in wanted.items()}))
     fields = {f: v for item in wanted for f, v in restored[item].items()}

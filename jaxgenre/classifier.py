@@ -102,7 +102,7 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mes
                num_classes: int, base_key: jax.Array):
     """One optimizer update on a global batch {audio int16 [B, N], label int32 [B]}.
 
-    Returns (new state, metrics {loss, accuracy, grad_norm}: float32 scalars).
+    Returns (new state, metrics {loss, accuracy, grad_norm, param_norm}: float32 scalars).
     """
     key = jax.random.fold_in(base_key, state.step)  # a resumed run draws the same numbers
     aug_key, mix_key, drop_key = jax.random.split(key, 3)
@@ -127,7 +127,7 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mes
         ema_model_state=optax.incremental_update(model_state, state.ema_model_state, 1.0 - ema))
     metrics = {"loss": loss,
                "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-               "grad_norm": optax.global_norm(grads)}
+               "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
     return new_state, metrics
 
 
@@ -157,7 +157,9 @@ class ClassifierTask:
     model's use at evaluation time.
     """
     progress_metrics = ("loss", "accuracy")
-    finite_metrics = ("loss",)
+    # param_norm catches an update that overflowed while its loss was still finite, so the
+    # state saved after it is never one that cannot be resumed.
+    finite_metrics = ("loss", "param_norm")
 
     def __init__(self, config: ml_collections.ConfigDict, data: tasks.DataSpec, mesh):
         self.config, self.data, self.mesh = config, data, mesh

@@ -16,7 +16,6 @@ from jaxgenre import host_memory
 host_memory.keep_freed_memory()
 
 import dataclasses
-import json
 import sys
 
 import jax
@@ -25,10 +24,9 @@ from etils import epath
 
 from jaxgenre import classifier, input_pipeline, runs, sharding, tasks, vocoder
 from jaxgenre.transfer import evaluator as evaluator_lib
-from jaxgenre.transfer import generator
+from jaxgenre.transfer import generator, report
 from jaxgenre.transfer import judge as judge_lib
 from jaxgenre.transfer import methods as methods_lib
-from jaxgenre.transfer import report
 
 _METHOD = flags.DEFINE_string("method", None, f"One of {', '.join(methods_lib.BASELINES)}, or a "
                               "style-transfer run's --workdir.", required=True)

@@ -92,7 +92,9 @@ class FrozenClassifier:
 
 class _StyleTransferTask:
     """What the StarGAN and the autoencoder share: models, optimizers, features, conversion."""
-    finite_metrics = ("d_loss", "g_loss")
+    # The parameter norms catch an update that overflowed while its loss was still finite, so
+    # the state saved after it is never one that cannot be resumed.
+    finite_metrics = ("d_loss", "g_loss", "g_param_norm", "d_param_norm")
 
     def __init__(self, config: ml_collections.ConfigDict, data: tasks.DataSpec, mesh):
         self.config, self.data, self.mesh, self.gan = config, data, mesh, config.gan
@@ -199,6 +201,11 @@ def _random_targets(key: jax.Array, source: jax.Array, num_classes: int) -> jax.
     return (source + jax.random.randint(key, source.shape, 1, num_classes)) % num_classes
 
 
+def _param_norms(state: GanState) -> dict:
+    return {"g_param_norm": optax.global_norm(state.g_params),
+            "d_param_norm": optax.global_norm(state.d_params)}
+
+
 def _energy(x: jax.Array) -> jax.Array:
     """The frame-energy contour [B, T]: mean over mel bands."""
     return x[..., 0].mean(axis=-1)
@@ -257,7 +264,8 @@ class StarGanTask(_StyleTransferTask):
         new_state = self._finish(state, d_params, d_opt, d_rest, g_grads, update_g)
         return new_state, {"d_loss": d_loss, "g_loss": g_loss, "d_real": d_real,
                            "d_fake": d_fake, "d_grad_norm": optax.global_norm(d_grads),
-                           "g_grad_norm": optax.global_norm(g_grads), **g_metrics}
+                           "g_grad_norm": optax.global_norm(g_grads), **g_metrics,
+                           **_param_norms(new_state)}
 
 
 class AutoencoderTask(_StyleTransferTask):
@@ -309,4 +317,5 @@ class AutoencoderTask(_StyleTransferTask):
         d_params, d_opt = self._update_d(state, d_grads)
         new_state = self._finish(state, d_params, d_opt, state.d_rest, g_grads, True)
         return new_state, {"g_loss": g_loss, "d_loss": d_loss, "latent_accuracy": latent_acc,
-                           "g_grad_norm": optax.global_norm(g_grads), **g_metrics}
+                           "g_grad_norm": optax.global_norm(g_grads), **g_metrics,
+                           **_param_norms(new_state)}

@@ -57,10 +57,8 @@ def restore(workdir: str, mesh: jax.sharding.Mesh, checkpoint: str = "best",
     run of any other task (a classifier where a generator is wanted, and the reverse).
     """
     config = load_config(workdir)
-    name = tasks.task_name(config)
-    if expect_tasks is not None and name not in expect_tasks:
-        raise RunError(f"{workdir} is a {name!r} run where a {' or '.join(expect_tasks)} run is "
-                       f"needed: {_WHAT[expect_tasks[0]]}.")
+    if expect_tasks is not None:
+        check_task(workdir, config, expect_tasks)
     data = data_spec(workdir, config)
     mngr = checkpointing.manager(workdir, read_only=True, **best_options(config))
     if not mngr.all_steps():
@@ -74,6 +72,15 @@ def restore(workdir: str, mesh: jax.sharding.Mesh, checkpoint: str = "best",
     state = checkpointing.restore(mngr, step, checkpointing.abstract_with_shardings(
         shapes, shardings), items)
     return Run(workdir, config, data, task, state, shardings, step)
+
+
+def check_task(workdir: str, config: ml_collections.ConfigDict, expect_tasks: tuple[str, ...]
+               ) -> None:
+    """Refuses a run of any task but `expect_tasks`, naming what to pass instead."""
+    name = tasks.task_name(config)
+    if name not in expect_tasks:
+        raise RunError(f"{workdir} is a {name!r} run where a {' or '.join(expect_tasks)} run is "
+                       f"needed: {_WHAT[expect_tasks[0]]}.")
 
 
 _WHAT = {"classifier": "pass a genre classifier's workdir (configs/mobilenet.py and the like)",

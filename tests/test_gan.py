@@ -95,7 +95,7 @@ def test_gan_run_saves_named_items_and_the_proxy_scores(gan8):
          "discriminator", "generator_ema", "generator_optimizer", "discriminator_optimizer"])
     assert 0.0 <= val["val_target_accuracy"] <= 1.0 and val["val_change_db"] >= 0.0
     d_rest = th.params(workdir, 4, "d_rest", gan.GanState)
-    assert d_rest and all(k.endswith("/u") for k in d_rest)  # spectral-norm vectors are saved
+    assert d_rest and all(k.endswith("/u/value") for k in d_rest)  # spectral-norm vectors
 
 
 def test_gan_resumed_on_one_device_matches_eight_devices_uninterrupted(gan8, tiny_fma, classifiers,
@@ -121,7 +121,7 @@ def test_gan_resumed_on_one_device_matches_eight_devices_uninterrupted(gan8, tin
 
 
 def test_gan_nan_stops_and_keeps_the_last_good_checkpoint(tiny_fma, classifiers, tmp_path):
-    config = th.gan_config(tiny_fma[0], **{"gan.g_learning_rate": 1e30, "gan.d_learning_rate": 1e30,
+    config = th.gan_config(tiny_fma[0], **{"gan.g_learning_rate": 1e15,
                                            "checkpoint_every_steps": 1, "total_steps": 12,
                                            "eval_every_steps": 12,
                                            "gan.classifier_workdir": classifiers[0]})

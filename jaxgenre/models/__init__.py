@@ -1,10 +1,12 @@
 """Model registry: a config names a model, nobody edits the trainer to add one.
 
-Every model is an `nnx.Module` built as `cls(num_classes, *, dtype, rngs, **kwargs)` and called as
-`model(x, train=bool, rngs=nnx.Rngs | None)` -> logits [B, num_classes] float32. Its class
-attribute `input_kind` says what it eats: 'log_mel' [B, T, n_mels, 1], 'mfcc'
-[B, T, n_mfcc, 1] or 'waveform' [B, N]. Every model ends in an `nnx.Linear` named `dense`,
-whose input is the model's penultimate features (`logits_and_features`).
+Every model is an `nnx.Module` built as `cls(num_classes, *, dtype, rngs, **kwargs)`. Genre
+classifiers are called as `model(x, train=bool, rngs=nnx.Rngs | None)` -> logits
+[B, num_classes] float32. Their class attribute `input_kind` says what they eat: 'log_mel'
+[B, T, n_mels, 1], 'mfcc' [B, T, n_mfcc, 1] or 'waveform' [B, N]. Every classifier ends in an
+`nnx.Linear` named `dense`, whose input is its penultimate features (`logits_and_features`).
+The style-transfer models (generator, discriminator, latent classifier) have their own calls,
+documented in `models.stargan`.
 """
 import jax
 import jax.numpy as jnp
@@ -21,18 +23,21 @@ _REGISTRY = {
     "sample_cnn": cnn1d.SampleCNN,
     "mfcc_cnn": mfcc_cnn.MfccCNN,
     "crnn": crnn.CRNN,
-    # Style transfer (`jaxgenre.gan`): same constructor, other calls (see models.stargan).
+}
+NAMES = tuple(sorted(_REGISTRY))  # the genre classifiers
+# Style transfer (`jaxgenre.gan`): the same constructor, their own calls (see models.stargan).
+_REGISTRY.update({
     "stargan_generator": stargan.Generator,
     "stargan_discriminator": stargan.Discriminator,
     "latent_classifier": stargan.LatentClassifier,
-}
-NAMES = tuple(sorted(_REGISTRY))
+})
 
 
 def get(name: str) -> type[nnx.Module]:
     """The model class registered as `name`; a clear error listing valid names otherwise."""
     if name not in _REGISTRY:
-        raise ValueError(f"Unknown model.name {name!r}; registered models: {', '.join(NAMES)}.")
+        raise ValueError(f"Unknown model.name {name!r}; registered models: "
+                         f"{', '.join(sorted(_REGISTRY))}.")
     return _REGISTRY[name]
 
 

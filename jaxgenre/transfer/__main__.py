@@ -75,14 +75,18 @@ def _write_png(path: str, before: np.ndarray, after: np.ndarray, sample_rate: in
 
 def transfer() -> list[str]:
     import soundfile
+    # What the run is, its genres and rate, and the input, before any model is restored.
+    config = runs.load_config(_WORKDIR.value)
+    runs.check_task(_WORKDIR.value, config, generator.GENERATOR_TASKS)
+    data = runs.data_spec(_WORKDIR.value, config)
+    names = list(data.class_names)
+    if _TO.value != "all" and _TO.value not in names:
+        raise ValueError(f"Unknown genre {_TO.value!r} for --to; valid: {', '.join(names)}, all.")
+    audio = _read(_INPUT.value, data.sample_rate)
     mesh = sharding.make_mesh()
     method = generator.GeneratorMethod(
         _WORKDIR.value, mesh, vocoder.VocoderConfig(n_iter=_GL_ITERS.value),
         checkpoint=_CHECKPOINT.value)
-    names = method.class_names
-    if _TO.value != "all" and _TO.value not in names:
-        raise ValueError(f"Unknown genre {_TO.value!r} for --to; valid: {', '.join(names)}, all.")
-    audio = _read(_INPUT.value, method.sample_rate)
     if _CLASSIFIER.value:
         judge = judge_lib.Judge(_CLASSIFIER.value, mesh)
         judge.check_labels(names, f"the run {_WORKDIR.value}")

@@ -1,0 +1,81 @@
+"""StarGAN train step speed: steps/s and examples/s of `jaxgenre.gan.StarGanTask.train_step`
+at the demo and default sizes of `configs/stargan.py`, as the trainer jits it.
+
+  python benchmarks/gan_step.py [--sizes demo,default] [--steps 5] [--dtype float32]
+
+One step = one D update (hinge + R1) and one G update (adversarial, cycle, identity), plus the
+frontend on the raw crops, on this machine's devices with the trainer's shardings. Without a
+frozen classifier in the loss (it adds one small classifier pass per step). Reports the median
+step time, the FLOPs XLA counts for the step and the FLOP rate they imply; on a GPU, with
+--peak_tflops, the model FLOP utilisation (MFU). No peer: no public JAX or PyTorch StarGAN of
+this configuration exists to run side by side.
+"""
+import argparse
+
+import jax
+import numpy as np
+
+from benchmarks.common import machine, median_seconds
+from configs import stargan
+from jaxgenre import host_memory, sharding, tasks
+
+
+def measure(size: str, steps: int, dtype: str, peak_tflops: float | None) -> dict:
+    config = stargan.get_config("demo" if size == "demo" else None)
+    config.model.dtype = config.discriminator.dtype = dtype
+    rate = 22_050
+    data = tasks.DataSpec("fma/small", tuple(f"genre{i}" for i in range(8)), rate,
+                          round(config.data.crop_seconds * rate))
+    mesh = sharding.make_mesh()
+    task = tasks.create(config, data, mesh)
+    _, state_sharding = tasks.abstract_state(task, mesh)
+    state = jax.jit(task.init, out_shardings=state_sharding)()
+    batch_sharding = sharding.batch_sharding(mesh)
+    step = jax.jit(task.train_step,
+                   in_shardings=(state_sharding, {"audio": batch_sharding, "label": batch_sharding}),
+                   out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
+    rng = np.random.default_rng(0)
+    batch = {"audio": rng.integers(-8000, 8000, (config.batch_size, data.crop_samples), np.int16),
+             "label": rng.integers(0, 8, config.batch_size).astype(np.int32)}
+    batch = jax.device_put(batch, batch_sharding)
+    flops = step.lower(state, batch).compile().cost_analysis().get("flops", float("nan"))
+    holder = {"state": state}
+
+    def run():
+        holder["state"], metrics = step(holder["state"], batch)
+        jax.block_until_ready(metrics)
+
+    run()  # compile and warm up
+    seconds = median_seconds(run, steps)
+    out = {"size": size, "batch": config.batch_size, "crop_s": config.data.crop_seconds,
+           "n_mels": config.frontend.n_mels, "step_s": seconds, "steps_per_s": 1 / seconds,
+           "examples_per_s": config.batch_size / seconds, "gflop_per_step": flops / 1e9,
+           "achieved_tflops": flops / seconds / 1e12}
+    if peak_tflops:
+        out["mfu"] = out["achieved_tflops"] / peak_tflops
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="demo,default")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--peak_tflops", type=float, default=None,
+                        help="The device's peak dense TFLOP/s in --dtype, for MFU.")
+    args = parser.parse_args()
+    host_memory.keep_freed_memory()
+    print(f"machine: {machine()}; devices: {jax.devices()[0].device_kind} x {jax.device_count()}")
+    for size in args.sizes.split(","):
+        r = measure(size, args.steps, args.dtype, args.peak_tflops)
+        line = (f"{r['size']:>8}: batch {r['batch']}, {r['crop_s']} s crops, {r['n_mels']} mels: "
+                f"{r['step_s']:.3f} s/step (median of {args.steps}), {r['steps_per_s']:.2f} "
+                f"steps/s, {r['examples_per_s']:.1f} examples/s, {r['gflop_per_step']:.0f} "
+                f"GFLOP/step, {r['achieved_tflops'] * 1e3:.0f} GFLOP/s")
+        if "mfu" in r:
+            line += f", MFU {r['mfu']:.1%}"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
