@@ -57,6 +57,7 @@ def style_transfer_config(task: str, words: set[str]) -> ml_collections.ConfigDi
     c.gan.identity_weight = 2.0
     c.gan.content_weight = 0.0  # frame-energy contour L1
     c.gan.classifier_weight = 1.0  # used only with classifier_workdir
+    c.gan.classifier_augment = False  # the classifier's own augmentations before it judges G
     c.gan.confusion_weight = 0.0  # autoencoder: latent domain confusion; 0 disables
     # A jaxgenre.train classifier run with this frontend, frozen, in the generator's loss.
     # Never the evaluator's judge.

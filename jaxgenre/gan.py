@@ -79,15 +79,27 @@ class FrozenClassifier:
             raise runs.RunError(f"The classifier {workdir} reads waveforms; a generator makes "
                                 "log-mels: use a log_mel or mfcc classifier.")
         self.graphdef, self.top_db = run.task.graphdef, mel.top_db
-        self.n_mfcc = run.config.frontend.n_mfcc
+        self.n_mfcc, self.augment = run.config.frontend.n_mfcc, run.config.augment
         self.params = {"params": run.state.ema_params, "rest": run.state.ema_model_state}
 
-    def logits(self, params: dict, db: jax.Array) -> jax.Array:
-        """db: fixed-reference log-mel [B, T, M] float32 -> logits [B, C] float32."""
+    def logits(self, params: dict, db: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """db: fixed-reference log-mel [B, T, M] float32 -> logits [B, C] float32.
+
+        With `key`, the input first goes through the classifier's own training augmentations
+        (time stretch, frequency shift, SpecAugment masks), so that a generator is rewarded for
+        what the classifier hears under them rather than for a perturbation of one exact input.
+        """
         rel = jnp.maximum(db - db.max(axis=(1, 2), keepdims=True), -self.top_db)
         x = rel / 40.0 + 1.0 if self.kind == "log_mel" else frontend.mfcc(rel, self.n_mfcc) / 40.0
+        x = x[..., None]
+        if key is not None:
+            a = self.augment
+            resize_key, mask_key = jax.random.split(key)
+            x = augment.stretch_and_shift(resize_key, x, a.time_stretch, a.freq_shift)
+            x = augment.spec_augment(mask_key, x, a.freq_masks, a.freq_mask_width, a.time_masks,
+                                     a.time_mask_width)
         model = nnx.merge(self.graphdef, params["params"], params["rest"])
-        return model(x[..., None], train=False)
+        return model(x, train=False)
 
 
 class _StyleTransferTask:
@@ -107,10 +119,16 @@ class _StyleTransferTask:
         self.init_key, self.step_key = jax.random.split(jax.random.key(config.seed))
         g, d = self._models(self.init_key, abstract=True)
         self.g_graph, self.d_graph = models.split(g)[0], models.split(d)[0]
-        self.frozen = None
-        if self.gan.classifier_workdir:
-            self.frozen = FrozenClassifier(self.gan.classifier_workdir, mesh, self.mel,
-                                           data.class_names)
+        self._frozen = None
+
+    @property
+    def frozen(self) -> FrozenClassifier | None:
+        """The loss's classifier, restored on first use: converting with a trained run (the
+        transfer CLI, evaluation) never needs it."""
+        if self._frozen is None and self.gan.classifier_workdir:
+            self._frozen = FrozenClassifier(self.gan.classifier_workdir, self.mesh, self.mel,
+                                            self.data.class_names)
+        return self._frozen
 
     def _create(self, name_cfg, rngs, **extra):
         kwargs = {k: v for k, v in name_cfg.items() if k not in ("name", "dtype")}
@@ -162,11 +180,14 @@ class _StyleTransferTask:
         """Generator input [B, T, M, 1] -> converted [B, T, M, 1], by the averaged weights."""
         return self.generate(state.g_ema, x, target)
 
-    def _classifier_loss(self, y: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(cross-entropy of the frozen classifier toward `target`, its accuracy) on outputs y."""
+    def _classifier_loss(self, y: jax.Array, target: jax.Array, key: jax.Array
+                         ) -> tuple[jax.Array, jax.Array]:
+        """(cross-entropy of the frozen classifier toward `target`, its accuracy) on outputs y,
+        under the classifier's augmentations when `gan.classifier_augment`."""
         if self.frozen is None:
             return jnp.zeros(()), jnp.zeros(())
-        logits = self.frozen.logits(self.frozen.params, self.to_db(y))
+        logits = self.frozen.logits(self.frozen.params, self.to_db(y),
+                                    key if self.gan.classifier_augment else None)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()
         return ce, jnp.mean(jnp.argmax(logits, -1) == target)
 
@@ -219,6 +240,7 @@ class StarGanTask(_StyleTransferTask):
         gan = self.gan
         key = jax.random.fold_in(self.step_key, state.step)
         gain_key, target_key, gp_key = jax.random.split(key, 3)
+        cls_key = jax.random.fold_in(key, 3)  # apart, so the other draws stay as they were
         x = self.spectrogram(batch["audio"], gain_key)
         source = batch["label"]
         target = _random_targets(target_key, source, self.data.num_classes)
@@ -251,7 +273,7 @@ class StarGanTask(_StyleTransferTask):
             cycle = jnp.abs(self.generate(g_params, y, source) - x).mean()
             identity = jnp.abs(self.generate(g_params, x, source) - x).mean()
             content = jnp.abs(_energy(y) - _energy(x)).mean()
-            cls, cls_acc = self._classifier_loss(y, target)
+            cls, cls_acc = self._classifier_loss(y, target, cls_key)
             loss = (gan.adv_weight * adv + gan.cycle_weight * cycle
                     + gan.identity_weight * identity + gan.content_weight * content
                     + gan.classifier_weight * cls)
@@ -280,6 +302,7 @@ class AutoencoderTask(_StyleTransferTask):
         gan = self.gan
         key = jax.random.fold_in(self.step_key, state.step)
         gain_key, target_key = jax.random.split(key)
+        cls_key = jax.random.fold_in(key, 2)  # apart, so the other draws stay as they were
         x = self.spectrogram(batch["audio"], gain_key)
         source = batch["label"]
         target = _random_targets(target_key, source, self.data.num_classes)
@@ -307,8 +330,8 @@ class AutoencoderTask(_StyleTransferTask):
             rec = jnp.abs(recon - x).mean()
             confusion = -optax.softmax_cross_entropy_with_integer_labels(
                 adversary(latent), source).mean()
-            cls, cls_acc = self._classifier_loss(g(x, target), target) if gan.classifier_weight \
-                else (jnp.zeros(()), jnp.zeros(()))
+            cls, cls_acc = self._classifier_loss(g(x, target), target, cls_key) \
+                if gan.classifier_weight else (jnp.zeros(()), jnp.zeros(()))
             loss = rec + gan.confusion_weight * confusion + gan.classifier_weight * cls
             return loss, {"recon_l1": rec, "classifier_loss": cls,
                           "classifier_target_accuracy": cls_acc}
