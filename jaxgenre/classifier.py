@@ -161,7 +161,9 @@ class ClassifierTask:
     # state saved after it is never one that cannot be resumed.
     finite_metrics = ("loss", "param_norm")
 
-    def __init__(self, config: ml_collections.ConfigDict, data: tasks.DataSpec, mesh):
+    def __init__(self, config: ml_collections.ConfigDict, data: tasks.DataSpec, mesh,
+                 training: bool = True):
+        del training  # the classifier builds the same either way
         self.config, self.data, self.mesh = config, data, mesh
         self.tx = optim.make(config.optim, config.total_steps)
         self.graphdef = model_graph(config, data.num_classes)

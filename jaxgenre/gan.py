@@ -108,7 +108,8 @@ class _StyleTransferTask:
     # the state saved after it is never one that cannot be resumed.
     finite_metrics = ("d_loss", "g_loss", "g_param_norm", "d_param_norm")
 
-    def __init__(self, config: ml_collections.ConfigDict, data: tasks.DataSpec, mesh):
+    def __init__(self, config: ml_collections.ConfigDict, data: tasks.DataSpec, mesh,
+                 training: bool = True):
         self.config, self.data, self.mesh, self.gan = config, data, mesh, config.gan
         if config.frontend.get("ref") is None:
             raise ValueError("Style transfer needs a fixed-reference log-mel: set frontend.ref "
@@ -119,16 +120,11 @@ class _StyleTransferTask:
         self.init_key, self.step_key = jax.random.split(jax.random.key(config.seed))
         g, d = self._models(self.init_key, abstract=True)
         self.g_graph, self.d_graph = models.split(g)[0], models.split(d)[0]
-        self._frozen = None
-
-    @property
-    def frozen(self) -> FrozenClassifier | None:
-        """The loss's classifier, restored on first use: converting with a trained run (the
-        transfer CLI, evaluation) never needs it."""
-        if self._frozen is None and self.gan.classifier_workdir:
-            self._frozen = FrozenClassifier(self.gan.classifier_workdir, self.mesh, self.mel,
-                                            self.data.class_names)
-        return self._frozen
+        # The loss's classifier: a run read back to convert or evaluate never needs it.
+        self.frozen = None
+        if training and self.gan.classifier_workdir:
+            self.frozen = FrozenClassifier(self.gan.classifier_workdir, mesh, self.mel,
+                                           data.class_names)
 
     def _create(self, name_cfg, rngs, **extra):
         kwargs = {k: v for k, v in name_cfg.items() if k not in ("name", "dtype")}

@@ -67,7 +67,7 @@ def restore(workdir: str, mesh: jax.sharding.Mesh, checkpoint: str = "best",
     if checkpoint == "best" and mngr.best_step() is None:
         checkpoint = "latest"
     step = checkpointing.resolve_step(mngr, checkpoint)
-    task = tasks.create(config, data, mesh)
+    task = tasks.create(config, data, mesh, training=False)
     shapes, shardings = tasks.abstract_state(task, mesh)
     state = checkpointing.restore(mngr, step, checkpointing.abstract_with_shardings(
         shapes, shardings), items)

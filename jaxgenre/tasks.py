@@ -66,13 +66,18 @@ _REGISTRY = {"classifier": ("jaxgenre.classifier", "ClassifierTask"),
 NAMES = tuple(_REGISTRY)
 
 
-def create(config: ml_collections.ConfigDict, data: DataSpec, mesh: jax.sharding.Mesh) -> Task:
-    """The task `config.task` names; a clear error listing the valid names otherwise."""
+def create(config: ml_collections.ConfigDict, data: DataSpec, mesh: jax.sharding.Mesh,
+           training: bool = True) -> Task:
+    """The task `config.task` names; a clear error listing the valid names otherwise.
+
+    training=False: a run read back to evaluate or convert; the task may skip what only its
+    loss needs (the GAN's frozen classifier).
+    """
     name = task_name(config)
     if name not in _REGISTRY:
         raise ValueError(f"Unknown task {name!r}; valid: {', '.join(NAMES)}.")
     module, cls = _REGISTRY[name]
-    return getattr(importlib.import_module(module), cls)(config, data, mesh)
+    return getattr(importlib.import_module(module), cls)(config, data, mesh, training)
 
 
 def abstract_state(task: Task, mesh: jax.sharding.Mesh):
