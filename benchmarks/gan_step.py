@@ -1,7 +1,7 @@
 """StarGAN train step speed: steps/s and examples/s of `jaxgenre.gan.StarGanTask.train_step`
 at the demo and default sizes of `configs/stargan.py`, as the trainer jits it.
 
-  python benchmarks/gan_step.py [--sizes demo,default] [--steps 5] [--dtype float32]
+  python -m benchmarks.gan_step [--sizes demo,default] [--steps 5] [--dtype float32]
 
 One step = one D update (hinge + R1) and one G update (adversarial, cycle, identity), plus the
 frontend on the raw crops, on this machine's devices with the trainer's shardings. Without a
