@@ -14,7 +14,7 @@ from flax import nnx, struct
 
 from jaxgenre import augment, frontend, models, optim, sharding, tasks
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 class TrainState(struct.PyTreeNode):
@@ -38,9 +38,9 @@ def mel_config(config: ml_collections.ConfigDict, sample_rate: int) -> frontend.
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int, rngs: nnx.Rngs):
     kwargs = {k: v for k, v in config.model.items() if k not in ("name", "dtype")}
-    if config.model.dtype not in _DTYPES:
-        raise ValueError(f"Unknown model.dtype {config.model.dtype!r}; valid: {list(_DTYPES)}.")
-    return models.get(config.model.name)(num_classes, dtype=_DTYPES[config.model.dtype],
+    if config.model.dtype not in DTYPES:
+        raise ValueError(f"Unknown model.dtype {config.model.dtype!r}; valid: {list(DTYPES)}.")
+    return models.get(config.model.name)(num_classes, dtype=DTYPES[config.model.dtype],
                                          rngs=rngs, **kwargs)
 
 
@@ -86,7 +86,14 @@ def model_input(audio: jax.Array, kind: str, config, mel: frontend.MelConfig, me
         x = augment.random_gain(gain_key, x, config.augment.gain_db)
     if kind == "waveform":
         return x / 32768.0
-    db = frontend.log_mel(x, mel, mesh=mesh)
+    return spectrogram_input(frontend.log_mel(x, mel, mesh=mesh), kind, config, key)
+
+
+def spectrogram_input(db: jax.Array, kind: str, config, key: jax.Array | None = None
+                      ) -> jax.Array:
+    """Log-mel dB [B, T, n_mels] relative to each clip's maximum -> the input of a 'log_mel' or
+    'mfcc' model [B, T, F, 1], through `config.augment`'s time stretch, frequency shift and
+    SpecAugment masks when `key` is given."""
     x = db / 40.0 + 1.0 if kind == "log_mel" else frontend.mfcc(db, config.frontend.n_mfcc) / 40.0
     x = x[..., None]
     if key is not None:

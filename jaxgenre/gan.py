@@ -29,8 +29,6 @@ from flax import nnx, struct
 from jaxgenre import augment, classifier, frontend, gan_losses, models, runs, tasks
 from jaxgenre.models import stargan
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
 
 class GanState(struct.PyTreeNode):
     """Everything a style-transfer checkpoint holds, replicated. `d_*` is the discriminator
@@ -78,8 +76,7 @@ class FrozenClassifier:
         if self.kind == "waveform":
             raise runs.RunError(f"The classifier {workdir} reads waveforms; a generator makes "
                                 "log-mels: use a log_mel or mfcc classifier.")
-        self.graphdef, self.top_db = run.task.graphdef, mel.top_db
-        self.n_mfcc, self.augment = run.config.frontend.n_mfcc, run.config.augment
+        self.graphdef, self.top_db, self.config = run.task.graphdef, mel.top_db, run.config
         self.params = {"params": run.state.ema_params, "rest": run.state.ema_model_state}
 
     def logits(self, params: dict, db: jax.Array, key: jax.Array | None = None) -> jax.Array:
@@ -90,14 +87,7 @@ class FrozenClassifier:
         what the classifier hears under them rather than for a perturbation of one exact input.
         """
         rel = jnp.maximum(db - db.max(axis=(1, 2), keepdims=True), -self.top_db)
-        x = rel / 40.0 + 1.0 if self.kind == "log_mel" else frontend.mfcc(rel, self.n_mfcc) / 40.0
-        x = x[..., None]
-        if key is not None:
-            a = self.augment
-            resize_key, mask_key = jax.random.split(key)
-            x = augment.stretch_and_shift(resize_key, x, a.time_stretch, a.freq_shift)
-            x = augment.spec_augment(mask_key, x, a.freq_masks, a.freq_mask_width, a.time_masks,
-                                     a.time_mask_width)
+        x = classifier.spectrogram_input(rel, self.kind, self.config, key)
         model = nnx.merge(self.graphdef, params["params"], params["rest"])
         return model(x, train=False)
 
@@ -128,7 +118,7 @@ class _StyleTransferTask:
 
     def _create(self, name_cfg, rngs, **extra):
         kwargs = {k: v for k, v in name_cfg.items() if k not in ("name", "dtype")}
-        dtype = _DTYPES[name_cfg.get("dtype", "float32")]
+        dtype = classifier.DTYPES[name_cfg.get("dtype", "float32")]
         return models.get(name_cfg.name)(self.data.num_classes, dtype=dtype, rngs=rngs,
                                          **kwargs, **extra)
 

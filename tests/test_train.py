@@ -138,30 +138,8 @@ def test_evaluate_cli_restores_an_8_device_checkpoint_on_1_device(run8):
     np.testing.assert_allclose(one_device["loss"], eight_devices["loss"], rtol=1e-4)
 
 
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_match_one_process(tmp_path):
     """2 processes x 2 devices against 1 process x 4 devices, on the same global batches."""
-    import subprocess
-    import sys
-
-    def launch(out, n, pid, port, devices):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-        return subprocess.Popen([sys.executable, "-m", "tests.multiprocess_steps", out, str(n),
-                                 str(pid), str(port)], cwd=th.ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    port = _free_port()
-    procs = [launch(str(tmp_path / "two.npz"), 2, pid, port, 2) for pid in range(2)]
-    procs.append(launch(str(tmp_path / "one.npz"), 1, 0, 0, 4))
-    for p in procs:
-        out, _ = p.communicate(timeout=600)
-        assert p.returncode == 0, out
-    two, one = np.load(tmp_path / "two.npz"), np.load(tmp_path / "one.npz")
+    two, one = th.two_processes_and_one(tmp_path)
     assert set(two.files) == set(one.files) and len(one.files) > 10
     assert max(float(np.abs(two[k] - one[k]).max()) for k in one.files) <= TOLERANCE

@@ -79,6 +79,31 @@ def cli(workdir: str, data_dir: str, devices: int = 1, extra_args=(), wait=True,
     return proc.returncode, out
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def two_processes_and_one(tmp_path, task: str = "classifier"):
+    """`tests.multiprocess_steps` in 2 processes x 2 devices and in 1 process x 4 devices, on the
+    same global batches; returns their saved parameters (two, one) as npz files."""
+    def launch(out, n, pid, port, devices):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        return subprocess.Popen([sys.executable, "-m", "tests.multiprocess_steps", out, str(n),
+                                 str(pid), str(port), task], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    port = free_port()
+    procs = [launch(str(tmp_path / "two.npz"), 2, pid, port, 2) for pid in range(2)]
+    procs.append(launch(str(tmp_path / "one.npz"), 1, 0, 0, 4))
+    for p in procs:
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out[-3000:]
+    return np.load(tmp_path / "two.npz"), np.load(tmp_path / "one.npz")
+
+
 def saved_steps(workdir: str) -> list[int]:
     d = epath.Path(workdir) / "checkpoints"
     return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
