@@ -60,7 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.ema_decay = 0.0  # > 0: evaluate an exponential moving average of the weights
 
     c.augment = ml_collections.ConfigDict()
-    c.augment.gain_db = 6.0  # uniform random gain in [-gain_db, gain_db] on the waveform
+    # uniform random gain in [-gain_db, gain_db] on the waveform; for waveform models and a
+    # fixed frontend.ref only (a per-clip reference cancels it)
+    c.augment.gain_db = 6.0
     c.augment.time_stretch = 0.0  # time factor in [1/(1+x), 1+x]; 0 disables
     c.augment.freq_shift = 0.0  # mel bands, uniform in [-x, x]; 0 disables
     c.augment.freq_masks = 2

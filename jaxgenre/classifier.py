@@ -81,7 +81,9 @@ def model_input(audio: jax.Array, kind: str, config, mel: frontend.MelConfig, me
     [-1, 1]). mfcc: [B, T, n_mfcc, 1] of the dB log-mel, / 40.
     """
     x = audio.astype(jnp.float32)
-    if key is not None:
+    if key is not None and (kind == "waveform" or mel.ref is not None):
+        # A per-clip reference (mel.ref None) subtracts each clip's maximum dB and so cancels
+        # any gain: it is applied only where the model can hear it.
         key, gain_key = jax.random.split(key)
         x = augment.random_gain(gain_key, x, config.augment.gain_db)
     if kind == "waveform":
@@ -164,9 +166,7 @@ class ClassifierTask:
     model's use at evaluation time.
     """
     progress_metrics = ("loss", "accuracy")
-    # param_norm catches an update that overflowed while its loss was still finite, so the
-    # state saved after it is never one that cannot be resumed.
-    finite_metrics = ("loss", "param_norm")
+    eval_items = ("ema", "progress")  # the checkpoint items evaluation reads
 
     def __init__(self, config: ml_collections.ConfigDict, data: tasks.DataSpec, mesh,
                  training: bool = True):
@@ -191,7 +191,7 @@ class ClassifierTask:
                             mel=self.mel, mesh=self.mesh)
 
     def learning_rates(self, step: int) -> dict[str, float]:
-        return {"learning_rate": float(self._lr(step))}
+        return {"learning_rate": float(self._lr(step - 1))}  # optax counts updates from 0
 
     def num_params(self, state: TrainState) -> int:
         return sum(x.size for x in jax.tree.leaves(state.params))

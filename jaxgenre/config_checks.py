@@ -9,15 +9,15 @@ from absl import flags
 from jaxgenre import gan_losses, models, tasks
 
 
-def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
-    """'data.name', 'optim.learning_rate', ...: every settable key."""
-    keys = []
+def flatten(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict:
+    """{'data.name': 'fma/small', 'optim.learning_rate': 0.001, ...}: every settable key."""
+    out = {}
     for k, v in config.items():
-        if isinstance(v, ml_collections.ConfigDict):
-            keys += flat_keys(v, f"{prefix}{k}.")
+        if isinstance(v, ml_collections.ConfigDict | dict):
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
-            keys.append(prefix + k)
-    return keys
+            out[prefix + k] = v
+    return out
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -29,7 +29,7 @@ def parse_flags(argv: list[str]) -> list[str]:
                      if a.startswith("--config.")]
         if not overrides:
             raise
-        valid = flat_keys(_load_config_file(argv))
+        valid = list(flatten(_load_config_file(argv)))
         unknown = [k for k in overrides if k not in valid]
         if not unknown:
             raise
@@ -68,6 +68,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if value not in valid:
             raise ValueError(f"Unknown {key} {value!r}; valid: {', '.join(valid)}.")
     for key in ("batch_size", "eval_batch_size"):
+        if config[key] <= 0:
+            raise ValueError(f"{key} must be positive, got {config[key]}.")
         if config[key] % jax.device_count():
             raise ValueError(f"{key}={config[key]} must be a multiple of the device count "
                              f"({jax.device_count()}).")
@@ -76,3 +78,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"{key} must be positive, got {config[key]}.")
     if "gan" in config and config.gan.n_critic < 1:
         raise ValueError(f"gan.n_critic must be at least 1, got {config.gan.n_critic}.")
+    if config.data.crop_seconds <= 0:
+        raise ValueError(f"data.crop_seconds must be positive, got {config.data.crop_seconds}.")
+
+
+def validate_data(config: ml_collections.ConfigDict, features) -> None:
+    """Checks the config against the built dataset (`builder.info.features`)."""
+    rate = features["audio"].sample_rate
+    clip_seconds = features["audio"].shape[0] / rate
+    if round(config.data.crop_seconds * rate) > features["audio"].shape[0]:
+        raise ValueError(
+            f"data.crop_seconds={config.data.crop_seconds} is longer than the clips of "
+            f"{config.data.name} ({clip_seconds:g} s stored): pass --config.data.crop_seconds of "
+            f"at most {clip_seconds:g}.")

@@ -58,11 +58,13 @@ class ClassificationEvaluator:
     def summarise(self, writer, step: int, result: dict) -> None:
         """Nothing beyond the scalars."""
 
-    def report(self, result: dict, out_dir: str) -> str:
-        """Writes `<split>_<step>.json` and a confusion-matrix PNG; returns the table."""
-        paths = write_report(result, out_dir, f"{self.split}_{result['step']}")
-        logging.info("wrote %s", ", ".join(paths))
+    @staticmethod
+    def table(result: dict) -> str:
         return format_table(result)
+
+    def write(self, result: dict, out_dir: str) -> list[str]:
+        """`<split>_<step>.json` and a confusion-matrix PNG."""
+        return list(write_report(result, out_dir, f"{self.split}_{result['step']}"))
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, class_names) -> dict:
@@ -131,10 +133,13 @@ def write_report(result: dict, out_dir: str, name: str) -> tuple[str, str]:
 
 class CheckpointEvaluator:
     """Restores checkpoints of one run onto this process's devices and runs its configured
-    evaluators (`config.evals`) on one split, any task."""
+    evaluators (`config.evals`) on one split, any task. Reads only what evaluation uses (the
+    averaged weights, not the optimizer state)."""
 
-    def __init__(self, workdir: str, split: str, data_dir: str | None = None):
+    def __init__(self, workdir: str, split: str, data_dir: str | None = None,
+                 output_dir: str | None = None):
         self.workdir, self.split = workdir, split
+        self.output_dir = output_dir or str(epath.Path(workdir) / "eval")
         self.config = runs.load_config(workdir)
         if data_dir:
             self.config.data.data_dir = data_dir
@@ -146,8 +151,9 @@ class CheckpointEvaluator:
                                                    self.config.data.manual_dir)
 
     def evaluate(self, which: str) -> dict:
-        """Evaluates checkpoint `which`; returns the first evaluator's result."""
-        run = runs.restore(self.workdir, self.mesh, which)
+        """Evaluates checkpoint `which`, prints each table, then writes the reports under
+        `output_dir`; returns the first evaluator's result."""
+        run = runs.restore(self.workdir, self.mesh, which, items="eval")
         results = {}
         for name, ev in evaluators.create(self.config, run.task, run.state_sharding, self.builder,
                                           self.mesh, split=self.split).items():
@@ -155,16 +161,40 @@ class CheckpointEvaluator:
             result.update(step=run.step, split=self.split, checkpoint=which, evaluator=name,
                           model=self.config.model.name, dataset=self.config.data.name)
             if jax.process_index() == 0:
-                print(ev.report(result, str(epath.Path(self.workdir) / "eval")), flush=True)
+                print(ev.table(result), flush=True)  # first: a failed write loses nothing seen
+                self._write(ev, result)
             results[name] = result
         return next(iter(results.values()))
 
+    def _write(self, ev, result: dict) -> None:
+        try:
+            paths = ev.write(result, self.output_dir)
+        except OSError as e:
+            raise OSError(f"Could not write the report under {self.output_dir} ({e}); the "
+                          "results are printed above. Pass --output_dir DIR to write elsewhere."
+                          ) from e
+        logging.info("wrote %s", ", ".join(paths))
+
     def watch(self, poll_seconds: int) -> None:
+        """Evaluates each new checkpoint until one at or past the run's `total_steps` (read
+        again at every poll: a resumed run may have raised it) is done."""
         done = set()
-        while self.config.total_steps not in done:
+        while True:
             self.mngr.reload()
+            total = runs.load_config(self.workdir).total_steps
             for step in sorted(set(self.mngr.all_steps()) - done):
-                self.evaluate(str(step))
+                try:
+                    self.evaluate(str(step))
+                except (FileNotFoundError, ValueError, runs.RunError) as e:
+                    self.mngr.reload()
+                    if step in self.mngr.all_steps():
+                        raise
+                    # the trainer's manager deleted it (kept neither latest nor best) meanwhile
+                    logging.info("step %d was deleted before it was read; skipped (%s)", step,
+                                 checkpointing.describe_error(e))
                 done.add(step)
-            if self.config.total_steps not in done:
-                time.sleep(poll_seconds)
+            if done and max(done) >= total:
+                return
+            logging.info("waiting for step %d of %s (evaluated: %s); next look in %d s",
+                         total, self.workdir, max(done) if done else "none", poll_seconds)
+            time.sleep(poll_seconds)

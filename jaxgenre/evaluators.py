@@ -6,7 +6,7 @@
 
 The trainer writes each result's scalars as `<name>_<metric>` (e.g. `val_accuracy`, what
 `config.best_metric` names) and calls `summarise` for images or audio; `jaxgenre.evaluate` runs
-the same entries on the split it is asked for and calls `report`.
+the same entries on the split it is asked for, prints `table` and calls `write`.
 
 Types:
   classification   genre accuracy of a classifier (`evaluation.ClassificationEvaluator`)
@@ -31,8 +31,11 @@ class Evaluator(Protocol):
     def summarise(self, writer, step: int, result: dict) -> None:
         """TensorBoard extras (images, audio) beyond the scalars."""
 
-    def report(self, result: dict, out_dir: str) -> str:
-        """Writes report files under `out_dir`; returns text for the console."""
+    def table(self, result: dict) -> str:
+        """The result as text for the console (printed before anything is written)."""
+
+    def write(self, result: dict, out_dir: str) -> list[str]:
+        """Writes report files under `out_dir`; returns their paths."""
 
 
 def _classification(entry, config, task, state_sharding, builder, mesh, split):

@@ -94,9 +94,7 @@ class FrozenClassifier:
 
 class _StyleTransferTask:
     """What the StarGAN and the autoencoder share: models, optimizers, features, conversion."""
-    # The parameter norms catch an update that overflowed while its loss was still finite, so
-    # the state saved after it is never one that cannot be resumed.
-    finite_metrics = ("d_loss", "g_loss", "g_param_norm", "d_param_norm")
+    eval_items = ("generator_ema", "progress")  # the checkpoint items evaluation reads
 
     def __init__(self, config: ml_collections.ConfigDict, data: tasks.DataSpec, mesh,
                  training: bool = True):

@@ -4,12 +4,14 @@ Each process reads its own contiguous shard of a split (`tfds.even_splits`), so 
 read the same example. Training streams random crops; its order is a pure function of
 (seed, epoch), so a resumed run at step s continues the exact stream of an uninterrupted one.
 Evaluation yields every example exactly once across processes, as fixed crops covering each
-clip, padded with masked examples to equal batch counts on every process.
+clip, padded with masked examples to equal batch counts on every process. Examples without a
+single label (-1: fma/large tracks without a top genre) are left out of training and masked out
+of evaluation.
 
 Host batches (numpy):
   train: audio int16 [B_host, crop_samples], label int32 [B_host]
   eval:  audio int16 [B_host, num_crops, crop_samples], label int32 [B_host],
-         mask bool [B_host] (False on padding), track_id int32 [B_host]
+         mask bool [B_host] (False on padding and label -1), track_id int32 [B_host]
 """
 import collections
 import dataclasses
@@ -72,16 +74,19 @@ def host_shard(builder, split: str, process_index: int, process_count: int) -> H
     return HostShard(tuple(mine.file_instructions), mine.num_examples, min(counts), max(counts))
 
 
-def steps_per_epoch(builder, split: str, global_batch: int, process_count: int) -> int:
-    """Full batches per epoch; equal on every process (the smallest shard decides)."""
-    shard = host_shard(builder, split, 0, process_count)
-    return shard.min_num_examples // (global_batch // process_count)
-
-
 def _records(instructions) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return (tf.constant([fi.filename for fi in instructions]),
             tf.constant([fi.skip for fi in instructions], tf.int64),
             tf.constant([fi.take for fi in instructions], tf.int64))
+
+
+def crop_seed(seed: int, epoch, index, process_index: int, process_count: int) -> tf.Tensor:
+    """The stateless seed [2] int64 of the crop at `index` of `epoch` on one process: distinct
+    per process (hosts at the same position draw different offsets); with one process, the
+    seed [seed * _MAX_EPOCHS + epoch, index] of runs made before multi-host offsets."""
+    index = tf.cast(index, tf.int64)
+    return tf.stack([tf.cast(seed, tf.int64) * _MAX_EPOCHS + tf.cast(epoch, tf.int64),
+                     index * process_count + process_index])
 
 
 def host_train_dataset(builder, split: str, host_batch: int, crop_samples: int, seed: int,
@@ -90,9 +95,10 @@ def host_train_dataset(builder, split: str, host_batch: int, crop_samples: int, 
     """Endless random-crop batches for one process, starting at `start_step`.
 
     Epoch e reads this process's files in an order drawn from (seed, e), shuffles examples with
-    a buffer seeded by (seed, e), and keeps the first `steps_per_epoch * host_batch`. Crop offsets
-    are drawn from (seed, e, position in epoch). Nothing depends on what was read before, so
-    starting at step s skips unread records only, no decoding.
+    a buffer seeded by (seed, e), drops unlabelled examples (label -1) and keeps the first
+    `per_epoch * host_batch` (per_epoch: full batches of the smallest process's shard). Crop
+    offsets are drawn from (seed, e, position in epoch, process). Nothing depends on what was
+    read before, so starting at step s skips unread records only, no decoding.
     """
     shard = host_shard(builder, split, process_index, process_count)
     per_epoch = shard.min_num_examples // host_batch
@@ -106,11 +112,10 @@ def host_train_dataset(builder, split: str, host_batch: int, crop_samples: int, 
     def read_file(i):
         return tf.data.TFRecordDataset(files[i]).skip(skips[i]).take(takes[i])
 
-    def crop(index, serialized, epoch):
-        ex = features.deserialize_example(serialized)
+    def crop(index, ex, epoch):
         max_start = tf.maximum(tf.cast(ex["num_samples"], tf.int64) - crop_samples, 0)
         start = tf.random.stateless_uniform(
-            [], seed=tf.stack([tf.cast(seed, tf.int64) * _MAX_EPOCHS + epoch, index]),
+            [], seed=crop_seed(seed, epoch, index, process_index, process_count),
             maxval=max_start + 1, dtype=tf.int64)
         return {"audio": ex["audio"][start:start + crop_samples],
                 "label": tf.cast(ex["label"], tf.int32)}
@@ -121,10 +126,15 @@ def host_train_dataset(builder, split: str, host_batch: int, crop_samples: int, 
         ds = tf.data.Dataset.from_tensor_slices(order).interleave(
             read_file, cycle_length=4, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.shuffle(shuffle_buffer, seed=seed * _MAX_EPOCHS + epoch)
+        # Tracks without a top genre (label -1, fma/large) are not single-label examples. The
+        # repeat refills what they leave out, so every process still yields `per_epoch`
+        # batches; with every example labelled it changes nothing.
+        ds = ds.map(features.deserialize_example, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.filter(lambda ex: ex["label"] >= 0).repeat()
         ds = ds.take(per_epoch * host_batch).enumerate()
         first = tf.where(epoch == start_epoch, offset * host_batch, 0)
         ds = ds.skip(tf.cast(first, tf.int64))
-        return ds.map(lambda i, s: crop(i, s, epoch), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.map(lambda i, ex: crop(i, ex, epoch), num_parallel_calls=tf.data.AUTOTUNE)
 
     ds = tf.data.Dataset.range(start_epoch, _MAX_EPOCHS).flat_map(epoch_dataset)
     return ds.batch(host_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
@@ -171,7 +181,7 @@ def host_eval_dataset(builder, split: str, host_batch: int, crop_samples: int,
         starts = tf.cast(tf.round(tf.linspace(0.0, last, num_crops)), tf.int32)
         idx = starts[:, None] + tf.range(crop_samples)[None, :]
         return {"audio": tf.gather(ex["audio"], idx), "label": tf.cast(ex["label"], tf.int32),
-                "mask": tf.constant(True), "track_id": ex["track_id"]}
+                "mask": ex["label"] >= 0, "track_id": ex["track_id"]}
 
     ds = _shard_records(shard).map(crops, num_parallel_calls=tf.data.AUTOTUNE)
     return _padded_batches(ds, {
@@ -195,7 +205,7 @@ def host_clip_dataset(builder, split: str, host_batch: int, process_index: int =
         ex = features.deserialize_example(serialized)
         return {"audio": ex["audio"][:clip_samples],
                 "num_samples": tf.minimum(tf.cast(ex["num_samples"], tf.int32), clip_samples),
-                "label": tf.cast(ex["label"], tf.int32), "mask": tf.constant(True),
+                "label": tf.cast(ex["label"], tf.int32), "mask": ex["label"] >= 0,
                 "track_id": ex["track_id"]}
 
     ds = _shard_records(shard).map(clip, num_parallel_calls=tf.data.AUTOTUNE)
@@ -250,6 +260,15 @@ def to_global(batches: Iterator[dict], mesh: jax.sharding.Mesh, prefetch: int = 
             yield queue.popleft()
     while queue:
         yield queue.popleft()
+
+
+def unlabeled_examples(builder, split: str) -> int | None:
+    """Examples of `split` ('train', 'train+validation', ...) stored with label -1, from the
+    builder's record (None for datasets built before it kept one)."""
+    counts = builder.info.metadata.get("unlabeled") if builder.info.metadata else None
+    if counts is None:
+        return None
+    return sum(int(counts.get(part.split("[")[0], 0)) for part in split.split("+"))
 
 
 def train_batches(builder, split: str, global_batch: int, crop_samples: int, seed: int,

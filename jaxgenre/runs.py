@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import ml_collections
+from absl import logging
 from etils import epath
 
 from jaxgenre import checkpointing, tasks
@@ -52,25 +53,41 @@ def restore(workdir: str, mesh: jax.sharding.Mesh, checkpoint: str = "best",
             items=None, expect_tasks: tuple[str, ...] | None = None) -> Run:
     """Restores `checkpoint` ('best' | 'latest' | a step) of the run in `workdir`.
 
-    'best' falls back to the latest step when no step carries the best metric (e.g. runs on
-    train+validation). items: checkpoint items to read (default all). expect_tasks: refuse a
-    run of any other task (a classifier where a generator is wanted, and the reverse).
+    'best' falls back to the latest step, with a warning, when no step carries the best
+    metric (e.g. runs on train+validation). items: checkpoint items to read (default all;
+    "eval": the task's `eval_items`, what its evaluators use). expect_tasks: refuse a run of
+    any other task (a classifier where a generator is wanted, and the reverse). An unreadable
+    checkpoint raises a `RunError` naming its path and the steps that do restore.
     """
     config = load_config(workdir)
     if expect_tasks is not None:
         check_task(workdir, config, expect_tasks)
     data = data_spec(workdir, config)
-    mngr = checkpointing.manager(workdir, read_only=True, **best_options(config))
+    best = best_options(config)
+    mngr = checkpointing.manager(workdir, read_only=True, **best)
     if not mngr.all_steps():
         raise RunError(f"The run {workdir} has no checkpoint in {mngr.directory}: train it first "
                        f"(python -m jaxgenre.train --config ... --workdir {workdir}).")
-    if checkpoint == "best" and mngr.best_step() is None:
+    if checkpoint == "best" and (best["best_metric"] is None or mngr.best_step() is None):
+        why = (f"trained on {config.data.train_split}, it keeps no best"
+               if best["best_metric"] is None else f"no step carries {best['best_metric']}")
+        logging.warning("No best checkpoint in %s (%s): using the latest, step %d.", workdir, why,
+                        mngr.latest_step())
         checkpoint = "latest"
     step = checkpointing.resolve_step(mngr, checkpoint)
     task = tasks.create(config, data, mesh, training=False)
     shapes, shardings = tasks.abstract_state(task, mesh)
-    state = checkpointing.restore(mngr, step, checkpointing.abstract_with_shardings(
-        shapes, shardings), items)
+    abstract = checkpointing.abstract_with_shardings(shapes, shardings)
+    items = task.eval_items if items == "eval" else items
+    try:
+        state = checkpointing.restore(mngr, step, abstract, items)
+    except Exception as e:  # TensorStore and Orbax raise bare Exception
+        good = checkpointing.readable_steps(mngr, abstract, items)
+        raise RunError(
+            f"Checkpoint {epath.Path(mngr.directory) / str(step)} cannot be read "
+            f"({checkpointing.describe_error(e)}). Steps that restore: "
+            f"{good or 'none'}; pass one as --checkpoint STEP. (Resuming training moves "
+            "unreadable steps aside.)") from e
     return Run(workdir, config, data, task, state, shardings, step)
 
 
@@ -89,6 +106,10 @@ _WHAT = {"classifier": "pass a genre classifier's workdir (configs/mobilenet.py 
 
 
 def best_options(config: ml_collections.ConfigDict) -> dict:
-    """The manager's best-checkpoint settings from a run's config."""
-    return {"best_metric": config.get("best_metric", "val_accuracy"),
+    """The manager's best-checkpoint settings from a run's config. A run that trains on the
+    validation split keeps its checkpoints by step: its validation scores are of clips it
+    learned, so no step is honestly "best" (`best_metric` None)."""
+    trains_on_validation = "validation" in config.data.get("train_split", "train").split("+")
+    return {"best_metric": None if trains_on_validation else config.get("best_metric",
+                                                                         "val_accuracy"),
             "best_mode": config.get("best_mode", "max")}

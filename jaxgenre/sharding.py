@@ -2,8 +2,6 @@
 
 One mesh axis, 'data': batches are split over it and the training state is replicated.
 """
-import os
-
 import jax
 from absl import logging
 from jax.sharding import NamedSharding
@@ -17,20 +15,28 @@ def initialize_distributed(coordinator_address: str | None = None,
                            process_id: int | None = None) -> None:
     """Joins a multi-process run; a no-op for a single process.
 
-    On Cloud TPU pods (and SLURM / Open MPI clusters) JAX finds its peers by itself and the
-    arguments stay None. On other GPU clusters pass all three explicitly.
+    On Cloud TPU pods, SLURM, Open MPI and Kubernetes JobSets JAX finds its peers from the
+    environment and the arguments stay None. On other GPU clusters pass all three explicitly.
     """
-    explicit = coordinator_address is not None
-    if explicit or _on_multihost_tpu():
+    cluster = _detected_cluster()
+    if coordinator_address is not None or (cluster and cluster.get_process_count() > 1):
+        logging.info("joining a multi-process run (%s)",
+                     "explicit address" if coordinator_address else cluster.__name__)
         jax.distributed.initialize(coordinator_address=coordinator_address,
                                    num_processes=num_processes, process_id=process_id)
     logging.info("process %d of %d; %d local devices, %d in all", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
-def _on_multihost_tpu() -> bool:
-    # Cloud TPU VMs set TPU_WORKER_HOSTNAMES; more than one name means a pod slice.
-    return len(os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1
+def _detected_cluster():
+    """The cluster environment `jax.distributed.initialize()` would detect, or None.
+
+    JAX's own detection (the same list, order and opt-in rule it uses), so we call initialize
+    exactly when it can find its peers. JAX exposes no public API for it.
+    """
+    from jax._src import clusters
+    return next((env for env in clusters.ClusterEnv._cluster_types
+                 if not env.opt_in_only_method and env.is_env_present()), None)
 
 
 def make_mesh() -> jax.sharding.Mesh:

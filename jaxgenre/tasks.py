@@ -38,18 +38,20 @@ class Task(Protocol):
     """What the loop calls. States are flax struct dataclasses with an `ITEMS` class attribute
     ({checkpoint item name: field names}, see `jaxgenre.checkpointing`) and a `step` field."""
     progress_metrics: tuple[str, ...]  # train metrics on the console's progress line
-    finite_metrics: tuple[str, ...]  # a NaN / Inf in any of these stops training
+    eval_items: tuple[str, ...]  # checkpoint items its evaluators read (see checkpointing)
 
     def init(self) -> Any:
         """A fresh state from `config.seed` (pure: the loop jits it with out_shardings)."""
 
     def train_step(self, state, batch: dict) -> tuple[Any, dict]:
-        """One update on a global batch -> (new state, float32 scalar metrics). Pure; jitted
+        """One update on a global batch -> (new state, float32 scalar metrics; a NaN / Inf in any
+        of them stops training, so include the loss and gradient norms). Pure; jitted
         by the loop with the state's and the batch's shardings; random numbers come from
         `config.seed` folded with `state.step`, so a resumed run draws the same ones."""
 
     def learning_rates(self, step: int) -> dict[str, float]:
-        """The schedules' values at `step`, for the logs."""
+        """The learning rates the update that produced `step` used (step 1: the schedules'
+        first values), for the logs."""
 
     def num_params(self, state) -> int:
         """Trained parameters, for the start-up line."""

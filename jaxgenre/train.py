@@ -16,6 +16,7 @@ host_memory.keep_freed_memory()
 
 import collections
 import json
+import sys
 import time
 
 import jax
@@ -26,7 +27,17 @@ from clu import metric_writers
 from etils import epath
 from ml_collections import config_flags
 
-from jaxgenre import checkpointing, config_checks, evaluators, input_pipeline, sharding, tasks
+from jaxgenre import (
+    checkpointing,
+    config_checks,
+    evaluators,
+    input_pipeline,
+    preemption,
+    restarts,
+    runs,
+    sharding,
+    tasks,
+)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/mobilenet.py:demo.", lock_config=True)
@@ -42,7 +53,10 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs training to `config.total_steps`; returns the last evaluation's scalars."""
+    """Runs training to `config.total_steps`; returns the last evaluation's scalars.
+
+    Raises `preemption.Preempted` after saving the step reached when SIGTERM arrived.
+    """
     config_checks.validate(config)
     workdir = epath.Path(workdir)
     # ---------------------------------------------------------------- mesh and data
@@ -50,34 +64,54 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     builder = input_pipeline.load_builder(config.data.name, config.data.data_dir,
                                           config.data.manual_dir)
     features = builder.info.features
+    config_checks.validate_data(config, features)
     sample_rate = features["audio"].sample_rate
     data = tasks.DataSpec(config.data.name, tuple(features["label"].names), sample_rate,
                           round(config.data.crop_seconds * sample_rate))
-    if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json(indent=2))
-        (workdir / "dataset_info.json").write_text(
-            json.dumps({"name": config.data.name, "class_names": list(data.class_names),
-                        "sample_rate": sample_rate, "splits": {
-                            k: v.num_examples for k, v in builder.info.splits.items()}}, indent=2))
+
+    unlabeled = input_pipeline.unlabeled_examples(builder, config.data.train_split)
+    if unlabeled:
+        logging.warning("%d of %d %s examples have no single genre (label -1): single-label "
+                        "training leaves them out.", unlabeled,
+                        builder.info.splits[config.data.train_split].num_examples,
+                        config.data.train_split)
 
     # ---------------------------------------------------------------- task: models, optimizers
     task = tasks.create(config, data, mesh)
     state_shapes, state_sharding = tasks.abstract_state(task, mesh)
 
     # ---------------------------------------------------------------- state: restore or create
-    mngr = checkpointing.manager(str(workdir), config.keep_best, config.best_metric,
-                                 config.best_mode)
-    if mngr.latest_step() is not None:
-        state = checkpointing.restore(mngr, mngr.latest_step(), checkpointing.abstract_with_shardings(
-            state_shapes, state_sharding))
-        logging.info("Resuming from step %d in %s", int(state.step), mngr.directory)
+    best = runs.best_options(config)
+    if best["best_metric"] is None:
+        logging.warning("Training on %s: its validation scores are of clips the model learned, "
+                        "so checkpoints are kept by step (the latest %d), not by %s.",
+                        config.data.train_split, config.keep_best + 1, config.best_metric)
+    mngr = checkpointing.manager(str(workdir), config.keep_best, **best)
+    saved_step = mngr.latest_step()
+    changes = {}
+    if saved_step is not None and (workdir / "config.json").exists():
+        # before anything is written: a refused config leaves the run as it was
+        changes = restarts.check(str(workdir), config, state_shapes, saved_step, mesh)
+    if jax.process_index() == 0:
+        _write_run_files(workdir, config, data, builder)
+        if changes:
+            restarts.record(str(workdir), changes, saved_step)
+    if saved_step is not None:
+        state, saved_step = checkpointing.restore_newest_readable(
+            mngr, checkpointing.abstract_with_shardings(state_shapes, state_sharding),
+            workdir / "unreadable_checkpoints")
+        logging.info("Resuming from step %d in %s%s", saved_step, mngr.directory,
+                     f" with changed {', '.join(changes)}" if changes else "")
     else:
         state = jax.jit(task.init, out_shardings=state_sharding)()
     start_step = int(state.step)
     logging.info("%s %s: %d parameters, %d devices, %d processes", tasks.task_name(config),
                  config.model.name, task.num_params(state), jax.device_count(),
                  jax.process_count())
+    if start_step >= config.total_steps:
+        logging.warning("The run in %s is complete (step %d of total_steps=%d): nothing to "
+                        "train. Pass a larger --config.total_steps to continue it.",
+                        workdir, start_step, config.total_steps)
 
     # ---------------------------------------------------------------- jitted step, evaluators
     data_sharding = sharding.batch_sharding(mesh)
@@ -86,24 +120,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         in_shardings=(state_sharding, {"audio": data_sharding, "label": data_sharding}),
         out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
     evals = evaluators.create(config, task, state_sharding, builder, mesh)
+    writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
+
+    def evaluate(state, step) -> dict:
+        scalars = {}
+        for name, ev in evals.items():
+            result = ev.run(state)
+            scalars.update({f"{name}_{k}": v for k, v in ev.scalars(result).items()})
+            ev.summarise(writer, step, result)
+        writer.write_scalars(step, scalars)
+        logging.info("step %d evaluation: %s", step,
+                     ", ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+        return scalars
 
     # ---------------------------------------------------------------- train loop
-    writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
     batches = input_pipeline.train_batches(builder, config.data.train_split, config.batch_size,
                                            data.crop_samples, config.seed, start_step, mesh,
                                            config.data.shuffle_buffer)
     progress = _Progress(start_step, config.total_steps, config.batch_size,
                          task.progress_metrics)
+    notice = preemption.Notice()
     pending = collections.deque()  # (step, device metrics) not yet checked on host
     window = []  # checked host metrics since the last log
     val = {}
 
     def check(upto_step):
-        """Fetches finished steps' metrics; stops on a NaN/Inf loss, naming the step."""
+        """Fetches finished steps' metrics; stops on a NaN/Inf in any of them, naming it."""
         while pending and pending[0][0] <= upto_step:
             step, m = pending.popleft()
             m = jax.device_get(m)
-            bad = {k: m[k] for k in task.finite_metrics if not np.isfinite(m[k])}
+            bad = {k: v for k, v in m.items() if not np.all(np.isfinite(v))}
             if bad:
                 mngr.wait_until_finished()
                 what = ", ".join(f"{k} is {v}" for k, v in bad.items())
@@ -113,34 +159,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     "the learning rate or set gradient clipping, then restart to resume.")
             window.append(m)
 
-    for step in range(start_step + 1, config.total_steps + 1):
-        state, metrics = train_step(state, next(batches))
-        pending.append((step, metrics))
-        check(step - 1)  # one step behind, so the host never waits on the device here
-        if step % config.log_every_steps == 0 or step == config.total_steps:
-            check(step)
-            summary = {f"train_{k}": float(np.mean([m[k] for m in window])) for k in window[0]}
-            summary.update(progress.update(step), **task.learning_rates(step))
-            writer.write_scalars(step, summary)
-            logging.info("%s", progress.line(step, summary))
-            window.clear()
-        is_last = step == config.total_steps
-        if step % config.eval_every_steps == 0 or is_last:
-            val = {}
-            for name, ev in evals.items():
-                result = ev.run(state)
-                val.update({f"{name}_{k}": v for k, v in ev.scalars(result).items()})
-                ev.summarise(writer, step, result)
-            writer.write_scalars(step, val)
-            logging.info("step %d evaluation: %s", step,
-                         ", ".join(f"{k}={v:.4f}" for k, v in val.items()))
-        if step % config.checkpoint_every_steps == 0 or is_last:
-            check(step)  # never save a state whose loss was not finite
-            just_evaluated = step % config.eval_every_steps == 0 or is_last
-            checkpointing.save(mngr, step, state, val if just_evaluated else None)
+    try:
+        for step in range(start_step + 1, config.total_steps + 1):
+            state, metrics = train_step(state, next(batches))
+            pending.append((step, metrics))
+            check(step - 1)  # one step behind, so the host never waits on the device here
+            if step % config.log_every_steps == 0 or step == config.total_steps:
+                check(step)
+                summary = {f"train_{k}": float(np.mean([m[k] for m in window])) for k in window[0]}
+                summary.update(progress.update(step), **task.learning_rates(step))
+                writer.write_scalars(step, summary)
+                logging.info("%s", progress.line(step, summary))
+                window.clear()
+            is_last = step == config.total_steps
+            preempted = notice.reached(step)  # on every process, every step (see preemption)
+            due_eval = (step % config.eval_every_steps == 0 or is_last) and not preempted
+            if due_eval or preempted or step % config.checkpoint_every_steps == 0 or is_last:
+                check(step)  # never save a state whose metrics were not finite
+            if due_eval:
+                try:
+                    val = evaluate(state, step)
+                except Exception:
+                    checkpointing.save(mngr, step, state)  # a failed evaluation loses no training
+                    mngr.wait_until_finished()
+                    raise
+            if preempted or step % config.checkpoint_every_steps == 0 or is_last:
+                checkpointing.save(mngr, step, state, val if due_eval else None)
+            if preempted:
+                mngr.wait_until_finished()
+                raise preemption.Preempted(
+                    f"SIGTERM: saved step {step} in {mngr.directory}; run the same command to "
+                    "resume from it.")
+    finally:
+        notice.close()
     mngr.wait_until_finished()
     writer.flush()
     return val
+
+
+def _write_run_files(workdir: epath.Path, config, data: tasks.DataSpec, builder) -> None:
+    """config.json and dataset_info.json: what evaluation needs to read the run back."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json(indent=2))
+    (workdir / "dataset_info.json").write_text(
+        json.dumps({"name": config.data.name, "class_names": list(data.class_names),
+                    "sample_rate": data.sample_rate, "splits": {
+                        k: v.num_examples for k, v in builder.info.splits.items()}}, indent=2))
 
 
 class _Progress:
@@ -172,7 +236,13 @@ def main(argv):
     if _WORKDIR.value is None or _CONFIG.value is None:
         raise app.UsageError("--config and --workdir are required.")
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except preemption.Preempted as e:
+        logging.warning("%s", e)
+        sys.exit(preemption.EXIT_CODE)
+    except (restarts.RestartError, checkpointing.NoReadableCheckpointError) as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ fake_fma.make(_EXTRACTED, zipped=False)
 
 class _FmaSmallTest(tfds.testing.DatasetBuilderTestCase):
     DATASET_CLASS = tfds_fma.Builder
-    BUILDER_CONFIG_NAMES_TO_TEST = ["small"]
+    BUILDER_CONFIG_NAMES_TO_TEST = ("small",)
     SPLITS = fake_fma.SPLITS
     SKIP_CHECKSUMS = True
 

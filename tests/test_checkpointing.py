@@ -31,6 +31,8 @@ def test_items_restore_alone_and_best_follows_the_configured_direction(tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints" / "3").iterdir() if p.is_dir()) == \
         sorted(["model", "optimizer", "ema", "progress", "metrics"])
     assert mngr.all_steps() == [2, 3] and mngr.best_step() == 2  # lowest loss, and the latest
+    assert checkpointing.resolve_step(mngr, "best") == 2
+    assert checkpointing.resolve_step(mngr, "latest") == 3
     only_ema = checkpointing.restore(mngr, 2, target, items=("ema",))
     assert _same(only_ema.ema_params, state.ema_params)
     assert isinstance(jax.tree.leaves(only_ema.opt_state)[0], jax.ShapeDtypeStruct)  # not read

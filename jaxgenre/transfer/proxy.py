@@ -127,13 +127,17 @@ class ProxyEvaluator:
         writer.write_images(step, images)
         writer.write_audios(step, sounds, sample_rate=self.task.data.sample_rate)
 
-    def report(self, result: dict, out_dir: str) -> str:
-        out = epath.Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"transfer_proxy_{self.split.split('[')[0]}_{result['step']}.json").write_text(
-            json.dumps(result, indent=2))
+    def table(self, result: dict) -> str:
         return "\n".join(f"{k}: {v:.4f}" for k, v in self.scalars(result).items()) + \
             f"\nclips: {result['num_clips']}, pairs: {result['num_pairs']}, step: {result['step']}"
+
+    def write(self, result: dict, out_dir: str) -> list[str]:
+        """`transfer_proxy_<split>_<step>.json`."""
+        out = epath.Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"transfer_proxy_{self.split.split('[')[0]}_{result['step']}.json"
+        path.write_text(json.dumps(result, indent=2))
+        return [str(path)]
 
 
 def _mean_abs_db(task, y: jax.Array, x: jax.Array) -> jax.Array:

@@ -1,7 +1,7 @@
 """Decoding one MP3 into the stored form: int16 mono PCM at the dataset's rate, fixed length."""
 import concurrent.futures
 import io
-import multiprocessing
+import os
 
 import numpy as np
 import soundfile as sf
@@ -52,11 +52,13 @@ def decode_clip(data: bytes, sample_rate: int, clip_seconds: float,
     return out, num_samples
 
 
-def process_pool(workers: int | None = None) -> concurrent.futures.ProcessPoolExecutor:
-    """A pool of fresh ('spawn') processes, one per core by default.
+def worker_pool(workers: int | None = None) -> concurrent.futures.ThreadPoolExecutor:
+    """A pool of threads for decoding and synthesis, one per core by default.
 
-    Forked workers would inherit the threads of JAX or TensorFlow when the build runs inside
-    a training job (JAX warns that this deadlocks); spawned ones start clean.
+    Threads rather than processes: the heavy steps (libsndfile's MP3 decoding and encoding,
+    soxr, bz2, numpy) release the GIL, so threads keep up with worker processes and skip their
+    start-up (each would import TensorFlow). They also work where processes fail: 'spawn'
+    workers re-run a main script that lacks an `if __name__ == "__main__":` guard, and forked
+    ones would inherit the threads of JAX or TensorFlow (JAX warns that this deadlocks).
     """
-    return concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"))
+    return concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count())

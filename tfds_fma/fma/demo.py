@@ -255,6 +255,6 @@ def generate(out_dir: str, tracks_per_genre: int = 50, tracks_per_artist: int = 
             tracks.append({"track_id": track_id, "genre": genre, "split": split,
                            "artist_id": 1000 * (g + 1) + artist, "title": f"{genre} {i}"})
             jobs.append((genre, seconds, (seed, g, i)))
-    with decode.process_pool(workers) as pool:
-        encoded = list(pool.map(_one_clip, jobs, chunksize=8))
+    with decode.worker_pool(workers) as pool:
+        encoded = list(pool.map(_one_clip, jobs))
     write_release(out_dir, tracks, {t["track_id"]: e for t, e in zip(tracks, encoded)})

@@ -2,8 +2,9 @@
 
 Each MP3 is decoded once, at build time, in parallel over all cores, and stored as int16 mono PCM
 at the config's sample rate (TFDS's default int64 audio is 4x larger and slower to parse).
-Clips that cannot be stored are skipped with a warning and listed, with the reason, in the
-dataset info (`builder.info.metadata['skipped']`); the build never stops for one bad file.
+Clips that cannot be stored (undecodable, too short, missing, or a corrupt zip member) are
+skipped with a warning and listed, with the reason, in the dataset info
+(`builder.info.metadata['skipped']`); the build never stops for one bad clip.
 """
 import collections
 import dataclasses
@@ -105,10 +106,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         else:
             root = dl_manager.manual_dir
         fma = archive_lib.FmaArchive.locate(str(root), cfg.subset)
-        tracks = metadata.read_tracks(io.BytesIO(fma.read_metadata("tracks.csv")), cfg.subset)
+        tracks = metadata.read_tracks(io.BytesIO(fma.read_metadata("tracks.csv")), cfg.subset,
+                                      fma.metadata_name("tracks.csv"))
         self.info.metadata["genres"] = metadata.read_genres(
-            io.BytesIO(fma.read_metadata("genres.csv")))
+            io.BytesIO(fma.read_metadata("genres.csv")), fma.metadata_name("genres.csv"))
         self.info.metadata["skipped"] = []
+        # examples stored with label -1 (fma_large tracks without a single top genre), by split
+        self.info.metadata["unlabeled"] = {"train": 0, "validation": 0, "test": 0}
         self.info.metadata["min_seconds"] = decode.MIN_SECONDS
         by_split = collections.defaultdict(list)
         for t in tracks:
@@ -120,18 +124,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                            tracks: list[metadata.Track]) -> Iterator[tuple[int, dict]]:
         cfg = self.builder_config
         names = metadata.genre_names(cfg.subset)
-        skipped = self.info.metadata["skipped"]
+        skipped, unlabeled = self.info.metadata["skipped"], self.info.metadata["unlabeled"]
         decoded = _decode_all(fma, [t.track_id for t in tracks], cfg.sample_rate, cfg.clip_seconds)
         for track, (audio, num_samples, reason) in zip(tracks, decoded):
             if reason is not None:
                 logging.warning("Skipping FMA track %06d (%s): %s", track.track_id, track.split, reason)
                 skipped.append({"track_id": track.track_id, "split": track.split, "reason": reason})
                 continue
+            # Tracks of fma_large without a single top genre keep label -1 ("no label").
+            label = names.index(track.genre_top) if track.genre_top in names else -1
+            unlabeled[track.split] += label < 0
             yield track.track_id, {
                 "audio": audio,
                 "num_samples": num_samples,
-                # Tracks of fma_large without a single top genre keep label -1 ("no label").
-                "label": names.index(track.genre_top) if track.genre_top in names else -1,
+                "label": label,
                 "genres": np.array(track.genres_all, np.int32),
                 "track_id": track.track_id,
                 "artist_id": track.artist_id,
@@ -147,6 +153,8 @@ def _decode_one(fma: archive_lib.FmaArchive, track_id: int, sample_rate: int,
         data = fma.read_audio(track_id)
     except (KeyError, FileNotFoundError):
         return None, 0, f"missing from {fma.audio}"
+    except archive_lib.CorruptMemberError as e:
+        return None, 0, str(e)
     try:
         audio, num_samples = decode.decode_clip(data, sample_rate, clip_seconds)
     except decode.UndecodableError as e:
@@ -156,7 +164,7 @@ def _decode_one(fma: archive_lib.FmaArchive, track_id: int, sample_rate: int,
 
 def _decode_all(fma, track_ids, sample_rate, clip_seconds, workers=None, window=256):
     """Decodes tracks in order over all cores (workers=None), with at most `window` results held in memory."""
-    with decode.process_pool(workers) as pool:
+    with decode.worker_pool(workers) as pool:
         pending = collections.deque()
         for track_id in track_ids:
             pending.append(pool.submit(_decode_one, fma, track_id, sample_rate, clip_seconds))
