@@ -12,7 +12,7 @@ import librosa
 import numpy as np
 
 from benchmarks.common import machine, median_seconds
-from configs import mobilenet
+from jaxgenre.configs import mobilenet
 from jaxgenre import classifier, frontend
 from tfds_fma.fma import demo
 

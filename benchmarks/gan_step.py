@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from benchmarks.common import machine, median_seconds
-from configs import stargan
+from jaxgenre.configs import stargan
 from jaxgenre import host_memory, sharding, tasks
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.common import machine
-from configs import mobilenet
+from jaxgenre.configs import mobilenet
 from jaxgenre import classifier, frontend, input_pipeline
 from tfds_fma.fma import archive as archive_lib
 

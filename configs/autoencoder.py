@@ -6,7 +6,7 @@ Run:
   python -m jaxgenre.train --config configs/autoencoder.py:demo --workdir runs/autoencoder_demo \
       --config.gan.classifier_workdir=runs/gan_classifier   # scores validation clips
 """
-from configs import stargan
+from jaxgenre.configs import stargan
 
 
 def get_config(arg: str | None = None):

@@ -5,7 +5,7 @@ Run:
   python -m jaxgenre.train --config configs/cnn1d.py --workdir runs/cnn1d \
       --config.model.name=sample_cnn --config.data.manual_dir=$HOME/fma
 """
-from configs import common
+from jaxgenre.configs import common
 
 
 def get_config(arg: str | None = None):

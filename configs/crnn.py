@@ -3,7 +3,7 @@ r"""CRNN: convolutions on the log-mel, a GRU over time.
 Run:
   python -m jaxgenre.train --config configs/crnn.py:demo --workdir runs/crnn_demo
 """
-from configs import common
+from jaxgenre.configs import common
 
 
 def get_config(arg: str | None = None):

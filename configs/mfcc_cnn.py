@@ -3,7 +3,7 @@ r"""A small CNN on MFCCs (20 coefficients of the 128-band log-mel).
 Run:
   python -m jaxgenre.train --config configs/mfcc_cnn.py:demo --workdir runs/mfcc_demo
 """
-from configs import common
+from jaxgenre.configs import common
 
 
 def get_config(arg: str | None = None):

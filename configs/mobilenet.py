@@ -7,7 +7,7 @@ Run:
 
 Reaches (see README's table): fma/demo ~90+ % test accuracy in ~5 min on 2 CPU cores.
 """
-from configs import common
+from jaxgenre.configs import common
 
 
 def get_config(arg: str | None = None):

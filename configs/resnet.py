@@ -5,7 +5,7 @@ Run:
   python -m jaxgenre.train --config configs/resnet.py --workdir runs/resnet \
       --config.data.manual_dir=$HOME/fma
 """
-from configs import common
+from jaxgenre.configs import common
 
 
 def get_config(arg: str | None = None):

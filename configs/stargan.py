@@ -14,7 +14,7 @@ the adversarial loss (wgan_gp also sets n_critic 5 and no R1, as Gulrajani et al
 """
 import ml_collections
 
-from configs import common
+from jaxgenre.configs import common
 
 LOSSES = ("hinge", "nonsaturating", "wgan_gp")
 

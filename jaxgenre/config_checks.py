@@ -1,5 +1,6 @@
 """Refuses bad configs before any work starts, with messages that name the fix."""
 import importlib.util
+import os
 import sys
 
 import jax
@@ -21,27 +22,63 @@ def flatten(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """`app.run(main, flags_parser=parse_flags)`: a wrong --config.KEY lists the valid keys."""
+    """`app.run(main, flags_parser=parse_flags)`: `--config` paths resolved from any directory
+    (`resolve_config`), a wrong --config.KEY refused with the valid keys, any other bad flag in
+    a line or two instead of a traceback."""
+    argv = _with_resolved_config(argv)
     try:
         return flags.FLAGS(argv)
-    except Exception:
+    except Exception as e:  # noqa: BLE001  (config files and flag parsers raise anything)
         overrides = [a[len("--config."):].split("=", 1)[0] for a in argv[1:]
                      if a.startswith("--config.")]
-        if not overrides:
-            raise
-        valid = list(flatten(_load_config_file(argv)))
+        spec = _config_spec(argv)
+        valid = list(flatten(_load_config_file(spec))) if overrides and spec else []
         unknown = [k for k in overrides if k not in valid]
-        if not unknown:
-            raise
-        sys.exit(f"error: unknown config key(s): {', '.join(unknown)}.\n"
-                 f"Valid keys: {', '.join(sorted(valid))}")
+        if valid and unknown:
+            sys.exit(f"error: unknown config key(s): {', '.join(unknown)}.\n"
+                     f"Valid keys: {', '.join(sorted(valid))}")
+        message = str(e).strip().splitlines()
+        sys.exit(f"error: {message[0] if message else type(e).__name__}\n"
+                 "(--helpfull lists the flags; --config.KEY=VALUE sets a config value)")
 
 
-def _load_config_file(argv: list[str]) -> ml_collections.ConfigDict:
-    """The config named by --config=PATH[:ARG] (or --config PATH[:ARG]), without overrides."""
+def resolve_config(spec: str) -> str:
+    """'configs/mobilenet.py:demo' -> an existing path (same ARG). A path that does not exist
+    from the current directory is looked up among the installed configs (`jaxgenre.configs`,
+    the repository's configs/), so the README's commands work from any directory."""
+    path, sep, arg = spec.partition(":")
+    if os.path.exists(path):
+        return spec
+    from jaxgenre import configs
+    installed = os.path.join(os.path.dirname(configs.__file__), os.path.basename(path))
+    if not installed.endswith(".py"):
+        installed += ".py"
+    if os.path.exists(installed):
+        return installed + sep + arg
+    names = sorted(f for f in os.listdir(os.path.dirname(installed))
+                   if f.endswith(".py") and f not in ("__init__.py", "common.py"))
+    sys.exit(f"error: no config file {path!r} here or among the installed configs: "
+             f"{', '.join('configs/' + n for n in names)}.")
+
+
+def _config_spec(argv: list[str]) -> str | None:
     spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-    if spec is None and "--config" in argv:
+    if spec is None and "--config" in argv[:-1]:
         spec = argv[argv.index("--config") + 1]
+    return spec
+
+
+def _with_resolved_config(argv: list[str]) -> list[str]:
+    spec = _config_spec(argv)
+    if spec is None:
+        return argv
+    resolved = resolve_config(spec)
+    return [f"--config={resolved}" if a in (f"--config={spec}", spec) else a
+            for a in argv if a != "--config"]
+
+
+def _load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """The config named by PATH[:ARG], without overrides."""
     path, _, arg = spec.partition(":")
     module_spec = importlib.util.spec_from_file_location("_config", path)
     module = importlib.util.module_from_spec(module_spec)

@@ -9,10 +9,10 @@ the logits of crops that cover each clip, prints a table with the accuracy last,
 evaluates each new checkpoint as it appears until the run's last step is evaluated. 'best'
 falls back to the latest step, saying so, when no step carries validation metrics.
 """
-from jaxgenre import host_memory
+from jaxgenre import cli
 
-# First of all: before TensorFlow and JAX start their threads (see host_memory).
-host_memory.keep_freed_memory()
+# First of all: before TensorFlow and JAX start their threads and loggers.
+cli.prepare_process()
 
 import sys
 
@@ -33,6 +33,7 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.quiet_logs()
     sharding.initialize_distributed()
     job = evaluation.CheckpointEvaluator(_WORKDIR.value, _SPLIT.value, _DATA_DIR.value,
                                          _OUTPUT_DIR.value)

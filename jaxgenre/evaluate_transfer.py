@@ -10,10 +10,10 @@ target-accuracy heatmap PNG, WAV + log-mel examples under DIR/examples/, and DIR
 with one row per method in DIR; the three baselines are always in it (computed when DIR lacks
 them for the same judge and settings).
 """
-from jaxgenre import host_memory
+from jaxgenre import cli
 
-# First of all: before TensorFlow and JAX start their threads (see host_memory).
-host_memory.keep_freed_memory()
+# First of all: before TensorFlow and JAX start their threads and loggers.
+cli.prepare_process()
 
 import dataclasses
 import sys
@@ -98,6 +98,7 @@ def _split_pool(clips: dict) -> tuple[dict, dict]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.quiet_logs()
     try:
         evaluate()
     except (judge_lib.JudgeError, FileNotFoundError, ValueError,

@@ -9,10 +9,10 @@ numbers. The file reads top to bottom: mesh and data, the task (`jaxgenre.tasks`
 optimizers), state (created already sharded, or restored on any device count), the jitted step
 and the configured evaluators, then the loop.
 """
-from jaxgenre import host_memory
+from jaxgenre import cli
 
-# First of all: before TensorFlow and JAX start their threads (see host_memory).
-host_memory.keep_freed_memory()
+# First of all: before TensorFlow and JAX start their threads and loggers.
+cli.prepare_process()
 
 import collections
 import json
@@ -185,6 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     raise
             if preempted or step % config.checkpoint_every_steps == 0 or is_last:
                 checkpointing.save(mngr, step, state, val if due_eval else None)
+                logging.info("step %d: checkpoint saving to %s", step, mngr.directory)
             if preempted:
                 mngr.wait_until_finished()
                 raise preemption.Preempted(
@@ -233,6 +234,7 @@ class _Progress:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.quiet_logs()
     if _WORKDIR.value is None or _CONFIG.value is None:
         raise app.UsageError("--config and --workdir are required.")
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

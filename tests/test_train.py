@@ -59,9 +59,17 @@ def test_ema_params_follow_the_configured_decay(tiny_fma):
 
 
 def test_eight_devices_match_one_device(run8, tiny_fma, tmp_path):
-    code, out = th.cli(str(tmp_path), tiny_fma[0], devices=1)
+    """Also: run from another directory (the config path is resolved to the installed
+    configs), and the console shows our lines only: 2 start-up lines, 3 progress lines, 2
+    evaluations, 3 checkpoint saves (316 lines before the console was quieted)."""
+    workdir = str(tmp_path / "run")
+    code, out = th.cli(workdir, tiny_fma[0], devices=1, cwd=str(tmp_path))
     assert code == 0, out
-    diff = th.max_abs_diff(th.params(run8[0], 6), th.params(str(tmp_path), 6))
+    lines = out.strip().splitlines()
+    assert len(lines) == 10, out
+    assert sum("checkpoint saving" in line for line in lines) == 3
+    assert sum(" evaluation: val_accuracy=" in line for line in lines) == 2
+    diff = th.max_abs_diff(th.params(run8[0], 6), th.params(workdir, 6))
     assert diff <= TOLERANCE, diff
 
 
@@ -116,10 +124,13 @@ def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_fma, tm
     assert all(np.isfinite(v).all() for v in th.params(str(tmp_path), max(kept)).values())
 
 
-def test_unknown_config_key_is_refused_with_the_valid_keys(tiny_fma, tmp_path):
+def test_unknown_config_key_and_bad_value_are_refused_in_a_few_lines(tiny_fma, tmp_path):
     code, out = th.cli(str(tmp_path), tiny_fma[0], extra_args=["--config.optim.lr=1"])
     assert code != 0
     assert "unknown config key(s): optim.lr" in out and "optim.learning_rate" in out
+    code, out = th.cli(str(tmp_path), tiny_fma[0], batch_size="abc")
+    assert code != 0 and len(out.strip().splitlines()) == 2, out  # 48 lines of traceback before
+    assert out.startswith("error: flag --config.batch_size=abc: invalid literal for int()")
 
 
 def test_unknown_model_and_bad_batch_are_refused(tiny_fma):

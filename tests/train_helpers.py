@@ -52,26 +52,25 @@ def _apply(c, values: dict):
 
 
 def config(data_dir: str, **extra):
-    from configs import mfcc_cnn
+    from jaxgenre.configs import mfcc_cnn
     return _apply(mfcc_cnn.get_config("demo"), overrides(data_dir, **extra))
 
 
 def gan_config(data_dir: str, **extra):
-    from configs import stargan
+    from jaxgenre.configs import stargan
     return _apply(stargan.get_config("demo"), gan_overrides(data_dir, **extra))
 
 
 def cli(workdir: str, data_dir: str, devices: int = 1, extra_args=(), wait=True, gan=False,
-        **extra):
+        cwd: str = ROOT, **extra):
     """Runs `python -m jaxgenre.train` on `devices` fake CPU devices (the small classifier, or
-    with gan=True the small StarGAN)."""
+    with gan=True the small StarGAN), from `cwd` (the config path stays `configs/...`)."""
     spec = "configs/stargan.py:demo" if gan else "configs/mfcc_cnn.py:demo"
     values = gan_overrides(data_dir, **extra) if gan else overrides(data_dir, **extra)
     args = [sys.executable, "-m", "jaxgenre.train", "--config", spec, "--workdir", workdir]
     args += [f"--config.{k}={v}" for k, v in values.items()]
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen(args + list(extra_args), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    proc = subprocess.Popen(args + list(extra_args), cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     if not wait:
         return proc

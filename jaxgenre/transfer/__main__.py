@@ -8,10 +8,10 @@ in overlapping windows cross-faded into one another; writes a WAV and a PNG of t
 before and after. `--to all` writes one WAV per genre into --output (a directory). The source
 genre is not needed; with --classifier, a genre classifier run names it for you.
 """
-from jaxgenre import host_memory
+from jaxgenre import cli
 
-# First of all: before TensorFlow and JAX start their threads (see host_memory).
-host_memory.keep_freed_memory()
+# First of all: before TensorFlow and JAX start their threads and loggers.
+cli.prepare_process()
 
 import sys
 
@@ -19,7 +19,7 @@ import numpy as np
 from absl import app, flags
 from etils import epath
 
-from jaxgenre import runs, sharding, vocoder
+from jaxgenre import audio_files, runs, sharding, vocoder
 from jaxgenre.transfer import generator
 from jaxgenre.transfer import judge as judge_lib
 
@@ -37,20 +37,6 @@ _WINDOW = flags.DEFINE_float("window_seconds", None, "Conversion window (default
                              "run's training crop); windows overlap by half.")
 _GL_ITERS = flags.DEFINE_integer("gl_iters", vocoder.VocoderConfig.n_iter,
                                  "Griffin-Lim iterations.")
-
-
-def _read(path: str, sample_rate: int) -> np.ndarray:
-    import librosa
-    if not epath.Path(path).exists():
-        raise FileNotFoundError(f"{path}: no such file.")
-    try:
-        audio, _ = librosa.load(path, sr=sample_rate, mono=True)
-    except Exception as e:  # noqa: BLE001 - every decoder failure reads the same to a user
-        raise ValueError(f"Cannot read {path} as audio ({type(e).__name__}: {e}); pass a file "
-                         "librosa reads (wav, flac, ogg, mp3).") from None
-    if audio.size == 0:
-        raise ValueError(f"{path} holds no audio samples.")
-    return audio.astype(np.float32)
 
 
 def _write_png(path: str, before: np.ndarray, after: np.ndarray, sample_rate: int, mel,
@@ -82,7 +68,7 @@ def transfer() -> list[str]:
     names = list(data.class_names)
     if _TO.value != "all" and _TO.value not in names:
         raise ValueError(f"Unknown genre {_TO.value!r} for --to; valid: {', '.join(names)}, all.")
-    audio = _read(_INPUT.value, data.sample_rate)
+    audio = audio_files.read(_INPUT.value, data.sample_rate)
     mesh = sharding.make_mesh()
     method = generator.GeneratorMethod(
         _WORKDIR.value, mesh, vocoder.VocoderConfig(n_iter=_GL_ITERS.value),
@@ -129,6 +115,7 @@ def _predict(judge, audio: np.ndarray) -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.quiet_logs()
     try:
         transfer()
     except (runs.RunError, judge_lib.JudgeError, FileNotFoundError, ValueError) as e:
