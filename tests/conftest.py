@@ -26,3 +26,16 @@ def tiny_fma(tmp_path_factory):
     demo.generate(str(manual), tracks_per_genre=8, tracks_per_artist=2, seconds=6.0)
     input_pipeline.load_builder("fma/small", str(data), str(manual))
     return str(data), str(manual)
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tiny_fma, tmp_path_factory):
+    """A trained run of the tiny mfcc_cnn classifier (1 s crops, 4 steps, one checkpoint with an
+    evaluation), for tests that need any classifier run: how well it hears genres does not
+    matter. Made once per test worker. Returns its workdir."""
+    from jaxgenre import train
+    from tests import train_helpers as th
+    workdir = str(tmp_path_factory.mktemp("tiny_classifier"))
+    train.train_and_evaluate(th.config(tiny_fma[0], total_steps=4, checkpoint_every_steps=4,
+                                       eval_every_steps=4), workdir)
+    return workdir

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jaxgenre import export, input_pipeline, sharding, train
+from jaxgenre import export, input_pipeline, sharding
 from jaxgenre.transfer import judge
 from tests import train_helpers as th
 
@@ -19,13 +19,10 @@ TOLERANCE = 1e-4  # TensorFlow's XLA and JAX's compile the same StableHLO separa
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_fma, tmp_path_factory):
-    """A 2-step classifier run and its SavedModel: (workdir, saved model dir, info)."""
-    root = tmp_path_factory.mktemp("export")
-    workdir = str(root / "run")
-    train.train_and_evaluate(th.config(tiny_fma[0], total_steps=2, eval_every_steps=2,
-                                       checkpoint_every_steps=2, log_every_steps=1), workdir)
-    out = str(root / "saved_model" / "1")
+def exported(tiny_classifier, tmp_path_factory):
+    """The tiny classifier run and its SavedModel: (workdir, saved model dir, info)."""
+    workdir = tiny_classifier
+    out = str(tmp_path_factory.mktemp("export") / "saved_model" / "1")
     return workdir, out, export.export(workdir, out, platforms=("cpu",))
 
 
@@ -41,7 +38,7 @@ def test_the_saved_model_classifies_real_clips_as_the_judge(exported, tiny_fma):
 
     mesh = sharding.make_mesh()  # the tests' 8 CPU devices: a batch of 8 clips
     reference = judge.Judge(workdir, mesh)
-    assert reference.step == info["step"] == 2
+    assert reference.step == info["step"] == 4
 
     def judged(x, n):
         data = sharding.batch_sharding(mesh)
@@ -85,7 +82,7 @@ def test_labels_and_rate_round_trip(exported, tiny_fma):
     assert int(model.sample_rate.numpy()) == 22050 == info["sample_rate"]
     with open(os.path.join(out, export.INFO_FILE)) as f:
         saved = json.load(f)
-    assert saved["genres"] == names and saved["step"] == 2 and saved["model"] == "mfcc_cnn"
+    assert saved["genres"] == names and saved["step"] == 4 and saved["model"] == "mfcc_cnn"
     assert saved["workdir"] == os.path.abspath(workdir)
     result = model.signatures["serving_default"](waveform=tf.zeros([2, 22050]))
     assert [names[i] for i in result["genre"].numpy()] == [

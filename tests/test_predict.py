@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from jaxgenre import audio_files, predict, sharding, train
+from jaxgenre import audio_files, predict, sharding
 from jaxgenre.transfer import judge as judge_lib
 from tests import train_helpers as th
 
@@ -20,13 +20,8 @@ RATE = 22050
 
 
 @pytest.fixture(scope="module")
-def classifier_run(tiny_fma, tmp_path_factory):
-    """The tiny mfcc_cnn classifier (1 s crops), 4 steps, one evaluation: how well it hears
-    genres does not matter here."""
-    workdir = str(tmp_path_factory.mktemp("predict_classifier"))
-    train.train_and_evaluate(th.config(tiny_fma[0], total_steps=4, checkpoint_every_steps=4,
-                                       eval_every_steps=4), workdir)
-    return workdir
+def classifier_run(tiny_classifier):
+    return tiny_classifier
 
 
 @pytest.fixture(scope="module")
