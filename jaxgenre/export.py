@@ -4,7 +4,7 @@ r"""Exports a genre classifier run as a TensorFlow SavedModel that classifies ra
       [--clip_seconds S] [--platforms cpu,cuda]
 
 The SavedModel holds the whole computation of `jaxgenre.transfer.judge.Judge` (the function
-`judge._judge_step`, not a copy): int16 PCM rounding, crops evenly spaced over the real audio,
+`judge.judge_step`, not a copy): int16 PCM rounding, crops evenly spaced over the real audio,
 the frontend (log-mel / MFCC / waveform), the model with the run's averaged (`ema`) weights,
 logits averaged over the crops and a softmax. Serving it needs only TensorFlow; the weights are
 `tf.Variable`s, the computation is a StableHLO module (jax2tf native serialization) lowered for
@@ -54,7 +54,7 @@ class ExportError(ValueError):
 
 
 class _Averaged(NamedTuple):
-    """The two fields of a classifier `TrainState` that `judge._judge_step` reads: a state
+    """The two fields of a classifier `TrainState` that `judge.judge_step` reads: a state
     without the optimizer, so only the averaged weights become SavedModel variables."""
     ema_params: object
     ema_model_state: object
@@ -88,7 +88,7 @@ def export(workdir: str, out: str, checkpoint: str = "best", clip_seconds: float
 
     weights = jax.device_get(_Averaged(run.state.ema_params, run.state.ema_model_state))
     leaves, treedef = jax.tree.flatten(weights)
-    step = functools.partial(judge._judge_step, graphdef=run.task.graphdef, config=run.config,
+    step = functools.partial(judge.judge_step, graphdef=run.task.graphdef, config=run.config,
                              mel=run.task.mel, mesh=None, crop=run.data.crop_samples)
 
     def probabilities(leaves, audio, num_samples):
@@ -96,7 +96,7 @@ def export(workdir: str, out: str, checkpoint: str = "best", clip_seconds: float
         # carries no device count and runs on whatever single device serves it.
         return step(jax.tree.unflatten(treedef, leaves), audio, num_samples)[0]
 
-    # `_judge_step` needs the clip length as a Python int (its crop count is math.ceil(n / crop),
+    # `judge_step` needs the clip length as a Python int (its crop count is math.ceil(n / crop),
     # its padding max(crop - n, 0)), so only the batch is a symbolic dimension; the TF side
     # pads or cuts any length to `clip_samples`, which keeps the result Judge's.
     converted = jax2tf.convert(probabilities, polymorphic_shapes=[None, f"(b, {clip_samples})",

@@ -152,12 +152,8 @@ class _Batcher:
         return jax.make_array_from_callback(x.shape, self._sharding, lambda index: x[index])
 
     def compile(self) -> None:
-        """Compiles the judge for this batch shape without running it (jit reuses the
-        executable), so that a caller can time the files alone."""
-        spec = jax.ShapeDtypeStruct
-        self.judge._predict.lower(  # Judge has no public hook for this; its jit cache is shared
-            self.judge.state, spec((self.batch, self.window), np.float32, sharding=self._sharding),
-            spec((self.batch,), np.int32, sharding=self._sharding)).compile()
+        """Compiles the judge for this batch shape without running it."""
+        self.judge.compile(self.batch, self.window)
 
 
 def compile_judge(judge: judge_lib.Judge, mesh: jax.sharding.Mesh,

@@ -29,11 +29,18 @@ class Judge:
         self.config, self.dataset, self.step = run.config, run.data.name, run.step
         self.class_names, self.sample_rate = list(run.data.class_names), run.data.sample_rate
         self.state = run.state
-        data = sharding.batch_sharding(mesh)
+        data = self._data = sharding.batch_sharding(mesh)
         self._predict = jax.jit(
-            functools.partial(_judge_step, graphdef=run.task.graphdef, config=run.config,
+            functools.partial(judge_step, graphdef=run.task.graphdef, config=run.config,
                               mel=run.task.mel, mesh=mesh, crop=run.data.crop_samples),
             in_shardings=(run.state_sharding, data, data), out_shardings=(data, data))
+
+    def compile(self, batch: int, length: int) -> None:
+        """Compiles the step for audio [batch, length] without running it (jit keeps the
+        executable for the calls that follow), so a caller can time the audio alone."""
+        spec = jax.ShapeDtypeStruct
+        self._predict.lower(self.state, spec((batch, length), jnp.float32, sharding=self._data),
+                            spec((batch,), jnp.int32, sharding=self._data)).compile()
 
     def check_labels(self, class_names, what: str) -> None:
         """Refuses to judge data labelled differently from what the judge was trained on."""
@@ -53,7 +60,10 @@ class Judge:
         return self._predict(self.state, audio, num_samples)
 
 
-def _judge_step(state, audio, num_samples, *, graphdef, config, mel, mesh, crop):
+def judge_step(state, audio, num_samples, *, graphdef, config, mel, mesh, crop):
+    """Clip probabilities [B, C] and penultimate features [B, D] (float32) of audio float32
+    [B, N] with real lengths num_samples int32 [B], as `Judge.__call__` documents. Pure; N must
+    be static. mesh None traces it without sharding constraints (the SavedModel export)."""
     b, n = audio.shape
     # What a listener's file holds: int16 PCM (clipped), re-analysed from scratch.
     pcm = jnp.round(jnp.clip(audio, -1.0, 32767 / 32768) * 32768.0)
