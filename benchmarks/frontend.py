@@ -10,9 +10,9 @@ import argparse
 import jax
 import librosa
 import numpy as np
+from jaxgenre.configs import mobilenet
 
 from benchmarks.common import machine, median_seconds
-from jaxgenre.configs import mobilenet
 from jaxgenre import classifier, frontend
 from tfds_fma.fma import demo
 

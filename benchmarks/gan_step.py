@@ -14,9 +14,9 @@ import argparse
 
 import jax
 import numpy as np
+from jaxgenre.configs import stargan
 
 from benchmarks.common import machine, median_seconds
-from jaxgenre.configs import stargan
 from jaxgenre import host_memory, sharding, tasks
 
 

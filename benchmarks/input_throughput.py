@@ -16,9 +16,9 @@ import jax
 import librosa
 import numpy as np
 import tensorflow as tf
+from jaxgenre.configs import mobilenet
 
 from benchmarks.common import machine
-from jaxgenre.configs import mobilenet
 from jaxgenre import classifier, frontend, input_pipeline
 from tfds_fma.fma import archive as archive_lib
 

@@ -13,7 +13,6 @@ Config arguments: demo (fma/demo on a CPU), and one of hinge | nonsaturating | w
 the adversarial loss (wgan_gp also sets n_critic 5 and no R1, as Gulrajani et al.).
 """
 import ml_collections
-
 from jaxgenre.configs import common
 
 LOSSES = ("hinge", "nonsaturating", "wgan_gp")
