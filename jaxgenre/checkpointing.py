@@ -107,12 +107,11 @@ def restore_newest_readable(mngr: ocp.CheckpointManager, abstract_state, aside_d
     """
     failures = {}
     for step in sorted(mngr.all_steps(), reverse=True):
-        try:
-            state = restore(mngr, step, abstract_state)
-        except Exception as e:  # noqa: BLE001  (TensorStore and Orbax raise bare Exception)
-            failures[step] = describe_error(e)
+        state, error = _try_restore(mngr, step, abstract_state)
+        if error is not None:
+            failures[step] = error
             logging.warning("Checkpoint %s does not restore (%s); trying an older one.",
-                            epath.Path(mngr.directory) / str(step), failures[step])
+                            epath.Path(mngr.directory) / str(step), error)
             continue
         for bad in failures:
             _move_aside(mngr, bad, aside_dir)
@@ -129,15 +128,16 @@ def restore_newest_readable(mngr: ocp.CheckpointManager, abstract_state, aside_d
 
 def readable_steps(mngr: ocp.CheckpointManager, abstract_state, items=None) -> list[int]:
     """The saved steps whose `items` restore (for an error message: reads every step)."""
-    good = []
-    for step in mngr.all_steps():
-        try:
-            restore(mngr, step, abstract_state, items)
-        except Exception as e:  # noqa: BLE001  (any failure means "not readable")
-            logging.info("step %d does not restore: %s", step, describe_error(e))
-        else:
-            good.append(step)
-    return good
+    return [step for step in mngr.all_steps()
+            if _try_restore(mngr, step, abstract_state, items)[1] is None]
+
+
+def _try_restore(mngr: ocp.CheckpointManager, step: int, abstract_state, items=None):
+    """(state, None) if `step` restores, else (None, what went wrong in one line)."""
+    try:
+        return restore(mngr, step, abstract_state, items), None
+    except Exception as e:  # noqa: BLE001  (TensorStore and Orbax raise bare Exception)
+        return None, describe_error(e)
 
 
 def _move_aside(mngr: ocp.CheckpointManager, step: int, aside_dir: epath.Path) -> None:

@@ -27,7 +27,8 @@ class RestartError(ValueError):
 
 def changed(saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict) -> dict:
     """{key: (saved value, new value)} for every key whose value differs (or exists in one)."""
-    a, b = config_checks.flatten(saved), config_checks.flatten(json.loads(new.to_json()))  # compare as JSON, as saved
+    a = config_checks.flatten(saved)
+    b = config_checks.flatten(json.loads(new.to_json()))  # compared as JSON, as it is saved
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 

@@ -1,6 +1,5 @@
 """Style transfer: spectral norm, generator, losses; the GAN trained by the same trainer (devices,
 resume, NaN, processes); the transfer CLI and the evaluator taking a GAN run; bad input."""
-import json
 import os
 import signal
 import subprocess
@@ -150,38 +149,6 @@ def _run(module, *args, devices=1):
     return proc.returncode, proc.stdout + proc.stderr
 
 
-_EXITS = """
-import contextlib, io, json, sys
-from absl import flags
-from {module} import main
-results = []
-for args in json.loads(sys.argv[1]):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["prog", *args])
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        try:
-            main(["prog"])
-            code = 0
-        except SystemExit as e:
-            code, err = 1, io.StringIO(str(e.code))
-        except Exception as e:
-            code, err = 1, io.StringIO(f"Traceback: {{type(e).__name__}}: {{e}}")
-    results.append([code, err.getvalue()])
-print("RESULTS" + json.dumps(results))
-"""
-
-
-def _exits(module: str, argvs: list[list[str]]) -> list[tuple[int, str]]:
-    """Runs `module`'s main once per argv in ONE process (each CLI start imports TensorFlow and
-    JAX, ~10 s); returns (exit code, message) per argv."""
-    proc = subprocess.run([sys.executable, "-c", _EXITS.format(module=module), json.dumps(argvs)],
-                          cwd=th.ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-                          capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0 and "RESULTS" in proc.stdout, proc.stderr[-3000:]
-    return [tuple(r) for r in json.loads(proc.stdout.split("RESULTS", 1)[1])]
-
-
 def test_transfer_cli_converts_any_length_and_refuses_bad_input(gan8, classifiers, tmp_path):
     workdir = gan8[0]
     song = str(tmp_path / "song.wav")
@@ -213,8 +180,8 @@ def test_transfer_cli_converts_any_length_and_refuses_bad_input(gan8, classifier
              # a classifier where a generator is expected
              (["--workdir", classifiers[0], "--input", song, "--to", "Rock"],
               "is a 'classifier' run where a stargan or autoencoder run")]
-    for (args, message), (code, log) in zip(cases, _exits("jaxgenre.transfer.__main__",
-                                                           [args for args, _ in cases])):
+    results = th.cli_exits("jaxgenre.transfer.__main__", [args for args, _ in cases])
+    for (_, message), (code, log) in zip(cases, results, strict=True):
         assert code != 0 and message in log and "Traceback" not in log, log[-2000:]
     code, log = _run("jaxgenre.evaluate_transfer", "--method", "identity", "--judge", workdir,
                      "--output_dir", str(tmp_path / "eval"))

@@ -128,40 +128,6 @@ def _judge_alone(judge, mesh, clip: np.ndarray) -> np.ndarray:
     return np.asarray(judge(x, num)[0])[0]
 
 
-_EXITS = """
-import contextlib, io, json, sys
-from absl import flags
-from jaxgenre.predict import define_flags, main
-define_flags()
-results = []
-for args in json.loads(sys.argv[1]):
-    flags.FLAGS.unparse_flags()
-    argv = flags.FLAGS(["prog", *args])
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-            code = 0
-        except SystemExit as e:
-            code, err = 1, io.StringIO(err.getvalue() + str(e.code))
-        except Exception as e:
-            code, err = 1, io.StringIO(f"Traceback: {type(e).__name__}: {e}")
-    results.append([code, err.getvalue()])
-print("RESULTS" + json.dumps(results))
-"""
-
-
-def _exits(argvs: list[list[str]]) -> list[tuple[int, str]]:
-    """Runs predict's main once per argv (flags and files) in ONE process (each CLI start imports
-    TensorFlow and JAX, ~10 s); returns (exit code, stderr and exit message) per argv."""
-    proc = subprocess.run([sys.executable, "-c", _EXITS, json.dumps(argvs)], cwd=th.ROOT,
-                          env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-                                   TF_CPP_MIN_LOG_LEVEL="2"),
-                          capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0 and "RESULTS" in proc.stdout, proc.stderr[-3000:]
-    return [tuple(r) for r in json.loads(proc.stdout.split("RESULTS", 1)[1])]
-
-
 def test_runs_that_cannot_predict_and_files_that_cannot_be_read_are_refused_cleanly(
         classifier_run, music, tmp_path):
     gan = tmp_path / "gan"
@@ -182,5 +148,6 @@ def test_runs_that_cannot_predict_and_files_that_cannot_be_read_are_refused_clea
              ([classifier_run, str(empty_dir)], "No audio files"),
              ([classifier_run, os.path.join(music, "broken.mp3")], "no file could be classified")]
     argvs = [["--workdir", workdir, *rest] for (workdir, *rest), _ in cases]
-    for (_, message), (code, log) in zip(cases, _exits(argvs), strict=True):
+    results = th.cli_exits("jaxgenre.predict", argvs, devices=2)
+    for (_, message), (code, log) in zip(cases, results, strict=True):
         assert code != 0 and message in log and "Traceback" not in log, log[-2000:]

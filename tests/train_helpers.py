@@ -132,3 +132,41 @@ def params(workdir: str, step: int, field: str = "params", state_class=None) -> 
 def max_abs_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+_EXITS = """
+import contextlib, importlib, io, json, sys
+from absl import flags
+cli = importlib.import_module(sys.argv[1])
+if hasattr(cli, "define_flags"):  # CLIs that define their flags only when run
+    cli.define_flags()
+results = []
+for args in json.loads(sys.argv[2]):
+    flags.FLAGS.unparse_flags()
+    argv = flags.FLAGS(["prog", *args])
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            cli.main(argv)
+            code = 0
+        except SystemExit as e:
+            code, err = 1, io.StringIO(err.getvalue() + str(e.code))
+        except Exception as e:
+            code, err = 1, io.StringIO(f"Traceback: {type(e).__name__}: {e}")
+    results.append([code, err.getvalue()])
+print("RESULTS" + json.dumps(results))
+"""
+
+
+def cli_exits(module: str, argvs: list[list[str]], devices: int | None = None
+              ) -> list[tuple[int, str]]:
+    """Runs `module`'s main once per argv (flags and positional arguments) in ONE process (each
+    CLI start imports TensorFlow and JAX, ~10 s); returns (exit code, stderr and exit message)
+    per argv. devices: fake CPU devices (default: the tests' setting)."""
+    env = dict(os.environ)
+    if devices is not None:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    proc = subprocess.run([sys.executable, "-c", _EXITS, module, json.dumps(argvs)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0 and "RESULTS" in proc.stdout, proc.stderr[-3000:]
+    return [tuple(r) for r in json.loads(proc.stdout.split("RESULTS", 1)[1])]
