@@ -12,12 +12,16 @@ this configuration exists to run side by side.
 """
 import argparse
 
+from jaxgenre import host_memory
+
+host_memory.configure(relaunch=__name__ == "__main__")  # as jaxgenre.train: before JAX loads
+
 import jax
 import numpy as np
 from jaxgenre.configs import stargan
 
 from benchmarks.common import machine, median_seconds
-from jaxgenre import host_memory, sharding, tasks
+from jaxgenre import sharding, tasks
 
 
 def measure(size: str, steps: int, dtype: str, peak_tflops: float | None) -> dict:
@@ -64,7 +68,6 @@ def main():
     parser.add_argument("--peak_tflops", type=float, default=None,
                         help="The device's peak dense TFLOP/s in --dtype, for MFU.")
     args = parser.parse_args()
-    host_memory.keep_freed_memory()
     print(f"machine: {machine()}; devices: {jax.devices()[0].device_kind} x {jax.device_count()}")
     for size in args.sizes.split(","):
         r = measure(size, args.steps, args.dtype, args.peak_tflops)

@@ -10,6 +10,10 @@ the model FLOP utilisation from XLA's cost analysis and the device's peak (--pea
 import argparse
 import functools
 
+from jaxgenre import host_memory
+
+host_memory.configure(relaunch=__name__ == "__main__")  # as jaxgenre.train: before JAX loads
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +21,7 @@ import optax
 from flax import nnx
 
 from benchmarks.common import machine, median_seconds
-from jaxgenre import host_memory, models
+from jaxgenre import models
 
 
 def jax_step(name, batch, shape, dtype):
@@ -77,16 +81,12 @@ def main():
     ap.add_argument("--models", default="mobilenet_v2")
     ap.add_argument("--no_keras", action="store_true", help="skip the Keras peer (GPU runs)")
     ap.add_argument("--peak_tflops", type=float, default=0.0, help="device peak, for MFU")
-    ap.add_argument("--glibc_defaults", action="store_true",
-                    help="leave malloc as it is (jaxgenre.train sets host_memory.keep_freed_memory)")
     a = ap.parse_args()
-    # As jaxgenre.train does, for both sides of the comparison (it is one process).
-    kept = False if a.glibc_defaults else host_memory.keep_freed_memory()
     shape = (130, 128, 1)
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[a.dtype]
     print(f"machine: {machine()}; jax {jax.__version__} on {jax.devices()[0].device_kind}")
     print(f"input [{a.batch}, {', '.join(map(str, shape))}], Adam, {a.dtype}, "
-          f"median of {a.steps} steps; malloc keeps freed memory: {kept}")
+          f"median of {a.steps} steps; malloc (both sides): {host_memory.active()}")
     rates = {}
     for name in a.models.split(","):
         run, flops = jax_step(name, a.batch, shape, dtype)

@@ -21,8 +21,9 @@ measured setting (the peer) and the ratio ours / peer (higher is better for us):
     2 workers, shuffle) over the same release's MP3s, extracted once to --mp3_dir: librosa.load
     at 22,050 Hz, a random 3 s crop, log-mel with torch.stft, per item in the workers.
 
-This process sets glibc malloc as jaxgenre.train does (`host_memory.keep_freed_memory`, before
-JAX, TensorFlow or torch is imported); being one process, that applies to both sides. torch
+This process sets malloc up as jaxgenre.train does (`host_memory`, before JAX, TensorFlow or
+torch is imported; `JAXGENRE_MALLOC=glibc` leaves it alone); being one process, that applies to
+both sides. torch
 runs on os.cpu_count() threads.
 
 --json OUT writes {comparison: {ours, peer, ratio, unit, peer_setting, peer_variants, ...},
@@ -36,12 +37,8 @@ if __package__ in (None, ""):  # run as a script: the repository root goes on th
 
 from jaxgenre import cli, host_memory  # neither imports JAX or TensorFlow
 
-# First: before JAX, TensorFlow and torch start their threads, as jaxgenre.train does
-# (`--glibc_defaults` leaves malloc as it is, for both sides).
-GLIBC_DEFAULTS = "--glibc_defaults" in sys.argv
-KEEP_FREED = not GLIBC_DEFAULTS and host_memory.keep_freed_memory()
-if not GLIBC_DEFAULTS:
-    cli.prepare_process()  # host_memory.keep_freed_memory() again, and quiet native logs
+# First: before JAX, TensorFlow and torch start their threads, as jaxgenre.train does.
+cli.prepare_process(relaunch=__name__ == "__main__")
 
 import argparse
 import gc
@@ -263,8 +260,6 @@ def main():
     ap.add_argument("--batch", type=int, default=32, help="train step batch")
     ap.add_argument("--mp3_dir", default="/tmp/fma_demo_mp3", help="where the peer's MP3s go")
     ap.add_argument("--workers", type=int, default=2, help="the peer DataLoader's num_workers")
-    ap.add_argument("--glibc_defaults", action="store_true",
-                    help="leave malloc as it is (jaxgenre.train sets host_memory.keep_freed_memory)")
     a = ap.parse_args()
     parts = a.only.split(",")
     if unknown := set(parts) - set(PARTS):
@@ -287,7 +282,7 @@ def main():
     print(f"machine: {machine()}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v)
           + f"; jax on {jax.devices()[0].platform}, torch threads {torch.get_num_threads()}")
-    print(f"malloc keeps freed memory (host_memory, both sides): {KEEP_FREED}; "
+    print(f"malloc (jaxgenre.host_memory, both sides): {host_memory.active()}; "
           + ", ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
 
     results = {}
@@ -315,7 +310,7 @@ def main():
           f"Wall time {wall / 60:.1f} min.")
     if a.json:
         out = {**results, "meta": {"machine": machine(), "versions": versions,
-                                   "malloc_keeps_freed_memory": KEEP_FREED, "settings": settings,
+                                   "malloc": host_memory.active(), "settings": settings,
                                    "wall_seconds": wall}}
         with open(a.json, "w") as fh:
             json.dump(out, fh, indent=2)

@@ -7,7 +7,7 @@ per-checkpoint lines, TensorFlow and XLA start-up, TFDS deprecations) is hidden.
 (absl's flag) shows everything.
 
   from jaxgenre import cli
-  cli.prepare_process()  # first, before any import that loads TensorFlow or JAX
+  cli.prepare_process(relaunch=__name__ == "__main__")  # first, before TensorFlow or JAX
   ...
   def main(argv):
       cli.quiet_logs()
@@ -26,10 +26,11 @@ _NATIVE_QUIET = {"TF_CPP_MIN_LOG_LEVEL": "2", "TPU_MIN_LOG_LEVEL": "2",
                  "TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
-def prepare_process() -> None:
-    """Host memory settings (see host_memory) and quiet native loggers; a user's own
-    environment values win. Must run before TensorFlow or JAX is imported."""
-    host_memory.keep_freed_memory()
+def prepare_process(relaunch: bool = False) -> None:
+    """Host memory settings (see host_memory; `relaunch` only where the caller is the program
+    being run) and quiet native loggers; a user's own environment values win. Must run before
+    TensorFlow or JAX is imported."""
+    host_memory.configure(relaunch)
     for key, value in _NATIVE_QUIET.items():
         os.environ.setdefault(key, value)
 

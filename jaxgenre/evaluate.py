@@ -12,7 +12,7 @@ falls back to the latest step, saying so, when no step carries validation metric
 from jaxgenre import cli
 
 # First of all: before TensorFlow and JAX start their threads and loggers.
-cli.prepare_process()
+cli.prepare_process(relaunch=__name__ == "__main__")
 
 import sys
 

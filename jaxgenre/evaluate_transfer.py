@@ -13,7 +13,7 @@ them for the same judge and settings).
 from jaxgenre import cli
 
 # First of all: before TensorFlow and JAX start their threads and loggers.
-cli.prepare_process()
+cli.prepare_process(relaunch=__name__ == "__main__")
 
 import dataclasses
 import sys

@@ -22,10 +22,9 @@ stores clips; the crops cover only the real audio (its length, or `num_samples` 
 DIR also gets `export_info.json` (genres, sample_rate, clip_samples, source workdir, step,
 model, signatures). The module keeps `genres`, `sample_rate` and `clip_samples` as variables.
 """
-from jaxgenre import host_memory
+from jaxgenre import cli
 
-# First of all: before TensorFlow and JAX start their threads (see host_memory).
-host_memory.keep_freed_memory()
+cli.prepare_process(relaunch=__name__ == "__main__")  # first: before TensorFlow or JAX loads
 
 import functools
 import json

@@ -1,24 +1,39 @@
-"""Keep freed host memory in the process, so XLA:CPU does not page-fault its buffers every step.
+"""A malloc for XLA:CPU that reuses each step's freed temporaries without holding extra memory.
 
-XLA:CPU allocates one block for all of a step's temporaries (937 MB for MobileNetV2 at batch
-32) with `posix_memalign` on one of its worker threads, and frees it when the step ends. glibc
-serves a block that large from a per-thread arena with a fresh `mmap` and unmaps it on free, so
-every step faults in every page again: 233k page faults and about 0.8 s of kernel time per
-step on a 2-core VM (`python -m benchmarks.host_memory`). With a single malloc arena, no `mmap`
-and no trimming, the freed block stays mapped and the next step reuses it. Accelerator memory
-is not affected. The cost: the process keeps its peak host memory until it exits.
+Why: XLA:CPU allocates one block for all of a step's temporaries (937 MB for MobileNetV2 at
+batch 32) and frees it when the step ends. glibc serves a block that large with a fresh `mmap`
+and unmaps it on free, so every step faults in every 4 KiB page again: 233k page faults and
+about 0.5 s of kernel time per step on a 2-core VM. Settings (`JAXGENRE_MALLOC`):
 
-On GPU and TPU hosts the step's temporaries live in device memory, and a single arena could
-make the input pipeline's many threads wait on one lock, so nothing is changed there.
+- 'jemalloc': the system's libjemalloc (`apt install libjemalloc2`) is preloaded, with large
+  blocks served from its arenas (`oversize_threshold:0`; by default blocks over 8 MiB get an
+  arena that unmaps them at once) and returned to the system after 10 s unused (its default
+  decay). The step reuses the block it freed; memory stays bounded.
+- 'huge_pages': glibc with `glibc.malloc.hugetlb=1`: its fresh mappings ask for transparent
+  huge pages, so the block faults in 2 MiB at a time (512x fewer faults) and is still
+  returned on free. Needs the kernel's THP mode `madvise` or `always` (the common defaults).
+- 'auto' (default): 'jemalloc' where the library is installed, else 'huge_pages'.
+- 'glibc': malloc as the process started.
+
+Both are read by the dynamic loader and glibc only when a process starts, so an entry point
+run as a program re-executes itself once with them (`configure(relaunch=True)`): same PID,
+same arguments, before TensorFlow or JAX is imported. An earlier single-arena `mallopt`
+setting had the speed but held 1.6x to 2.3x the memory (fragmentation in one heap that never
+shrinks). Figures: `python -m benchmarks.host_memory`.
+
+On GPU and TPU hosts the step's temporaries live in device memory: nothing is changed there.
 """
-import ctypes
+import ctypes.util
 import glob
+import os
 import sys
 
-# glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
-_M_ARENA_MAX = -8
+SETTINGS = ("auto", "jemalloc", "huge_pages", "glibc")
+SETTING_ENV = "JAXGENRE_MALLOC"
+_ACTIVE_ENV = "JAXGENRE_MALLOC_ACTIVE"  # set in the re-executed process: never relaunch twice
+_JEMALLOC_CONF = "dirty_decay_ms:-1"
+_OTHER_MALLOCS = ("jemalloc", "tcmalloc", "mimalloc")  # a user's own preload wins
+_STARTED_WITH = os.environ.get(_ACTIVE_ENV, "glibc")  # read before anyone edits os.environ
 
 
 def _accelerator_present() -> bool:
@@ -27,19 +42,86 @@ def _accelerator_present() -> bool:
                                                   "/dev/vfio/[0-9]*"))
 
 
-def keep_freed_memory() -> bool:
-    """Sets glibc malloc as above; True when it applied, False on a host with an accelerator
-    or off Linux/glibc (e.g. macOS, musl).
-
-    Call it before importing TensorFlow or JAX: glibc fixes its number of arenas when the first
-    thread besides the main one allocates, and threads keep the arena they started with.
-    """
-    if not sys.platform.startswith("linux") or _accelerator_present():
+def _glibc() -> bool:
+    if not sys.platform.startswith("linux"):
         return False
     try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError):  # musl and others do not know the name
         return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))  # -1: never trim
-    return all(mallopt(param, value) == 1 for param, value in settings)
+
+
+def jemalloc_library() -> str | None:
+    """The system's jemalloc shared library name (e.g. 'libjemalloc.so.2'), or None."""
+    return ctypes.util.find_library("jemalloc")
+
+
+def resolve(setting: str) -> str:
+    """The concrete setting for this host: 'jemalloc', 'huge_pages' or 'glibc'.
+
+    Raises ValueError for an unknown name (listing the valid ones) or for 'jemalloc' on a host
+    without the library (naming the package that provides it).
+    """
+    if setting not in SETTINGS:
+        raise ValueError(f"{SETTING_ENV}={setting!r} is not a malloc setting; valid: "
+                         f"{', '.join(SETTINGS)}.")
+    preloaded = os.environ.get("LD_PRELOAD", "")
+    if (setting == "glibc" or not _glibc() or _accelerator_present()
+            or (setting == "auto" and any(m in preloaded for m in _OTHER_MALLOCS))):
+        return "glibc"
+    if setting == "auto":
+        return "jemalloc" if jemalloc_library() else "huge_pages"
+    if setting == "jemalloc" and not jemalloc_library():
+        raise ValueError(f"{SETTING_ENV}=jemalloc but no libjemalloc is installed: install it "
+                         "(Debian/Ubuntu: apt install libjemalloc2) or use "
+                         f"{SETTING_ENV}=huge_pages.")
+    return setting
+
+
+def environment(setting: str) -> dict[str, str]:
+    """The variables that make a new process start with `setting` (a `resolve` result), added
+    to what the current environment already has."""
+    if setting == "jemalloc":
+        preload = " ".join(p for p in (os.environ.get("LD_PRELOAD"), jemalloc_library()) if p)
+        conf = ",".join(c for c in (_JEMALLOC_CONF, os.environ.get("MALLOC_CONF")) if c)
+        return {"LD_PRELOAD": preload, "MALLOC_CONF": conf}
+    if setting == "huge_pages":
+        tunables = ":".join(t for t in (os.environ.get("GLIBC_TUNABLES"), "glibc.malloc.hugetlb=1")
+                            if t)
+        return {"GLIBC_TUNABLES": tunables}
+    return {}
+
+
+def for_new_processes() -> dict[str, str]:
+    """The variables with which a new process starts with `JAXGENRE_MALLOC` applied and does
+    not relaunch itself; empty where the setting resolves to 'glibc'. Raises as `resolve`."""
+    setting = resolve(os.environ.get(SETTING_ENV, "auto"))
+    env = environment(setting)
+    return {**env, _ACTIVE_ENV: setting} if env else {}
+
+
+def active() -> str:
+    """The setting this process started with ('glibc' unless `configure` relaunched it)."""
+    return _STARTED_WITH
+
+
+def configure(relaunch: bool) -> str:
+    """Applies `JAXGENRE_MALLOC` (default 'auto') and returns the setting in effect.
+
+    Args:
+      relaunch: True only where the caller is the program itself (`__name__ == "__main__"`):
+        the process then re-executes itself with `environment(...)` and does not return. When
+        False (jaxgenre imported by a notebook or another program) nothing is changed.
+    """
+    if _ACTIVE_ENV in os.environ or not relaunch:  # relaunched already, or not ours to relaunch
+        return active()
+    try:
+        env = for_new_processes()
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    if not env:
+        return "glibc"
+    os.environ.update(env)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

@@ -19,7 +19,7 @@ per genre); --plot a PNG per file of the genres over time, `<stem>_genres.png` b
 from jaxgenre import cli
 
 # First of all: before TensorFlow and JAX start their threads and loggers.
-cli.prepare_process()
+cli.prepare_process(relaunch=__name__ == "__main__")
 
 import collections
 import contextlib

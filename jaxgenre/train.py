@@ -12,7 +12,7 @@ and the configured evaluators, then the loop.
 from jaxgenre import cli
 
 # First of all: before TensorFlow and JAX start their threads and loggers.
-cli.prepare_process()
+cli.prepare_process(relaunch=__name__ == "__main__")
 
 import collections
 import json

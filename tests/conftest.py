@@ -1,5 +1,5 @@
-"""Test set-up: 8 fake CPU devices and malloc that keeps freed memory (before JAX starts),
-quiet TensorFlow."""
+"""Test set-up: 8 fake CPU devices, quiet TensorFlow, and jaxgenre's malloc for the processes
+started from here (see below)."""
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -10,7 +10,9 @@ import pytest
 
 from jaxgenre import host_memory
 
-host_memory.keep_freed_memory()  # as jaxgenre.train does
+# pytest-xdist's workers and the CLI tests' subprocesses start with the malloc jaxgenre.train
+# uses (host_memory); this process keeps the one it started with.
+os.environ.update(host_memory.for_new_processes())
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ genre is not needed; with --classifier, a genre classifier run names it for you.
 from jaxgenre import cli
 
 # First of all: before TensorFlow and JAX start their threads and loggers.
-cli.prepare_process()
+cli.prepare_process(relaunch=__name__ == "__main__")
 
 import sys
 
