@@ -43,6 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
     # 1.0 keeps the level, so the log-mel can be turned back into audio (jaxgenre.vocoder).
     c.frontend.ref = ml_collections.FieldReference(None, field_type=float)
     c.frontend.dft = "fft"  # 'matmul' on TPU
+    # 'db' (ref, top_db above) or 'log10_1p': log10(log_gain * mel + 1), musicnn's input
+    c.frontend.compress = "db"
+    c.frontend.log_gain = 10000.0
     c.frontend.n_mfcc = 20
 
     c.model = ml_collections.ConfigDict()

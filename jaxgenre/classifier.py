@@ -33,7 +33,8 @@ def mel_config(config: ml_collections.ConfigDict, sample_rate: int) -> frontend.
     f = config.frontend
     return frontend.MelConfig(sample_rate=sample_rate, n_fft=f.n_fft, hop_length=f.hop_length,
                               n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax, top_db=f.top_db,
-                              dft=f.dft, ref=f.get("ref"))
+                              dft=f.dft, ref=f.get("ref"), compress=f.get("compress", "db"),
+                              log_gain=f.get("log_gain", 10000.0))
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int, rngs: nnx.Rngs):

@@ -93,6 +93,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                "best_mode": (config.best_mode, ("max", "min")),
                "model.dtype": (config.model.dtype, ("float32", "bfloat16")),
                "frontend.dft": (config.frontend.dft, ("fft", "matmul")),
+               "frontend.compress": (config.frontend.get("compress", "db"), ("db", "log10_1p")),
                "data.train_split": (config.data.train_split, ("train", "train+validation")),
                **{f"evals.{name}.split": (entry.split, ("validation", "test", "train"))
                   for name, entry in config.evals.items()}}

@@ -3,7 +3,9 @@
 Computed inside the jitted step from the int16 waveform, so the input pipeline only moves PCM.
 Parity with librosa: `center=True` zero padding of n_fft // 2, periodic Hann window, |STFT|^2,
 Slaney mel filterbank (`librosa.filters.mel`), `power_to_db(S, ref, top_db)` and an orthonormal
-DCT-II for MFCC (`librosa.feature.mfcc(S=log_mel)`). `ref` is each example's maximum (librosa's
+DCT-II for MFCC (`librosa.feature.mfcc(S=log_mel)`). Pretrained models that were trained on another
+compression of the same mel power get theirs: `compress='log10_1p'` is musicnn's
+`log10(10000 x + 1)`. `ref` is each example's maximum (librosa's
 `ref=np.max`, the classifiers' default: level-invariant) or a fixed power (e.g. 1.0), which keeps
 the level so that `jaxgenre.vocoder` can turn the log-mel back into audio at the right loudness.
 
@@ -33,6 +35,8 @@ class MelConfig:
     ref: None: 0 dB is each example's loudest bin (librosa's `ref=np.max`). A float: 0 dB is
       this mel power (librosa's `ref=1.0` for 1.0), the same for every example, so the level
       survives and the log-mel can be inverted.
+    compress: 'db' (`power_to_db` with `ref` and `top_db`) or 'log10_1p':
+      `log10(log_gain * mel + 1)` (musicnn's input with log_gain 10000; `ref`, `top_db` unused).
     """
     sample_rate: int = 22050
     n_fft: int = 2048
@@ -44,6 +48,8 @@ class MelConfig:
     dft: str = "fft"
     precision: str = "highest"
     ref: float | None = None
+    compress: str = "db"
+    log_gain: float = 10000.0
 
     def num_frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.hop_length
@@ -107,7 +113,11 @@ def _log_mel_local(audio: jax.Array, cfg: MelConfig) -> jax.Array:
     x = audio.astype(jnp.float32) / 32768.0  # int16 PCM -> librosa's float scale
     power = _power_spectrum(frames(x, cfg.n_fft, cfg.hop_length), cfg)
     mel = jnp.matmul(power, mel_filterbank(cfg), precision=cfg.precision)
-    return power_to_db(mel, cfg)
+    if cfg.compress == "db":
+        return power_to_db(mel, cfg)
+    if cfg.compress == "log10_1p":
+        return jnp.log10(cfg.log_gain * mel + 1.0)
+    raise ValueError(f"Unknown compress {cfg.compress!r}; expected 'db' or 'log10_1p'.")
 
 
 def log_mel(audio: jax.Array, cfg: MelConfig, mesh: jax.sharding.Mesh | None = None,
@@ -122,7 +132,8 @@ def log_mel(audio: jax.Array, cfg: MelConfig, mesh: jax.sharding.Mesh | None = N
 
     Returns:
       float32 [B, 1 + num_samples // hop_length, n_mels]: dB relative to each example's max
-      (`cfg.ref` None) or to the fixed power `cfg.ref`.
+      (`cfg.ref` None) or to the fixed power `cfg.ref`; `log10(log_gain * mel + 1)` for
+      `cfg.compress='log10_1p'`.
     """
     fn = lambda x: _log_mel_local(x, cfg)
     if mesh is not None:

@@ -36,6 +36,20 @@ def test_log_mel_and_mfcc_match_librosa(music, dft, n_fft, hop, n_mels, fmax):
         assert np.abs(ours_mfcc[i] - ref_mfcc.T).max() / np.abs(ref_mfcc).max() <= 1e-3
 
 
+def test_musicnn_compression_matches_its_extractor(music):
+    """musicnn's input: librosa's mel power at 16 kHz, n_fft 512, hop 256, 96 bands, then
+    log10(10000 x + 1) (its extractor.py)."""
+    clips = librosa.resample(music.astype(np.float32) / 32768, orig_sr=22050, target_sr=16000)
+    cfg = frontend.MelConfig(sample_rate=16000, n_fft=512, hop_length=256, n_mels=96,
+                             compress="log10_1p")
+    ours = np.asarray(jax.jit(lambda a: frontend.log_mel(a, cfg))(clips * 32768))
+    for i, clip in enumerate(clips):
+        mel = librosa.feature.melspectrogram(y=clip, sr=16000, n_fft=512, hop_length=256, n_mels=96)
+        ref = np.log10(10000 * mel + 1).T
+        assert ours[i].shape == ref.shape
+        assert np.abs(ours[i] - ref).max() <= 1e-3 * max(1.0, np.abs(ref).max())
+
+
 def _hlo(fn, mesh):
     x = jax.ShapeDtypeStruct((16, 22050), jnp.int16, sharding=sharding.batch_sharding(mesh))
     return jax.jit(fn, out_shardings=sharding.batch_sharding(mesh)).lower(x).compile().as_text()

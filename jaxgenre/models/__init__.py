@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgenre.models import cnn1d, crnn, mfcc_cnn, mobilenet, resnet, stargan
+from jaxgenre.models import cnn1d, crnn, mfcc_cnn, mobilenet, musicnn, resnet, stargan
 
 _REGISTRY = {
     "mobilenet_v2": mobilenet.MobileNetV2,
@@ -23,6 +23,7 @@ _REGISTRY = {
     "sample_cnn": cnn1d.SampleCNN,
     "mfcc_cnn": mfcc_cnn.MfccCNN,
     "crnn": crnn.CRNN,
+    "musicnn": musicnn.Musicnn,
 }
 NAMES = tuple(sorted(_REGISTRY))  # the genre classifiers
 # Style transfer (`jaxgenre.gan`): the same constructor, their own calls (see models.stargan).
