@@ -120,7 +120,7 @@ def main():
             print(f"  {s}: {runs[s][-1]}", flush=True)
     table = {s: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for s, rs in runs.items()}
     base = table.get("glibc")
-    print(f"\n| setting | peak RSS (GB) | train examples/s | wall (s) | minor faults |"
+    print("\n| setting | peak RSS (GB) | train examples/s | wall (s) | minor faults |"
           + (" RSS / glibc | examples/s / glibc |" if base else ""))
     print("|---|---|---|---|---|" + ("---|---|" if base else ""))
     for s, r in table.items():
