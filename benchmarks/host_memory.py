@@ -15,12 +15,11 @@ Settings (see jaxgenre/host_memory.py):
   glibc       malloc as the process starts (JAXGENRE_MALLOC=glibc)
   one_arena   the earlier in-process setting: one arena, no mmap, no trimming (as tunables)
   huge_pages  glibc with transparent huge pages for its mappings
-  jemalloc    libjemalloc preloaded (when installed), large blocks kept in its arenas
-  tcmalloc    libtcmalloc_minimal preloaded as is (when installed), for comparison
+  jemalloc    libjemalloc preloaded (when installed), freed pages kept
+  tcmalloc    libtcmalloc_minimal preloaded (when installed), its defaults
   auto        JAXGENRE_MALLOC=auto, the default (the run prints what it resolves to here)
 """
 import argparse
-import ctypes.util
 import json
 import os
 import statistics
@@ -39,17 +38,17 @@ _ENV = {
                   "glibc.malloc.trim_threshold=18446744073709551615"},
     "huge_pages": {"JAXGENRE_MALLOC": "huge_pages"},
     "jemalloc": {"JAXGENRE_MALLOC": "jemalloc"},
-    "tcmalloc": {"JAXGENRE_MALLOC": "glibc", "LD_PRELOAD": "libtcmalloc_minimal.so.4"},
+    "tcmalloc": {"JAXGENRE_MALLOC": "tcmalloc"},
     "auto": {"JAXGENRE_MALLOC": "auto"},
 }
 
 
 def _available(setting: str) -> str | None:
     """Why `setting` cannot run here, or None."""
-    if setting == "jemalloc" and not ctypes.util.find_library("jemalloc"):
-        return "libjemalloc not installed (apt install libjemalloc2)"
-    if setting == "tcmalloc" and not ctypes.util.find_library("tcmalloc_minimal"):
-        return "libtcmalloc_minimal not installed (apt install libtcmalloc-minimal4)"
+    try:
+        host_memory.resolve(_ENV[setting]["JAXGENRE_MALLOC"])
+    except ValueError as e:
+        return str(e)
     return None
 
 

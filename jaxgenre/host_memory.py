@@ -5,14 +5,16 @@ batch 32) and frees it when the step ends. glibc serves a block that large with 
 and unmaps it on free, so every step faults in every 4 KiB page again: 233k page faults and
 about 0.5 s of kernel time per step on a 2-core VM. Settings (`JAXGENRE_MALLOC`):
 
-- 'jemalloc': the system's libjemalloc (`apt install libjemalloc2`) is preloaded, with large
-  blocks served from its arenas (`oversize_threshold:0`; by default blocks over 8 MiB get an
-  arena that unmaps them at once) and returned to the system after 10 s unused (its default
-  decay). The step reuses the block it freed; memory stays bounded.
+- 'tcmalloc': the system's tcmalloc (`apt install libtcmalloc-minimal4`) is preloaded, as is:
+  it keeps freed spans for reuse and returns memory gradually, so the step reuses the block
+  it freed and the peak stays near glibc's.
+- 'jemalloc': the system's libjemalloc (`apt install libjemalloc2`) is preloaded with freed
+  pages kept (`dirty_decay_ms:-1`; its time-based decay unmaps the step's block at once).
 - 'huge_pages': glibc with `glibc.malloc.hugetlb=1`: its fresh mappings ask for transparent
   huge pages, so the block faults in 2 MiB at a time (512x fewer faults) and is still
   returned on free. Needs the kernel's THP mode `madvise` or `always` (the common defaults).
-- 'auto' (default): 'jemalloc' where the library is installed, else 'huge_pages'.
+- 'auto' (default): the first of 'tcmalloc', 'jemalloc' whose library is installed, else
+  'huge_pages'.
 - 'glibc': malloc as the process started.
 
 Both are read by the dynamic loader and glibc only when a process starts, so an entry point
@@ -28,10 +30,12 @@ import glob
 import os
 import sys
 
-SETTINGS = ("auto", "jemalloc", "huge_pages", "glibc")
+SETTINGS = ("auto", "tcmalloc", "jemalloc", "huge_pages", "glibc")
 SETTING_ENV = "JAXGENRE_MALLOC"
 _ACTIVE_ENV = "JAXGENRE_MALLOC_ACTIVE"  # set in the re-executed process: never relaunch twice
-_JEMALLOC_CONF = "dirty_decay_ms:-1"
+_LIBRARIES = {"tcmalloc": "tcmalloc_minimal", "jemalloc": "jemalloc"}  # for find_library
+_PACKAGES = {"tcmalloc": "libtcmalloc-minimal4", "jemalloc": "libjemalloc2"}  # Debian/Ubuntu
+_JEMALLOC_CONF = "dirty_decay_ms:-1"  # keep freed pages: its decay unmaps the step's block
 _OTHER_MALLOCS = ("jemalloc", "tcmalloc", "mimalloc")  # a user's own preload wins
 _STARTED_WITH = os.environ.get(_ACTIVE_ENV, "glibc")  # read before anyone edits os.environ
 
@@ -51,9 +55,10 @@ def _glibc() -> bool:
         return False
 
 
-def jemalloc_library() -> str | None:
-    """The system's jemalloc shared library name (e.g. 'libjemalloc.so.2'), or None."""
-    return ctypes.util.find_library("jemalloc")
+def library(setting: str) -> str | None:
+    """The system's shared library for 'tcmalloc' or 'jemalloc' (e.g. 'libjemalloc.so.2'), or
+    None where it is not installed."""
+    return ctypes.util.find_library(_LIBRARIES[setting])
 
 
 def resolve(setting: str) -> str:
@@ -70,10 +75,10 @@ def resolve(setting: str) -> str:
             or (setting == "auto" and any(m in preloaded for m in _OTHER_MALLOCS))):
         return "glibc"
     if setting == "auto":
-        return "jemalloc" if jemalloc_library() else "huge_pages"
-    if setting == "jemalloc" and not jemalloc_library():
-        raise ValueError(f"{SETTING_ENV}=jemalloc but no libjemalloc is installed: install it "
-                         "(Debian/Ubuntu: apt install libjemalloc2) or use "
+        return next((s for s in _LIBRARIES if library(s)), "huge_pages")
+    if setting in _LIBRARIES and not library(setting):
+        raise ValueError(f"{SETTING_ENV}={setting} but its library is not installed: install it "
+                         f"(Debian/Ubuntu: apt install {_PACKAGES[setting]}) or use "
                          f"{SETTING_ENV}=huge_pages.")
     return setting
 
@@ -81,10 +86,13 @@ def resolve(setting: str) -> str:
 def environment(setting: str) -> dict[str, str]:
     """The variables that make a new process start with `setting` (a `resolve` result), added
     to what the current environment already has."""
-    if setting == "jemalloc":
-        preload = " ".join(p for p in (os.environ.get("LD_PRELOAD"), jemalloc_library()) if p)
+    if setting in _LIBRARIES:
+        preload = {"LD_PRELOAD": " ".join(p for p in (os.environ.get("LD_PRELOAD"),
+                                                      library(setting)) if p)}
+        if setting == "tcmalloc":
+            return preload
         conf = ",".join(c for c in (_JEMALLOC_CONF, os.environ.get("MALLOC_CONF")) if c)
-        return {"LD_PRELOAD": preload, "MALLOC_CONF": conf}
+        return {**preload, "MALLOC_CONF": conf}
     if setting == "huge_pages":
         tunables = ":".join(t for t in (os.environ.get("GLIBC_TUNABLES"), "glibc.malloc.hugetlb=1")
                             if t)

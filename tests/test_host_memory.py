@@ -47,10 +47,10 @@ def _thp_available() -> bool:
 
 
 @_GLIBC_CPU_HOST
-@pytest.mark.parametrize("setting", ["huge_pages", "jemalloc"])
+@pytest.mark.parametrize("setting", ["huge_pages", "jemalloc", "tcmalloc"])
 def test_a_freed_block_comes_back_without_faulting_every_page(setting):
-    if setting == "jemalloc" and not host_memory.jemalloc_library():
-        pytest.skip("libjemalloc is not installed (apt install libjemalloc2)")
+    if setting in ("jemalloc", "tcmalloc") and not host_memory.library(setting):
+        pytest.skip(f"no {setting} library installed on this host")
     if setting == "huge_pages" and not _thp_available():
         pytest.skip("transparent huge pages are off on this kernel")
     pages = _BLOCK // 4096
@@ -86,13 +86,15 @@ def test_imported_code_changes_nothing(monkeypatch):
 
 def test_bad_settings_are_refused_by_name(monkeypatch):
     monkeypatch.delenv("LD_PRELOAD", raising=False)
-    with pytest.raises(ValueError, match="valid: auto, jemalloc, huge_pages, glibc"):
-        host_memory.resolve("tcmalloc")
+    with pytest.raises(ValueError, match="valid: auto, tcmalloc, jemalloc, huge_pages, glibc"):
+        host_memory.resolve("mimalloc")
     monkeypatch.setattr(host_memory, "_glibc", lambda: True)
     monkeypatch.setattr(host_memory, "_accelerator_present", lambda: False)
-    monkeypatch.setattr(host_memory, "jemalloc_library", lambda: None)
+    monkeypatch.setattr(host_memory, "library", lambda setting: None)
     with pytest.raises(ValueError, match="apt install libjemalloc2"):
         host_memory.resolve("jemalloc")
+    with pytest.raises(ValueError, match="apt install libtcmalloc-minimal4"):
+        host_memory.resolve("tcmalloc")
     assert host_memory.resolve("auto") == "huge_pages"
 
 
