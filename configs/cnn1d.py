@@ -16,4 +16,6 @@ def get_config(arg: str | None = None):
     c.augment.mixup_alpha = 0.0  # SpecAugment does not apply to waveforms; gain does
     if "demo" in args:
         common.apply_demo(c)
+    if "multilabel" in args:
+        common.apply_multilabel(c)
     return c

@@ -27,6 +27,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.crop_seconds = 3.0
     c.data.shuffle_buffer = 512
     c.data.train_split = "train"  # 'train+validation' for a final model on a fixed schedule
+    # 'genre_top': one genre per track, FMA's top genre (softmax, accuracy). 'genres': every
+    # top-level genre the track's FMA genres belong to, over the same class names (8 in small,
+    # 16 in medium and large; see input_pipeline.top_level_classes): a sigmoid per genre, binary
+    # cross-entropy, mAP and ROC-AUC. The config argument 'multilabel' sets it with best_metric.
+    c.data.label = "genre_top"
 
     # Run every eval_every_steps by the trainer, and by jaxgenre.evaluate (see jaxgenre.evaluators).
     c.evals = ml_collections.ConfigDict()
@@ -51,6 +56,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "mobilenet_v2"
     c.model.dtype = "float32"  # compute dtype; 'bfloat16' keeps float32 parameters
+    # Fine-tuning: start from `python -m jaxgenre.import_weights` output (head re-initialised
+    # when its size differs); freeze_bn trains in inference mode (BatchNorm running statistics
+    # used and kept, no dropout).
+    c.model.init_from = ml_collections.FieldReference(None, field_type=str)
+    c.model.freeze_bn = False
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adamw"  # or 'sgd' (with momentum)
@@ -61,6 +71,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.grad_clip_norm = 1.0
     c.optim.label_smoothing = 0.1
     c.optim.ema_decay = 0.0  # > 0: evaluate an exponential moving average of the weights
+    c.optim.encoder_lr_scale = 1.0  # all but the `dense` head: x the learning rate; 0 freezes it
+    c.optim.freeze = ()  # top-level modules never updated (no gradient computed), e.g. ('timbral',)
 
     c.augment = ml_collections.ConfigDict()
     # uniform random gain in [-gain_db, gain_db] on the waveform; for waveform models and a
@@ -89,10 +101,18 @@ def apply_demo(c: ml_collections.ConfigDict) -> None:
     c.eval_batch_size = 16
 
 
-def parse_args(arg: str | None) -> set[str]:
-    """'demo,bf16' -> {'demo', 'bf16'}; unknown words are refused."""
+def apply_multilabel(c: ml_collections.ConfigDict) -> None:
+    """Multi-label genres (data.label 'genres'), checkpoints kept by validation mAP."""
+    c.data.label = "genres"
+    c.best_metric = "val_map"
+    c.best_mode = "max"
+
+
+def parse_args(arg: str | None, valid: tuple[str, ...] = ("demo", "multilabel")) -> set[str]:
+    """'demo,probe' -> {'demo', 'probe'}; words not in `valid` are refused."""
     words = {w for w in (arg or "").split(",") if w}
-    unknown = words - {"demo"}
+    unknown = words - set(valid)
     if unknown:
-        raise ValueError(f"Unknown config argument(s) {sorted(unknown)}; valid: demo.")
+        raise ValueError(f"Unknown config argument(s) {sorted(unknown)}; valid: "
+                         f"{', '.join(valid)}.")
     return words

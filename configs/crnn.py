@@ -14,4 +14,6 @@ def get_config(arg: str | None = None):
     c.model.n_mels = c.frontend.get_ref("n_mels")  # follows --config.frontend.n_mels
     if "demo" in args:
         common.apply_demo(c)
+    if "multilabel" in args:
+        common.apply_multilabel(c)
     return c

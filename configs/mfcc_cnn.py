@@ -15,4 +15,6 @@ def get_config(arg: str | None = None):
     c.augment.freq_mask_width = 3
     if "demo" in args:
         common.apply_demo(c)
+    if "multilabel" in args:
+        common.apply_multilabel(c)
     return c

@@ -16,4 +16,6 @@ def get_config(arg: str | None = None):
     c.optim.learning_rate = 1e-3
     if "demo" in args:
         common.apply_demo(c)
+    if "multilabel" in args:
+        common.apply_multilabel(c)
     return c

@@ -1,6 +1,7 @@
 r"""The FMA paper's classical genre classifiers on a built dataset, as one table.
 
-  python -m jaxgenre.baselines --data_dir DIR [--dataset fma/small] [--features mfcc|librosa]
+  python -m jaxgenre.baselines --data_dir DIR [--dataset fma/small]
+      [--features mfcc|librosa|musicnn [--musicnn_wheel WHEEL]]
       [--models logistic_regression,knn,naive_bayes,svm_rbf,gradient_boosting]
       [--output_dir DIR] [--workers N]
 
@@ -12,6 +13,9 @@ FMA's features.csv (mean, std, skew, kurtosis, median, min, max):
            chroma_cqt, chroma_cens, tonnetz (6), mfcc (20), rms, zcr, spectral centroid,
            bandwidth, contrast (7) and rolloff. FMA computed them at each MP3's own rate; here
            they come from the dataset's 22,050 Hz (or 16 kHz) audio, so values differ slightly.
+  musicnn: the ORIGINAL musicnn graph's (the wheel's TensorFlow 1 graph, MSD weights; not our
+           port) 200 penultimate features, mean-pooled over the clip's 3 s patches; 16 kHz
+           datasets, --musicnn_wheel. The "frozen pretrained features" reference.
 Clips without a single genre (label -1, fma/large) are left out.
 
 Every model sees standardised features (mean and scale of `train`) and is fitted on `train`;
@@ -49,6 +53,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 import tfds_fma
+from jaxgenre import musicnn_original
 from tfds_fma.fma import decode
 
 SPLITS = ("train", "validation", "test")
@@ -91,9 +96,29 @@ def librosa_features(y: np.ndarray, sr: int) -> np.ndarray:
     )])
 
 
-FEATURES: dict[str, tuple[str, Callable[[np.ndarray, int], np.ndarray]]] = {
-    "mfcc": ("MFCC statistics", mfcc_features),
-    "librosa": ("FMA's librosa feature set", librosa_features),
+def musicnn_features(wheel: str | None, variant: str = "MSD_musicnn"
+                     ) -> Callable[[np.ndarray, int], np.ndarray]:
+    """[200]: the ORIGINAL musicnn graph's penultimate features (from the wheel, not our port),
+    mean-pooled over the clip's 3 s patches: the "frozen pretrained features" reference."""
+    if not wheel:
+        raise ValueError("--features musicnn needs --musicnn_wheel: the musicnn wheel (`pip "
+                         "download --no-deps musicnn==0.1.0`) or the directory it was unzipped "
+                         "into.")
+    original = musicnn_original.OriginalMusicnn(wheel, variant)
+
+    def features(y: np.ndarray, sr: int) -> np.ndarray:
+        if sr != musicnn_original.SAMPLE_RATE:
+            raise ValueError(f"musicnn features need 16 kHz audio, the dataset has {sr} Hz: "
+                             "use a *_16k dataset (e.g. --dataset fma/small_16k).")
+        return original(musicnn_original.patches(y))["penultimate"].mean(0)
+    return features
+
+
+FEATURES: dict[str, tuple[str, Callable[..., Callable[[np.ndarray, int], np.ndarray]]]] = {
+    "mfcc": ("MFCC statistics", lambda wheel: mfcc_features),
+    "librosa": ("FMA's librosa feature set", lambda wheel: librosa_features),
+    "musicnn": ("the original musicnn (MSD) graph's mean-pooled penultimate features",
+                musicnn_features),
 }
 
 
@@ -122,13 +147,13 @@ def load_builder(dataset: str, data_dir: str) -> tfds.core.DatasetBuilder:
     return builder
 
 
-def extract(builder: tfds.core.DatasetBuilder, features: str, workers: int | None = None
-            ) -> dict[str, Split]:
+def extract(builder: tfds.core.DatasetBuilder, features: str, workers: int | None = None,
+            musicnn_wheel: str | None = None) -> dict[str, Split]:
     """Features of every labelled clip of each split, computed on `workers` threads (default
     one per core)."""
     from tqdm import tqdm
     sr = builder.info.features["audio"].sample_rate
-    fn = FEATURES[features][1]
+    fn = FEATURES[features][1](musicnn_wheel)
     workers = workers or os.cpu_count()
 
     def clip_features(audio: np.ndarray, num_samples: int, label: int, track_id: int):
@@ -234,11 +259,11 @@ def evaluate_model(name: str, splits: dict[str, Split]) -> dict:
 # The table.
 
 def run(builder: tfds.core.DatasetBuilder, features: str, models: list[str],
-        workers: int | None = None) -> dict:
+        workers: int | None = None, musicnn_wheel: str | None = None) -> dict:
     """Extracts `features` once, then evaluates each of `models`: the report that `markdown`
     and baselines.json show."""
     start = time.perf_counter()
-    splits = extract(builder, features, workers)
+    splits = extract(builder, features, workers, musicnn_wheel)
     feature_seconds = time.perf_counter() - start
     train, test = splits["train"], splits["test"]
     return {
@@ -293,7 +318,10 @@ def define_flags() -> None:
                         required=True)
     flags.DEFINE_string("dataset", "fma/small", "A built FMA config, e.g. fma/small.")
     flags.DEFINE_enum("features", "mfcc", list(FEATURES), "mfcc: 20 MFCCs' statistics; "
-                      "librosa: FMA's features.csv set (several times slower).")
+                      "librosa: FMA's features.csv set (several times slower); musicnn: the "
+                      "original musicnn graph's penultimate features (16 kHz datasets).")
+    flags.DEFINE_string("musicnn_wheel", None, "For --features musicnn: the musicnn wheel or "
+                        "the directory it was unzipped into.")
     flags.DEFINE_list("models", list(MODELS), f"Models to run, of {', '.join(MODELS)}.")
     flags.DEFINE_string("output_dir", None, "Also write baselines.md and baselines.json here.")
     flags.DEFINE_integer("workers", None, "Feature extraction threads (default one per core).",
@@ -311,7 +339,10 @@ def main(argv):
         builder = load_builder(f.dataset, f.data_dir)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    report = run(builder, f.features, models, f.workers)
+    try:
+        report = run(builder, f.features, models, f.workers, f.musicnn_wheel)
+    except (ValueError, FileNotFoundError) as e:  # e.g. no wheel, or not 16 kHz audio
+        sys.exit(f"error: {e}")
     print(markdown(report), end="")
     if f.output_dir:
         write(report, f.output_dir)

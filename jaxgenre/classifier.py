@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from absl import logging
 from flax import nnx, struct
 
-from jaxgenre import augment, frontend, models, optim, sharding, tasks
+from jaxgenre import augment, frontend, models, optim, pretrained, sharding, tasks
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -37,8 +38,12 @@ def mel_config(config: ml_collections.ConfigDict, sample_rate: int) -> frontend.
                               log_gain=f.get("log_gain", 10000.0))
 
 
+# config.model keys for the trainer, not the model's constructor
+_TRAINING_KEYS = ("name", "dtype", "init_from", "freeze_bn")
+
+
 def create_model(config: ml_collections.ConfigDict, num_classes: int, rngs: nnx.Rngs):
-    kwargs = {k: v for k, v in config.model.items() if k not in ("name", "dtype")}
+    kwargs = {k: v for k, v in config.model.items() if k not in _TRAINING_KEYS}
     if config.model.dtype not in DTYPES:
         raise ValueError(f"Unknown model.dtype {config.model.dtype!r}; valid: {list(DTYPES)}.")
     return models.get(config.model.name)(num_classes, dtype=DTYPES[config.model.dtype],
@@ -79,11 +84,12 @@ def model_input(audio: jax.Array, kind: str, config, mel: frontend.MelConfig, me
     """int16 PCM [B, N] -> what a model of `input_kind` eats; augmented when `key` is given.
 
     waveform: float32 [B, N] in [-1, 1]. log_mel: [B, T, n_mels, 1], dB / 40 + 1 (so roughly
-    [-1, 1]). mfcc: [B, T, n_mfcc, 1] of the dB log-mel, / 40.
+    [-1, 1]), or as computed for `frontend.compress='log10_1p'` (what musicnn was trained on).
+    mfcc: [B, T, n_mfcc, 1] of the dB log-mel, / 40.
     """
     x = audio.astype(jnp.float32)
-    if key is not None and (kind == "waveform" or mel.ref is not None):
-        # A per-clip reference (mel.ref None) subtracts each clip's maximum dB and so cancels
+    if key is not None and (kind == "waveform" or mel.ref is not None or mel.compress != "db"):
+        # A per-clip dB reference (mel.ref None) subtracts each clip's maximum and so cancels
         # any gain: it is applied only where the model can hear it.
         key, gain_key = jax.random.split(key)
         x = augment.random_gain(gain_key, x, config.augment.gain_db)
@@ -97,7 +103,12 @@ def spectrogram_input(db: jax.Array, kind: str, config, key: jax.Array | None = 
     """Log-mel dB [B, T, n_mels] relative to each clip's maximum -> the input of a 'log_mel' or
     'mfcc' model [B, T, F, 1], through `config.augment`'s time stretch, frequency shift and
     SpecAugment masks when `key` is given."""
-    x = db / 40.0 + 1.0 if kind == "log_mel" else frontend.mfcc(db, config.frontend.n_mfcc) / 40.0
+    if kind == "mfcc":
+        x = frontend.mfcc(db, config.frontend.n_mfcc) / 40.0
+    elif config.frontend.get("compress", "db") == "db":
+        x = db / 40.0 + 1.0
+    else:
+        x = db
     x = x[..., None]
     if key is not None:
         a = config.augment
@@ -110,21 +121,31 @@ def spectrogram_input(db: jax.Array, kind: str, config, key: jax.Array | None = 
 
 def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mesh,
                num_classes: int, base_key: jax.Array):
-    """One optimizer update on a global batch {audio int16 [B, N], label int32 [B]}.
+    """One optimizer update on a global batch {audio int16 [B, N], label int32 [B], or [B, C]
+    0/1 when `multi_label(config)`}.
 
-    Returns (new state, metrics {loss, accuracy, grad_norm, param_norm}: float32 scalars).
+    Returns (new state, metrics {loss, accuracy (multi-label: precision_at_1), grad_norm,
+    param_norm}: float32 scalars).
     """
     key = jax.random.fold_in(base_key, state.step)  # a resumed run draws the same numbers
     aug_key, mix_key, drop_key = jax.random.split(key, 3)
     x = model_input(batch["audio"], input_kind(config), config, mel, mesh, aug_key)
-    labels = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes),
-                                 config.optim.label_smoothing)
+    multi = multi_label(config)
+    labels = targets(batch["label"], num_classes, config.optim.label_smoothing, multi)
+    # Mixup mixes multi-hot targets as it mixes one-hots: a clip mixed from two tracks holds
+    # both tracks' genres, in proportion (as PANNs trains AudioSet's tags).
     x, labels = augment.mixup(mix_key, x, labels, config.augment.mixup_alpha)
 
     def loss_fn(params):
+        params = optim.stop_frozen_gradients(config.optim, params)
         model = nnx.merge(graphdef, params, state.model_state, copy=True)
-        logits = model(x, train=True, rngs=nnx.Rngs(dropout=drop_key))
-        loss = optax.softmax_cross_entropy(logits, labels).mean()
+        # freeze_bn: inference mode (running statistics used and kept, no dropout), as Keras
+        # fine-tunes a pretrained base with training=False
+        train = not config.model.get("freeze_bn", False)
+        logits = model(x, train=train, rngs=nnx.Rngs(dropout=drop_key))
+        # multi-label: the mean over clips and genres, so the scale does not grow with C
+        loss = (optax.sigmoid_binary_cross_entropy(logits, labels) if multi
+                else optax.softmax_cross_entropy(logits, labels)).mean()
         return loss, (logits, models.rest(model))
 
     (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -135,10 +156,37 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mes
         step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state,
         ema_params=optax.incremental_update(params, state.ema_params, 1.0 - ema),
         ema_model_state=optax.incremental_update(model_state, state.ema_model_state, 1.0 - ema))
-    metrics = {"loss": loss,
-               "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+    top = jnp.argmax(logits, -1)
+    hits = (jnp.take_along_axis(batch["label"], top[:, None], -1) if multi
+            else top == batch["label"])
+    metrics = {"loss": loss, train_hit_metric(config): jnp.mean(hits),
                "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
     return new_state, metrics
+
+
+def multi_label(config: ml_collections.ConfigDict) -> bool:
+    """`data.label == 'genres'`: one sigmoid per genre, any number of genres per clip. Runs
+    saved before `data.label` existed are single-label."""
+    return config.data.get("label", "genre_top") == "genres"
+
+
+def train_hit_metric(config) -> str:
+    """The train metric of the top-scoring genre: 'accuracy' (single-label), or
+    'precision_at_1' (multi-label: the share of clips whose top genre is one of theirs)."""
+    return "precision_at_1" if multi_label(config) else "accuracy"
+
+
+def targets(label: jax.Array, num_classes: int, smoothing: float, multi: bool) -> jax.Array:
+    """Training targets float32 [B, C] from a batch's labels, label-smoothed.
+
+    Single-label (int32 [B]): the one-hot, smoothed toward uniform over the classes.
+    Multi-label (int32 [B, C] 0/1): each genre's binary target smoothed toward 0.5, as Keras'
+    `BinaryCrossentropy(label_smoothing)`. `optax.smooth_labels` (toward 1/C) suits a softmax;
+    for independent sigmoids it would soften the positives and leave the negatives near 0.
+    """
+    if multi:
+        return label.astype(jnp.float32) * (1.0 - smoothing) + 0.5 * smoothing
+    return optax.smooth_labels(jax.nn.one_hot(label, num_classes), smoothing)
 
 
 def ema_rate(decay: float, step: jax.Array) -> jax.Array:
@@ -166,21 +214,41 @@ class ClassifierTask:
     `predict(state, batch)` (clip logits, for `evaluation.ClassificationEvaluator`) is the
     model's use at evaluation time.
     """
-    progress_metrics = ("loss", "accuracy")
     eval_items = ("ema", "progress")  # the checkpoint items evaluation reads
+
+    @property
+    def progress_metrics(self) -> tuple[str, ...]:
+        return ("loss", train_hit_metric(self.config))
 
     def __init__(self, config: ml_collections.ConfigDict, data: tasks.DataSpec, mesh,
                  training: bool = True):
-        del training  # the classifier builds the same either way
         self.config, self.data, self.mesh = config, data, mesh
+        if training and config.model.get("init_from"):
+            pretrained.check_config(config, data.sample_rate)  # before anything is written
         self.tx = optim.make(config.optim, config.total_steps)
         self.graphdef = model_graph(config, data.num_classes)
+        optim.check_freeze(config.optim, nnx.eval_shape(
+            lambda: models.split(create_model(config, data.num_classes, nnx.Rngs(0)))[1]))
         self.mel = mel_config(config, data.sample_rate)
         self.init_key, self.step_key = jax.random.split(jax.random.key(config.seed))
         self._lr = optim.schedule(config.optim, config.total_steps)
 
     def init(self) -> TrainState:
         return init_state(self.config, self.data.num_classes, self.tx, self.init_key)
+
+    def warm_start(self, state: TrainState) -> TrainState:
+        """A fresh state with `config.model.init_from`'s weights (see jaxgenre.pretrained) in
+        params, statistics and their averages, on the shardings it had; as is without."""
+        source = self.config.model.get("init_from")
+        if not source:
+            return state
+        params, rest, kept = pretrained.merge(jax.device_get(state.params),
+                                              jax.device_get(state.model_state),
+                                              pretrained.load(source), source)
+        logging.info("Weights from %s; newly initialised: %s", source, ", ".join(kept) or "none")
+        new = state.replace(params=params, model_state=rest, ema_params=params,
+                            ema_model_state=rest)
+        return jax.device_put(new, jax.tree.map(lambda x: x.sharding, state))
 
     def train_step(self, state: TrainState, batch: dict):
         return train_step(state, batch, graphdef=self.graphdef, tx=self.tx, config=self.config,
@@ -192,7 +260,10 @@ class ClassifierTask:
                             mel=self.mel, mesh=self.mesh)
 
     def learning_rates(self, step: int) -> dict[str, float]:
-        return {"learning_rate": float(self._lr(step - 1))}  # optax counts updates from 0
+        rate = float(self._lr(step - 1))  # optax counts updates from 0
+        scale = self.config.optim.get("encoder_lr_scale", 1.0)
+        return {"learning_rate": rate, **({"encoder_learning_rate": rate * scale}
+                                          if scale != 1.0 else {})}
 
     def num_params(self, state: TrainState) -> int:
         return sum(x.size for x in jax.tree.leaves(state.params))

@@ -7,7 +7,7 @@ import jax
 import ml_collections
 from absl import flags
 
-from jaxgenre import gan_losses, models, tasks
+from jaxgenre import evaluation, gan_losses, input_pipeline, models, tasks
 
 
 def flatten(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict:
@@ -89,7 +89,9 @@ def _load_config_file(spec: str) -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks names and sizes that would otherwise fail deep inside a run."""
     models.get(config.model.name)  # raises, listing the registered models
+    label = config.data.get("label", "genre_top")
     choices = {"task": (tasks.task_name(config), tasks.NAMES),
+               "data.label": (label, input_pipeline.LABELS),
                "best_mode": (config.best_mode, ("max", "min")),
                "model.dtype": (config.model.dtype, ("float32", "bfloat16")),
                "frontend.dft": (config.frontend.dft, ("fft", "matmul")),
@@ -105,6 +107,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key, (value, valid) in choices.items():
         if value not in valid:
             raise ValueError(f"Unknown {key} {value!r}; valid: {', '.join(valid)}.")
+    if label == "genres" and tasks.task_name(config) != "classifier":
+        raise ValueError(f"data.label='genres' (multi-label) is for the classifier task; the "
+                         f"{tasks.task_name(config)} task takes one genre per clip: pass "
+                         "--config.data.label=genre_top.")
+    _check_best_metric(config, label)
     for key in ("batch_size", "eval_batch_size"):
         if config[key] <= 0:
             raise ValueError(f"{key} must be positive, got {config[key]}.")
@@ -118,6 +125,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"gan.n_critic must be at least 1, got {config.gan.n_critic}.")
     if config.data.crop_seconds <= 0:
         raise ValueError(f"data.crop_seconds must be positive, got {config.data.crop_seconds}.")
+
+
+def _check_best_metric(config: ml_collections.ConfigDict, label: str) -> None:
+    """A best_metric of a classification evaluator must be one it reports for `label`:
+    otherwise the run fails at its first checkpoint with an evaluation."""
+    for name, entry in config.evals.items():
+        if entry.type != "classification" or not config.best_metric.startswith(name + "_"):
+            continue
+        valid = [f"{name}_{m}" for m in evaluation.SCALARS[label]]
+        if config.best_metric not in valid:
+            raise ValueError(
+                f"best_metric {config.best_metric!r} is not reported with data.label={label!r}; "
+                f"valid: {', '.join(valid)}. (The config argument 'multilabel' sets data.label "
+                f"'genres' with best_metric '{name}_map'.)")
 
 
 def validate_data(config: ml_collections.ConfigDict, features) -> None:

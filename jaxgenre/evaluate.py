@@ -5,7 +5,9 @@ r"""Evaluates a training run's checkpoint on whole clips, in a process of its ow
 
 Restores on whatever devices this process has (the checkpoint may come from a pod), averages
 the logits of crops that cover each clip, prints a table with the accuracy last, then writes
-<split>_<step>.json and a confusion-matrix PNG to WORKDIR/eval (or --output_dir). --watch
+<split>_<step>.json and a confusion-matrix PNG to WORKDIR/eval (or --output_dir); a multi-label
+run (data.label 'genres') prints per-genre AP and ROC-AUC with the mAP last, and writes the
+JSON (mAP, ROC-AUC macro and micro, per-genre AP). --watch
 evaluates each new checkpoint as it appears until the run's last step is evaluated. 'best'
 falls back to the latest step, saying so, when no step carries validation metrics.
 """

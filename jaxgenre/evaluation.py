@@ -2,8 +2,10 @@
 `CheckpointEvaluator` restores a run's checkpoints on this process's devices and runs the run's
 configured evaluators on them.
 
-Each clip is cut into crops that cover it; its logits are the mean over crops. Metrics are
-computed on host from every process's predictions, padding masked out.
+Each clip is cut into crops that cover it; its logits are the mean over crops, for single- and
+multi-label models alike (a multi-label clip's genre probabilities are the sigmoid of that
+mean). Metrics are computed on host from every process's predictions, padding and clips without
+a label masked out.
 """
 import json
 import time
@@ -13,23 +15,34 @@ import numpy as np
 from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
+from scipy import special
 from sklearn import metrics as skm
 
 from jaxgenre import checkpointing, evaluators, input_pipeline, runs, sharding
 
+# The headline metrics of a classification evaluator by config.data.label: logged as
+# '<evals name>_<metric>', what config.best_metric can name.
+SCALARS = {"genre_top": ("accuracy", "balanced_accuracy", "top3_accuracy", "loss"),
+           "genres": ("map", "roc_auc_macro", "roc_auc_micro", "precision_at_1", "loss")}
+
 
 class ClassificationEvaluator:
-    """Genre accuracy of a classifier state on one split (config.evals type 'classification').
+    """Genre scores of a classifier state on one split (config.evals type 'classification'):
+    accuracy and the like of a single-label model, mAP and ROC-AUC of a multi-label one.
 
     Args:
       task: a `classifier.ClassifierTask` (its `predict`: (state, {audio int16 [B, crops, N]})
         -> clip logits [B, C] float32).
       state_sharding: the state's shardings (the predict step is jitted with them).
       builder, split, batch_size (clips, global), mesh: where the clips come from.
+      label: config.data.label, 'genre_top' (`classification_metrics`) or 'genres'
+        (`multilabel_metrics`).
     """
 
-    def __init__(self, task, state_sharding, builder, split: str, batch_size: int, mesh):
+    def __init__(self, task, state_sharding, builder, split: str, batch_size: int, mesh,
+                 label: str = "genre_top"):
         self.builder, self.split, self.batch_size, self.mesh = builder, split, batch_size, mesh
+        self.label = label
         self.crop_samples = task.data.crop_samples
         self.class_names = list(task.data.class_names)
         data = sharding.batch_sharding(mesh)
@@ -37,10 +50,11 @@ class ClassificationEvaluator:
                                   out_shardings=data)
 
     def predict(self, state) -> tuple[np.ndarray, np.ndarray]:
-        """(logits [N, C] float32, labels [N] int32) of every clip of the split, once."""
+        """(logits [N, C] float32, labels int32 [N] or multi-hot [N, C]) of every labelled clip
+        of the split, once."""
         logits, labels = [], []
         for batch in input_pipeline.eval_batches(self.builder, self.split, self.batch_size,
-                                                 self.crop_samples, self.mesh):
+                                                 self.crop_samples, self.mesh, self.label):
             out = self.predict_fn(state, {"audio": batch["audio"]})
             out, label, mask = multihost_utils.process_allgather(
                 (out, batch["label"], batch["mask"]), tiled=True)
@@ -49,22 +63,24 @@ class ClassificationEvaluator:
         return np.concatenate(logits), np.concatenate(labels)
 
     def run(self, state) -> dict:
-        return classification_metrics(*self.predict(state), self.class_names)
+        metrics = multilabel_metrics if self.label == "genres" else classification_metrics
+        return metrics(*self.predict(state), self.class_names)
 
-    @staticmethod
-    def scalars(result: dict) -> dict[str, float]:
-        return {k: result[k] for k in ("accuracy", "balanced_accuracy", "top3_accuracy", "loss")}
+    def scalars(self, result: dict) -> dict[str, float]:
+        return {k: result[k] for k in SCALARS[self.label]}
 
     def summarise(self, writer, step: int, result: dict) -> None:
         """Nothing beyond the scalars."""
 
-    @staticmethod
-    def table(result: dict) -> str:
-        return format_table(result)
+    def table(self, result: dict) -> str:
+        return format_multilabel_table(result) if self.label == "genres" else format_table(result)
 
     def write(self, result: dict, out_dir: str) -> list[str]:
-        """`<split>_<step>.json` and a confusion-matrix PNG."""
-        return list(write_report(result, out_dir, f"{self.split}_{result['step']}"))
+        """`<split>_<step>.json`, and for a single-label model a confusion-matrix PNG."""
+        name = f"{self.split}_{result['step']}"
+        if self.label == "genres":
+            return [write_json(result, out_dir, name)]
+        return list(write_report(result, out_dir, name))
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, class_names) -> dict:
@@ -90,6 +106,48 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, class_names) 
     }
 
 
+def multilabel_metrics(logits: np.ndarray, labels: np.ndarray, class_names) -> dict:
+    """Multi-label scores of clip logits [N, C] float32 against multi-hot labels [N, C] 0/1.
+
+    The scores are sigmoid probabilities. A genre's AP and ROC-AUC need clips with it and clips
+    without it; a genre that lacks either in the split (where sklearn warns and scores AP 0 or
+    ROC-AUC NaN) gets null for both, is listed in `undefined_genres` and is left out of the
+    macro averages. The micro ROC-AUC pools every (clip, genre) pair, such genres' included.
+
+    Returns: map (mean AP over genres), roc_auc_macro, roc_auc_micro, precision_at_1 (the share
+    of clips whose top genre is one of theirs), loss (sigmoid cross-entropy, mean over clips and
+    genres), per_genre {name: {ap, roc_auc, support: clips with it}}, undefined_genres,
+    num_examples.
+    """
+    labels = np.asarray(labels, np.int32)
+    logits = np.asarray(logits, np.float64)
+    probs = special.expit(logits)
+    support = labels.sum(0)
+    defined = (support > 0) & (support < len(labels))
+    ap = [float(skm.average_precision_score(labels[:, i], probs[:, i])) if ok else None
+          for i, ok in enumerate(defined)]
+    auc = [float(skm.roc_auc_score(labels[:, i], probs[:, i])) if ok else None
+           for i, ok in enumerate(defined)]
+    top = logits.argmax(-1)
+    return {
+        "map": _mean_defined(ap),
+        "roc_auc_macro": _mean_defined(auc),
+        "roc_auc_micro": float(skm.roc_auc_score(labels.ravel(), probs.ravel())),
+        "precision_at_1": float(np.mean(labels[np.arange(len(labels)), top])),
+        "loss": float(np.mean(np.logaddexp(0.0, logits) - logits * labels)),
+        "per_genre": {name: {"ap": ap[i], "roc_auc": auc[i], "support": int(support[i])}
+                      for i, name in enumerate(class_names)},
+        "undefined_genres": [name for name, ok in zip(class_names, defined) if not ok],
+        "num_examples": len(labels),
+    }
+
+
+def _mean_defined(values: list) -> float:
+    """The mean of the values that are not None; NaN when none is."""
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else float("nan")
+
+
 def format_table(result: dict) -> str:
     """A readable per-genre table, then the headline numbers, accuracy last."""
     rows = [f"{'genre':<22}{'precision':>10}{'recall':>10}{'f1':>10}{'clips':>8}"]
@@ -103,15 +161,41 @@ def format_table(result: dict) -> str:
     return "\n".join(rows)
 
 
+def format_multilabel_table(result: dict) -> str:
+    """Per-genre AP and ROC-AUC ('-' where undefined), then the headline numbers, mAP last."""
+    def score(v):
+        return f"{'-' if v is None else f'{v:.3f}':>10}"
+
+    rows = [f"{'genre':<22}{'AP':>10}{'ROC-AUC':>10}{'clips':>8}"]
+    for name, m in result["per_genre"].items():
+        rows.append(f"{name:<22}{score(m['ap'])}{score(m['roc_auc'])}{m['support']:>8d}")
+    rows.append(f"clips: {result['num_examples']}   step: {result.get('step', '-')}")
+    if result["undefined_genres"]:
+        rows.append("left out of the macro averages (no clip with the genre, or none without): "
+                    + ", ".join(result["undefined_genres"]))
+    rows += [f"precision at 1: {result['precision_at_1']:.4f}",
+             f"ROC-AUC micro:  {result['roc_auc_micro']:.4f}",
+             f"ROC-AUC macro:  {result['roc_auc_macro']:.4f}",
+             f"mAP:            {result['map']:.4f}"]
+    return "\n".join(rows)
+
+
+def write_json(result: dict, out_dir: str, name: str) -> str:
+    """Writes `<out_dir>/<name>.json`; returns its path."""
+    out = epath.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2))
+    return str(path)
+
+
 def write_report(result: dict, out_dir: str, name: str) -> tuple[str, str]:
     """Writes `<out_dir>/<name>.json` and a confusion-matrix `<name>.png`; returns both paths."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    out = epath.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out / f"{name}.json", out / f"{name}.png"
-    json_path.write_text(json.dumps(result, indent=2))
+    json_path = write_json(result, out_dir, name)
+    png_path = epath.Path(out_dir) / f"{name}.png"
     names = list(result["per_genre"])
     cm = np.array(result["confusion_matrix"])
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(names), 1.0 + 0.6 * len(names)))
@@ -128,7 +212,7 @@ def write_report(result: dict, out_dir: str, name: str) -> tuple[str, str]:
     with png_path.open("wb") as f:
         fig.savefig(f, dpi=120)
     plt.close(fig)
-    return str(json_path), str(png_path)
+    return json_path, str(png_path)
 
 
 class CheckpointEvaluator:

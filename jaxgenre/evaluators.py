@@ -9,7 +9,8 @@ The trainer writes each result's scalars as `<name>_<metric>` (e.g. `val_accurac
 the same entries on the split it is asked for, prints `table` and calls `write`.
 
 Types:
-  classification   genre accuracy of a classifier (`evaluation.ClassificationEvaluator`)
+  classification   genre accuracy of a classifier, or mAP and ROC-AUC of a multi-label one
+                   (config.data.label 'genres'; `evaluation.ClassificationEvaluator`)
   transfer_proxy   judge-free style-transfer scores of a generator on validation clips, with
                    spectrogram and audio summaries (`transfer.proxy.ProxyEvaluator`)
 """
@@ -41,7 +42,8 @@ class Evaluator(Protocol):
 def _classification(entry, config, task, state_sharding, builder, mesh, split):
     from jaxgenre import evaluation
     return evaluation.ClassificationEvaluator(task, state_sharding, builder, split,
-                                              config.eval_batch_size, mesh)
+                                              config.eval_batch_size, mesh,
+                                              config.data.get("label", "genre_top"))
 
 
 def _transfer_proxy(entry, config, task, state_sharding, builder, mesh, split):

@@ -6,7 +6,8 @@ r"""Exports a genre classifier run as a TensorFlow SavedModel that classifies ra
 The SavedModel holds the whole computation of `jaxgenre.transfer.judge.Judge` (the function
 `judge.judge_step`, not a copy): int16 PCM rounding, crops evenly spaced over the real audio,
 the frontend (log-mel / MFCC / waveform), the model with the run's averaged (`ema`) weights,
-logits averaged over the crops and a softmax. Serving it needs only TensorFlow; the weights are
+logits averaged over the crops and a softmax (a sigmoid per genre for a multi-label run,
+data.label 'genres'). Serving it needs only TensorFlow; the weights are
 `tf.Variable`s, the computation is a StableHLO module (jax2tf native serialization) lowered for
 each of --platforms.
 

@@ -193,6 +193,9 @@ class _StyleTransferTask:
         return state.replace(step=state.step + 1, g_params=g_params, g_opt=g_opt,
                              d_params=d_params, d_opt=d_opt, d_rest=d_rest, g_ema=g_ema)
 
+    def warm_start(self, state: GanState) -> GanState:
+        return state  # the frozen loss classifier is restored in __init__; nothing else
+
     def learning_rates(self, step: int) -> dict[str, float]:
         return {"g_learning_rate": self.gan.g_learning_rate,
                 "d_learning_rate": self.gan.d_learning_rate}

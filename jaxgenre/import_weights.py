@@ -34,10 +34,9 @@ from absl import app, flags
 from etils import epath
 from flax import nnx
 
-from jaxgenre import models
+from jaxgenre import models, pretrained
 
-INFO_FILE = "import.json"
-STATE_DIR = "state"
+INFO_FILE, STATE_DIR = pretrained.INFO_FILE, pretrained.STATE_DIR  # what the trainer reads
 VARIANTS = {"MSD_musicnn": "MSD_LABELS", "MTT_musicnn": "MTT_LABELS"}  # -> their tag list
 _PIP = "pip download --no-deps musicnn==0.1.0"
 _CHECKPOINT_FILES = (".index", ".data-00000-of-00001")  # the wheel's prefix is the directory
@@ -92,9 +91,7 @@ def import_musicnn(wheel: str, variant: str, out: str) -> dict:
         "patch_frames": _PATCH_FRAMES,
     }
     model = nnx.eval_shape(lambda: _build(info))  # shapes are all `convert` needs
-    with ocp.StandardCheckpointer() as checkpointer:  # leaving waits for the write
-        checkpointer.save(state_dir, convert(variables, model))
-    (epath.Path(out) / INFO_FILE).write_text(json.dumps(info, indent=2))
+    pretrained.save(out, convert(variables, model), info)
     return info
 
 
@@ -120,7 +117,7 @@ def load(directory: str) -> tuple[nnx.Module, dict]:
 def read_wheel(wheel: str, variant: str) -> tuple[dict, dict[str, np.ndarray]]:
     """(configuration.py's constants, {TensorFlow variable: value}) of `variant` in the musicnn
     wheel: a .whl file or the directory it was unzipped into."""
-    read = _reader(wheel)
+    read = wheel_reader(wheel)
     try:
         config = _constants(read("musicnn/configuration.py").decode())
     except FileNotFoundError:
@@ -182,7 +179,7 @@ def _build(info: dict) -> nnx.Module:
     return models.get(info["model"])(len(info["tags"]), **info["model_kwargs"], rngs=nnx.Rngs(0))
 
 
-def _reader(wheel: str):
+def wheel_reader(wheel: str):
     """A function reading a file of the wheel by its path inside it; FileNotFoundError if absent."""
     if os.path.isdir(wheel):
         def read(name):

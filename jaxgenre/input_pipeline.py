@@ -4,14 +4,19 @@ Each process reads its own contiguous shard of a split (`tfds.even_splits`), so 
 read the same example. Training streams random crops; its order is a pure function of
 (seed, epoch), so a resumed run at step s continues the exact stream of an uninterrupted one.
 Evaluation yields every example exactly once across processes, as fixed crops covering each
-clip, padded with masked examples to equal batch counts on every process. Examples without a
-single label (-1: fma/large tracks without a top genre) are left out of training and masked out
-of evaluation.
+clip, padded with masked examples to equal batch counts on every process.
 
-Host batches (numpy):
-  train: audio int16 [B_host, crop_samples], label int32 [B_host]
-  eval:  audio int16 [B_host, num_crops, crop_samples], label int32 [B_host],
-         mask bool [B_host] (False on padding and label -1), track_id int32 [B_host]
+`label` (config.data.label) chooses the target: 'genre_top', the single `label` feature, a class
+index; or 'genres', the multi-hot over the same class names of the top-level genres of the
+track's FMA genres (`top_level_classes`). Examples without one (label -1: fma/large tracks
+without a top genre; no genre of the classes) are left out of training and masked out of
+evaluation.
+
+Host batches (numpy); the label is int32 [B_host] ('genre_top') or int32 [B_host, C] 0/1
+('genres'):
+  train: audio int16 [B_host, crop_samples], label
+  eval:  audio int16 [B_host, num_crops, crop_samples], label, mask bool [B_host] (False on
+         padding and examples without a label), track_id int32 [B_host]
 """
 import collections
 import dataclasses
@@ -28,6 +33,7 @@ import tfds_fma  # registers the `fma` dataset with TFDS
 from jaxgenre import sharding
 
 _MAX_EPOCHS = 1 << 20
+LABELS = ("genre_top", "genres")  # the values of config.data.label
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -74,6 +80,54 @@ def host_shard(builder, split: str, process_index: int, process_count: int) -> H
     return HostShard(tuple(mine.file_instructions), mine.num_examples, min(counts), max(counts))
 
 
+def top_level_classes(builder) -> dict[int, int]:
+    """{FMA genre id: class index of its top-level genre} for the `genres` feature.
+
+    The classes are the `label` feature's names, FMA's top-level genres (8 in fma_small, all 16
+    in medium and large), so a multi-label model has the head, the names and the per-genre
+    scores of a single-label one. The builder stores each track's `genres_all` (every genre of
+    the 163 and their ancestors); each maps to its root in the hierarchy the builder records
+    (`info.metadata['genres']`). Roots outside the classes (fma_small leaves out 8) map nowhere:
+    the vocabulary is the one the single-label model predicts, and the 163 sub-genres would be
+    a different task with most of them absent from a split.
+    """
+    hierarchy = (builder.info.metadata or {}).get("genres")
+    if not hierarchy:
+        raise DatasetUnavailableError(
+            f"{builder.info.full_name} records no genre hierarchy (info.metadata['genres']), "
+            "which data.label='genres' needs: rebuild it with this tfds_fma, or use "
+            "data.label='genre_top'.")
+    names = list(builder.info.features["label"].names)
+    title = {int(g["id"]): g["title"] for g in hierarchy}
+    return {int(g["id"]): names.index(title[int(g["top_level"])]) for g in hierarchy
+            if title.get(int(g["top_level"])) in names}
+
+
+def _labeler(builder, label: str):
+    """(fn, shape): fn(decoded example) -> (target int32 of `shape`, whether it has one).
+
+    'genre_top': the class index [], present unless -1. 'genres': the multi-hot [C] of
+    `top_level_classes`, present when any class is set.
+    """
+    if label == "genre_top":
+        return (lambda ex: (tf.cast(ex["label"], tf.int32), ex["label"] >= 0)), []
+    if label != "genres":
+        raise ValueError(f"Unknown data.label {label!r}; valid: {', '.join(LABELS)}.")
+    classes = top_level_classes(builder)
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        tf.constant(list(classes), tf.int64), tf.constant(list(classes.values()), tf.int32)),
+        default_value=-1)  # genre ids outside the hierarchy or the classes: no class
+    num_classes = builder.info.features["label"].num_classes
+
+    def multi_hot(ex):
+        index = table.lookup(tf.cast(ex["genres"], tf.int64))
+        # one_hot(-1) is all zeros; sum, not max, so a track without genres gives zeros
+        hot = tf.minimum(tf.reduce_sum(tf.one_hot(index, num_classes, dtype=tf.int32), 0), 1)
+        return hot, tf.reduce_any(hot > 0)
+
+    return multi_hot, [num_classes]
+
+
 def _records(instructions) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return (tf.constant([fi.filename for fi in instructions]),
             tf.constant([fi.skip for fi in instructions], tf.int64),
@@ -91,11 +145,11 @@ def crop_seed(seed: int, epoch, index, process_index: int, process_count: int) -
 
 def host_train_dataset(builder, split: str, host_batch: int, crop_samples: int, seed: int,
                        start_step: int = 0, process_index: int = 0, process_count: int = 1,
-                       shuffle_buffer: int = 1024) -> tf.data.Dataset:
+                       shuffle_buffer: int = 1024, label: str = "genre_top") -> tf.data.Dataset:
     """Endless random-crop batches for one process, starting at `start_step`.
 
     Epoch e reads this process's files in an order drawn from (seed, e), shuffles examples with
-    a buffer seeded by (seed, e), drops unlabelled examples (label -1) and keeps the first
+    a buffer seeded by (seed, e), drops examples without a `label` target and keeps the first
     `per_epoch * host_batch` (per_epoch: full batches of the smallest process's shard). Crop
     offsets are drawn from (seed, e, position in epoch, process). Nothing depends on what was
     read before, so starting at step s skips unread records only, no decoding.
@@ -108,6 +162,7 @@ def host_train_dataset(builder, split: str, host_batch: int, crop_samples: int, 
     start_epoch, offset = divmod(start_step, per_epoch)
     files, skips, takes = _records(shard.file_instructions)
     features = builder.info.features
+    target, _ = _labeler(builder, label)
 
     def read_file(i):
         return tf.data.TFRecordDataset(files[i]).skip(skips[i]).take(takes[i])
@@ -117,8 +172,7 @@ def host_train_dataset(builder, split: str, host_batch: int, crop_samples: int, 
         start = tf.random.stateless_uniform(
             [], seed=crop_seed(seed, epoch, index, process_index, process_count),
             maxval=max_start + 1, dtype=tf.int64)
-        return {"audio": ex["audio"][start:start + crop_samples],
-                "label": tf.cast(ex["label"], tf.int32)}
+        return {"audio": ex["audio"][start:start + crop_samples], "label": target(ex)[0]}
 
     def epoch_dataset(epoch):
         epoch_seed = tf.stack([tf.cast(seed, tf.int64), epoch])
@@ -126,11 +180,11 @@ def host_train_dataset(builder, split: str, host_batch: int, crop_samples: int, 
         ds = tf.data.Dataset.from_tensor_slices(order).interleave(
             read_file, cycle_length=4, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.shuffle(shuffle_buffer, seed=seed * _MAX_EPOCHS + epoch)
-        # Tracks without a top genre (label -1, fma/large) are not single-label examples. The
-        # repeat refills what they leave out, so every process still yields `per_epoch`
-        # batches; with every example labelled it changes nothing.
+        # Tracks without a target (no top genre: label -1 in fma/large; or no genre of the
+        # classes) teach nothing. The repeat refills what they leave out, so every process
+        # still yields `per_epoch` batches; with every example labelled it changes nothing.
         ds = ds.map(features.deserialize_example, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.filter(lambda ex: ex["label"] >= 0).repeat()
+        ds = ds.filter(lambda ex: target(ex)[1]).repeat()
         ds = ds.take(per_epoch * host_batch).enumerate()
         first = tf.where(epoch == start_epoch, offset * host_batch, 0)
         ds = ds.skip(tf.cast(first, tf.int64))
@@ -163,30 +217,35 @@ def _padded_batches(ds: tf.data.Dataset, padding: dict, shard: HostShard, host_b
 
 
 def host_eval_dataset(builder, split: str, host_batch: int, crop_samples: int,
-                      process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
+                      process_index: int = 0, process_count: int = 1,
+                      label: str = "genre_top") -> tf.data.Dataset:
     """Every example of this process's shard once, as `num_crops` evenly spaced crops.
 
     Crops start at linspace(0, num_samples - crop, num_crops): they cover each clip's real audio
-    (overlapping where needed). The shard is padded with masked zero examples to
-    ceil(max shard size / host_batch) batches, the same on every process.
+    (overlapping where needed). Examples without a `label` target are masked. The shard is
+    padded with masked zero examples to ceil(max shard size / host_batch) batches, the same on
+    every process.
     """
     shard = host_shard(builder, split, process_index, process_count)
     clip_samples = builder.info.features["audio"].shape[0]
     num_crops = num_eval_crops(clip_samples, crop_samples)
     features = builder.info.features
+    target, label_shape = _labeler(builder, label)
 
     def crops(serialized):
         ex = features.deserialize_example(serialized)
         last = tf.maximum(tf.cast(ex["num_samples"], tf.float32) - crop_samples, 0.0)
         starts = tf.cast(tf.round(tf.linspace(0.0, last, num_crops)), tf.int32)
         idx = starts[:, None] + tf.range(crop_samples)[None, :]
-        return {"audio": tf.gather(ex["audio"], idx), "label": tf.cast(ex["label"], tf.int32),
-                "mask": ex["label"] >= 0, "track_id": ex["track_id"]}
+        y, labelled = target(ex)
+        return {"audio": tf.gather(ex["audio"], idx), "label": y, "mask": labelled,
+                "track_id": ex["track_id"]}
 
     ds = _shard_records(shard).map(crops, num_parallel_calls=tf.data.AUTOTUNE)
     return _padded_batches(ds, {
-        "audio": tf.zeros([num_crops, crop_samples], tf.int16), "label": tf.constant(0, tf.int32),
-        "mask": tf.constant(False), "track_id": tf.constant(-1, tf.int32)}, shard, host_batch)
+        "audio": tf.zeros([num_crops, crop_samples], tf.int16),
+        "label": tf.zeros(label_shape, tf.int32), "mask": tf.constant(False),
+        "track_id": tf.constant(-1, tf.int32)}, shard, host_batch)
 
 
 def host_clip_dataset(builder, split: str, host_batch: int, process_index: int = 0,
@@ -272,11 +331,13 @@ def unlabeled_examples(builder, split: str) -> int | None:
 
 
 def train_batches(builder, split: str, global_batch: int, crop_samples: int, seed: int,
-                  start_step: int, mesh: jax.sharding.Mesh, shuffle_buffer: int = 1024
-                  ) -> Iterator[dict]:
-    """Global training batches from `start_step` on: audio [B, crop] int16, label [B] int32."""
+                  start_step: int, mesh: jax.sharding.Mesh, shuffle_buffer: int = 1024,
+                  label: str = "genre_top") -> Iterator[dict]:
+    """Global training batches from `start_step` on: audio [B, crop] int16, label int32 [B]
+    ('genre_top') or [B, C] ('genres')."""
     ds = host_train_dataset(builder, split, host_batch_size(global_batch), crop_samples, seed,
-                            start_step, jax.process_index(), jax.process_count(), shuffle_buffer)
+                            start_step, jax.process_index(), jax.process_count(), shuffle_buffer,
+                            label)
     return to_global(ds.as_numpy_iterator(), mesh)
 
 
@@ -289,8 +350,8 @@ def clip_batches(builder, split: str, global_batch: int, mesh: jax.sharding.Mesh
 
 
 def eval_batches(builder, split: str, global_batch: int, crop_samples: int,
-                 mesh: jax.sharding.Mesh) -> Iterator[dict]:
+                 mesh: jax.sharding.Mesh, label: str = "genre_top") -> Iterator[dict]:
     """Global evaluation batches covering the split once (see `host_eval_dataset`)."""
     ds = host_eval_dataset(builder, split, host_batch_size(global_batch), crop_samples,
-                           jax.process_index(), jax.process_count())
+                           jax.process_index(), jax.process_count(), label)
     return to_global(ds.as_numpy_iterator(), mesh)

@@ -8,8 +8,9 @@ checkpoints, evaluators, logging, NaN stops. The config names the task (`config.
   stargan      adversarial genre style transfer, one generator for every genre (`jaxgenre.gan`)
   autoencoder  genre-conditioned autoencoder, the non-adversarial baseline (`jaxgenre.gan`)
 
-Every task trains on the same batches: {"audio": int16 [B, crop_samples], "label": int32 [B]},
-batch-sharded over the mesh; its state is replicated.
+Every task trains on the same batches: {"audio": int16 [B, crop_samples], "label": int32 [B]}
+(a multi-label classifier, data.label 'genres': label int32 [B, C] multi-hot), batch-sharded
+over the mesh; its state is replicated.
 """
 import dataclasses
 import importlib
@@ -42,6 +43,10 @@ class Task(Protocol):
 
     def init(self) -> Any:
         """A fresh state from `config.seed` (pure: the loop jits it with out_shardings)."""
+
+    def warm_start(self, state) -> Any:
+        """A fresh state (from `init`, on its shardings) with what the config says to start
+        from outside it, e.g. pretrained weights; `state` itself when nothing."""
 
     def train_step(self, state, batch: dict) -> tuple[Any, dict]:
         """One update on a global batch -> (new state, float32 scalar metrics; a NaN / Inf in any

@@ -69,8 +69,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     data = tasks.DataSpec(config.data.name, tuple(features["label"].names), sample_rate,
                           round(config.data.crop_seconds * sample_rate))
 
+    label = config.data.label
     unlabeled = input_pipeline.unlabeled_examples(builder, config.data.train_split)
-    if unlabeled:
+    if unlabeled and label == "genre_top":
         logging.warning("%d of %d %s examples have no single genre (label -1): single-label "
                         "training leaves them out.", unlabeled,
                         builder.info.splits[config.data.train_split].num_examples,
@@ -103,7 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.info("Resuming from step %d in %s%s", saved_step, mngr.directory,
                      f" with changed {', '.join(changes)}" if changes else "")
     else:
-        state = jax.jit(task.init, out_shardings=state_sharding)()
+        state = task.warm_start(jax.jit(task.init, out_shardings=state_sharding)())
     start_step = int(state.step)
     logging.info("%s %s: %d parameters, %d devices, %d processes", tasks.task_name(config),
                  config.model.name, task.num_params(state), jax.device_count(),
@@ -136,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # ---------------------------------------------------------------- train loop
     batches = input_pipeline.train_batches(builder, config.data.train_split, config.batch_size,
                                            data.crop_samples, config.seed, start_step, mesh,
-                                           config.data.shuffle_buffer)
+                                           config.data.shuffle_buffer, label)
     progress = _Progress(start_step, config.total_steps, config.batch_size,
                          task.progress_metrics)
     notice = preemption.Notice()

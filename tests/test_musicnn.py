@@ -19,17 +19,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxgenre import import_weights, models
+from jaxgenre import baselines, import_weights, models, musicnn_original
 from tests import train_helpers as th
 
 CACHE = pathlib.Path.home() / ".cache" / "jaxgenre" / "musicnn"
 VARIANTS = ("MSD_musicnn", "MTT_musicnn")
 TOLERANCE = 1e-4
-# The original graph's tensors: models.py built under tf.name_scope('model') (names read from
-# the .meta). Placeholder_1 is the training labels; Placeholder_2 is is_training.
-INPUT, IS_TRAINING = "model/Placeholder:0", "model/Placeholder_2:0"
-PROBS, LOGITS = "model/Sigmoid:0", "model/dense_1/BiasAdd:0"
-PENULTIMATE = "model/batch_normalization_10/batchnorm/add_1:0"  # models.py's bn_dense
 
 
 @pytest.fixture(scope="module")
@@ -70,44 +65,17 @@ def _patches(frames: int) -> np.ndarray:
     return np.log10(10000 * np.concatenate([power, mel[None]]) + 1).astype(np.float32)
 
 
-def _read(wheel: str, name: str) -> bytes:
-    if os.path.isdir(wheel):
-        return pathlib.Path(wheel, name).read_bytes()
-    with zipfile.ZipFile(wheel) as z:
-        return z.read(name)
-
-
-def _original(wheel: str, variant: str, x: np.ndarray, tmp_path) -> list[np.ndarray]:
-    """[probabilities, logits, penultimate] of the wheel's own graph and weights, inference mode.
-
-    The .meta (TensorFlow 1.12) records output shapes of its training-gradient nodes that
-    today's shape inference disagrees with, so they are dropped (the inference nodes do not need
-    them); the input is mapped to a placeholder of any length (the graph's is 187 frames)."""
-    import tensorflow as tf
-    from tensorflow.core.protobuf import meta_graph_pb2
-    for suffix in (".index", ".data-00000-of-00001"):
-        (tmp_path / f"ckpt{suffix}").write_bytes(_read(wheel, f"musicnn/{variant}/{suffix}"))
-    meta = meta_graph_pb2.MetaGraphDef.FromString(_read(wheel, f"musicnn/{variant}/.meta"))
-    for node in meta.graph_def.node:
-        node.attr.pop("_output_shapes", None)
-    with tf.Graph().as_default() as graph:
-        x_any = tf.compat.v1.placeholder(tf.float32, [None, None, 96])
-        saver = tf.compat.v1.train.import_meta_graph(meta, input_map={INPUT: x_any})
-        assert graph.get_tensor_by_name(PROBS).op.inputs[0].name == LOGITS
-        with tf.compat.v1.Session(graph=graph) as session:
-            saver.restore(session, str(tmp_path / "ckpt"))
-            return session.run([PROBS, LOGITS, PENULTIMATE], {x_any: x, IS_TRAINING: False})
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("frames", [187, 100])
-def test_port_equals_the_original_graph(wheel, imported, variant, frames, tmp_path):
+def test_port_equals_the_original_graph(wheel, imported, variant, frames):
     x = _patches(frames)
     model, info = import_weights.load(imported[variant])
     # One compilation: op by op, the first call takes seconds longer on CPU.
     logits, features = nnx.jit(models.logits_and_features)(model, x[..., None])
     probs = jax.nn.sigmoid(logits)
-    want = _original(wheel, variant, x, tmp_path)
+    original = musicnn_original.OriginalMusicnn(wheel, variant)
+    want = [original(x)[k] for k in ("probabilities", "logits", "penultimate")]
+    original.close()
     assert len(info["tags"]) == 50 and logits.shape == (4, 50) and features.shape == (4, 200)
     gaps = [float(np.abs(np.asarray(a) - b).max()) for a, b in zip((probs, logits, features), want)]
     print(f"{variant} T={frames}: max |diff| probs {gaps[0]:.2e} logits {gaps[1]:.2e} "
@@ -167,3 +135,20 @@ def test_cli_refuses_an_unknown_model_and_an_existing_output(wheel, imported):
     assert code_model != 0 and "Pass the model to import: musicnn" in log_model, log_model
     assert code_out != 0 and "already holds an import" in log_out, log_out
     assert "Traceback" not in log_out
+
+
+def test_the_frozen_features_reference_pools_the_original_graph_over_3s_patches(wheel):
+    t = np.arange(7 * 16000) / 16000  # 7 s: two whole 187-frame patches, the rest dropped
+    y = (0.3 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * t))).astype(np.float32)
+    patches = musicnn_original.patches(y)
+    mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=512, hop_length=256, n_mels=96).T
+    assert patches.shape == (2, 187, 96)
+    np.testing.assert_allclose(patches[1], np.log10(10000 * mel[187:374] + 1), atol=2e-3)
+    features = baselines.musicnn_features(wheel)
+    original = musicnn_original.OriginalMusicnn(wheel)
+    np.testing.assert_allclose(features(y, 16000), original(patches)["penultimate"].mean(0),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="need 16 kHz audio.*fma/small_16k"):
+        features(y, 22050)
+    with pytest.raises(ValueError, match="needs --musicnn_wheel"):
+        baselines.musicnn_features(None)

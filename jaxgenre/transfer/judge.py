@@ -56,6 +56,8 @@ class Judge:
 
         Returns (probabilities [B, C] float32, penultimate features [B, D] float32), each the
         mean over crops that cover the real audio, as `jaxgenre.evaluate` averages logits.
+        The probabilities are a softmax over genres, or for a multi-label run (data.label
+        'genres') one sigmoid per genre.
         """
         return self._predict(self.state, audio, num_samples)
 
@@ -78,4 +80,5 @@ def judge_step(state, audio, num_samples, *, graphdef, config, mel, mesh, crop):
     x = classifier.model_input(crops, classifier.input_kind(config), config, mel, mesh)
     logits, features = models.logits_and_features(model, x)
     logits = logits.reshape(b, num_crops, -1).mean(axis=1)
-    return jax.nn.softmax(logits), features.reshape(b, num_crops, -1).mean(axis=1)
+    probs = jax.nn.sigmoid(logits) if classifier.multi_label(config) else jax.nn.softmax(logits)
+    return probs, features.reshape(b, num_crops, -1).mean(axis=1)

@@ -66,10 +66,13 @@ def _configs() -> list[FmaConfig]:
             configs.append(FmaConfig(
                 name=subset + suffix, subset=subset, sample_rate=rate,
                 description=f"fma_{subset}: 30 s clips, {classes} genres, {rate} Hz mono int16."))
-    configs.append(FmaConfig(
-        name="demo", subset="small", sample_rate=22050, clip_seconds=10.0, synthetic=True,
-        description="Synthetic FMA-layout release generated locally (8 styles x 50 clips of "
-                    "10 s), built by the same code as `small`; for demos and tests."))
+    for rate, suffix in ((22050, ""), (16000, "_16k")):
+        configs.append(FmaConfig(
+            name="demo" + suffix, subset="small", sample_rate=rate, clip_seconds=10.0,
+            synthetic=True,
+            description=f"Synthetic FMA-layout release generated locally (8 styles x 50 clips of "
+                        f"10 s, {rate} Hz), built by the same code as `small`; for demos and "
+                        "tests."))
     return configs
 
 
