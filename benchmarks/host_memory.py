@@ -43,6 +43,11 @@ _ENV = {
 }
 
 
+# What this process may have inherited (its own relaunch, a user's preload): each run starts
+# from none of them, with its setting's alone.
+_MALLOC_VARIABLES = ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES", "JAXGENRE_MALLOC_ACTIVE")
+
+
 def _available(setting: str) -> str | None:
     """Why `setting` cannot run here, or None."""
     try:
@@ -77,7 +82,8 @@ def run(setting: str, steps: int, data_dir: str | None) -> dict:
         if data_dir:
             cmd.append(f"--config.data.data_dir={data_dir}")
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env={**os.environ, **_ENV[setting]},
+        env = {k: v for k, v in os.environ.items() if k not in _MALLOC_VARIABLES}
+        proc = subprocess.Popen(cmd, env={**env, **_ENV[setting]},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         stderr = proc.stderr.read()
         _, status, usage = os.wait4(proc.pid, 0)

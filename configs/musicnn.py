@@ -7,7 +7,7 @@ Get the weights (once; no download at run time):
       --variant MSD_musicnn --out ~/weights/msd_musicnn
 Run:
   python -m jaxgenre.train --config configs/musicnn.py --workdir runs/musicnn \
-      --config.model.init_from=~/weights/msd_musicnn --config.data.manual_dir=$HOME/fma
+      --config.model.init_from=$HOME/weights/msd_musicnn --config.data.manual_dir=$HOME/fma
   ... --config configs/musicnn.py:probe   # linear probe: encoder frozen, inference mode
   ... --config configs/musicnn.py:demo    # fma/demo_16k, on a laptop CPU in minutes
 
@@ -29,12 +29,14 @@ def get_config(arg: str | None = None):
     c.frontend.n_mels = 96
     c.frontend.compress = "log10_1p"
     c.model.name = "musicnn"
+    c.model.n_mels = c.frontend.get_ref("n_mels")  # its timbral kernels span 40 % / 70 % of them
     c.model.dropout = 0.5
     c.optim.learning_rate = 1e-3  # the head's; the pretrained encoder moves 10x slower
     c.optim.encoder_lr_scale = 0.1
-    # The front-end's wide 1-channel convolutions stay as trained on the Million Song Dataset:
-    # on XLA:CPU their kernel gradients cost 16x the whole forward pass (a step of 32 clips:
-    # 23 s with them, 1.4 s without). On a GPU or TPU, `--config.optim.freeze="()"` trains all.
+    # The front-end's wide 1-channel convolutions keep their Million Song Dataset weights (their
+    # BatchNorm statistics still adapt to the new data): on XLA:CPU their kernel gradients cost
+    # 16x the whole forward pass (a step of 32 clips: 23 s with them, 1.4 s without). On a GPU
+    # or TPU, `--config.optim.freeze="()"` trains all of it.
     c.optim.freeze = ("input_bn", "timbral", "temporal")
     c.optim.warmup_steps = 100
     c.augment.gain_db = 6.0  # log10(10000 x + 1) keeps the level, so a gain is heard

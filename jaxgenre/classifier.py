@@ -100,8 +100,8 @@ def model_input(audio: jax.Array, kind: str, config, mel: frontend.MelConfig, me
 
 def spectrogram_input(db: jax.Array, kind: str, config, key: jax.Array | None = None
                       ) -> jax.Array:
-    """Log-mel dB [B, T, n_mels] relative to each clip's maximum -> the input of a 'log_mel' or
-    'mfcc' model [B, T, F, 1], through `config.augment`'s time stretch, frequency shift and
+    """A log-mel [B, T, n_mels] (dB relative to each clip's maximum, or log10(g x + 1) for
+    `frontend.compress='log10_1p'`) -> the input of a 'log_mel' or 'mfcc' model [B, T, F, 1], through `config.augment`'s time stretch, frequency shift and
     SpecAugment masks when `key` is given."""
     if kind == "mfcc":
         x = frontend.mfcc(db, config.frontend.n_mfcc) / 40.0
@@ -222,9 +222,8 @@ class ClassifierTask:
 
     def __init__(self, config: ml_collections.ConfigDict, data: tasks.DataSpec, mesh,
                  training: bool = True):
+        del training  # the classifier builds the same either way
         self.config, self.data, self.mesh = config, data, mesh
-        if training and config.model.get("init_from"):
-            pretrained.check_config(config, data.sample_rate)  # before anything is written
         self.tx = optim.make(config.optim, config.total_steps)
         self.graphdef = model_graph(config, data.num_classes)
         optim.check_freeze(config.optim, nnx.eval_shape(
@@ -242,13 +241,18 @@ class ClassifierTask:
         source = self.config.model.get("init_from")
         if not source:
             return state
+        pretrained.check_config(self.config, self.data.sample_rate)
         params, rest, kept = pretrained.merge(jax.device_get(state.params),
                                               jax.device_get(state.model_state),
                                               pretrained.load(source), source)
         logging.info("Weights from %s; newly initialised: %s", source, ", ".join(kept) or "none")
-        new = state.replace(params=params, model_state=rest, ema_params=params,
-                            ema_model_state=rest)
-        return jax.device_put(new, jax.tree.map(lambda x: x.sharding, state))
+        # Each process builds its own shards from its host copy, with the shardings they had.
+        params, rest = (jax.tree.map(
+            lambda host, like: jax.make_array_from_callback(like.shape, like.sharding,
+                                                            lambda index: host[index]),
+            new, old) for new, old in ((params, state.params), (rest, state.model_state)))
+        return state.replace(params=params, model_state=rest, ema_params=params,
+                             ema_model_state=rest)
 
     def train_step(self, state: TrainState, batch: dict):
         return train_step(state, batch, graphdef=self.graphdef, tx=self.tx, config=self.config,

@@ -62,13 +62,18 @@ class FrozenClassifier:
     def __init__(self, workdir: str, mesh, mel: frontend.MelConfig, class_names):
         run = runs.restore(workdir, mesh, "best", items=("ema",), expect_tasks=("classifier",))
         theirs = run.task.mel
-        fields = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db")
+        fields = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db",
+                  "compress", "log_gain")
         differ = [f for f in fields if getattr(theirs, f) != getattr(mel, f)]
         if differ:
             raise runs.RunError(
                 f"The classifier {workdir} analyses audio differently from this run: "
                 + ", ".join(f"{f} {getattr(theirs, f)} vs {getattr(mel, f)}" for f in differ)
                 + ". Train the classifier with this config's frontend.* values.")
+        if classifier.multi_label(run.config):
+            raise runs.RunError(f"The classifier {workdir} is multi-label (data.label=genres): "
+                                "its sigmoid genres are not the one target genre the loss and "
+                                "the proxy score need. Use a single-label (genre_top) run.")
         if list(run.data.class_names) != list(class_names):
             raise runs.RunError(f"The classifier {workdir} has labels {list(run.data.class_names)},"
                                 f" this run {list(class_names)}: train it on the same dataset.")

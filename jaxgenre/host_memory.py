@@ -17,9 +17,9 @@ about 0.5 s of kernel time per step on a 2-core VM. Settings (`JAXGENRE_MALLOC`)
   'huge_pages'.
 - 'glibc': malloc as the process started.
 
-Both are read by the dynamic loader and glibc only when a process starts, so an entry point
-run as a program re-executes itself once with them (`configure(relaunch=True)`): same PID,
-same arguments, before TensorFlow or JAX is imported. An earlier single-arena `mallopt`
+The dynamic loader and glibc read these settings only when a process starts, so an entry
+point run as a program re-executes itself once with them (`configure(relaunch=True)`): same
+PID, same arguments, before TensorFlow or JAX is imported. An earlier single-arena `mallopt`
 setting had the speed but held 1.6x to 2.3x the memory (fragmentation in one heap that never
 shrinks). Figures: `python -m benchmarks.host_memory`.
 
@@ -62,10 +62,10 @@ def library(setting: str) -> str | None:
 
 
 def resolve(setting: str) -> str:
-    """The concrete setting for this host: 'jemalloc', 'huge_pages' or 'glibc'.
+    """The concrete setting for this host: 'tcmalloc', 'jemalloc', 'huge_pages' or 'glibc'.
 
-    Raises ValueError for an unknown name (listing the valid ones) or for 'jemalloc' on a host
-    without the library (naming the package that provides it).
+    Raises ValueError for an unknown name (listing the valid ones) or for 'tcmalloc' /
+    'jemalloc' on a host without the library (naming the package that provides it).
     """
     if setting not in SETTINGS:
         raise ValueError(f"{SETTING_ENV}={setting!r} is not a malloc setting; valid: "
@@ -103,9 +103,24 @@ def environment(setting: str) -> dict[str, str]:
 def for_new_processes() -> dict[str, str]:
     """The variables with which a new process starts with `JAXGENRE_MALLOC` applied and does
     not relaunch itself; empty where the setting resolves to 'glibc'. Raises as `resolve`."""
+    if _ACTIVE_ENV in os.environ:  # started with it already: its children inherit it
+        return {}
     setting = resolve(os.environ.get(SETTING_ENV, "auto"))
     env = environment(setting)
     return {**env, _ACTIVE_ENV: setting} if env else {}
+
+
+def _run_as_program() -> bool:
+    """Whether this process's command line runs the `__main__` module itself (`python -m X`,
+    `python X.py`), rather than a host that runs it (IPython's %run, runpy in a program)."""
+    main = sys.modules.get("__main__")
+    argv = sys.orig_argv
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and "-m" in argv:
+        i = argv.index("-m")
+        return i + 1 < len(argv) and spec.name in (argv[i + 1], argv[i + 1] + ".__main__")
+    path = getattr(main, "__file__", None)
+    return bool(path) and any(os.path.isfile(a) and os.path.samefile(a, path) for a in argv[1:])
 
 
 def active() -> str:
@@ -121,8 +136,8 @@ def configure(relaunch: bool) -> str:
         the process then re-executes itself with `environment(...)` and does not return. When
         False (jaxgenre imported by a notebook or another program) nothing is changed.
     """
-    if _ACTIVE_ENV in os.environ or not relaunch:  # relaunched already, or not ours to relaunch
-        return active()
+    if _ACTIVE_ENV in os.environ or not relaunch or not _run_as_program():
+        return active()  # relaunched already, or a host program (IPython, runpy) we must keep
     try:
         env = for_new_processes()
     except ValueError as e:

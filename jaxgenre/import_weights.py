@@ -11,8 +11,8 @@ into. --variant: MSD_musicnn (Million Song Dataset tags) or MTT_musicnn (MagnaTa
 DIR gets `state/`, an Orbax checkpoint of the model's `nnx.State` (parameters and BatchNorm
 statistics) as a pure dict, and `import.json`: variant, tags (the wheel's configuration.py),
 model name and kwargs, the frontend as `frontend.MelConfig` fields (musicnn's input is librosa's
-power mel spectrogram, Slaney filters, compressed as log10(10000 x + 1)) and the patch length
-it was trained on. `load(DIR)` gives (model, info); tag probabilities are sigmoid(logits).
+power mel spectrogram, Slaney filters, compressed as log10(10000 x + 1); it was trained on
+3 s patches). `load(DIR)` gives (model, info); tag probabilities are sigmoid(logits).
 """
 from jaxgenre import cli
 
@@ -44,7 +44,6 @@ _CHECKPOINT_FILES = (".index", ".data-00000-of-00001")  # the wheel's prefix is 
 _MODEL_KWARGS = {"num_filt_frontend": 1.6, "num_filt_midend": 64, "num_units_backend": 200,
                  "dropout": 0.5}
 _LOG_GAIN = 10000.0  # extractor.py: log10(10000 x + 1)
-_PATCH_FRAMES = 187  # 3 s, the patches musicnn was trained on (config.json's n_frames)
 
 # Our variable path -> TensorFlow layer. tf.compat.v1.layers numbers unnamed layers of a kind in
 # the order models.py creates them.
@@ -88,7 +87,6 @@ def import_musicnn(wheel: str, variant: str, out: str) -> dict:
         "frontend": {"sample_rate": config["SR"], "n_fft": config["FFT_SIZE"],
                      "hop_length": config["FFT_HOP"], "n_mels": config["N_MELS"],
                      "compress": "log10_1p", "log_gain": _LOG_GAIN},
-        "patch_frames": _PATCH_FRAMES,
     }
     model = nnx.eval_shape(lambda: _build(info))  # shapes are all `convert` needs
     pretrained.save(out, convert(variables, model), info)

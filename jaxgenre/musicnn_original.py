@@ -24,10 +24,12 @@ PATCH_FRAMES = 187  # its 3 s training patches
 def patches(audio: np.ndarray) -> np.ndarray:
     """musicnn's extractor.py input of a 16 kHz mono float waveform [N]: librosa's mel power,
     rounded to float16 as it does, log10(10000 x + 1), cut into non-overlapping patches of
-    187 frames (its default; a last partial patch is dropped): float32 [P, 187, 96], P >= 0."""
+    187 frames (its default; a last partial patch is dropped): float32 [P, 187, 96], P >= 1.
+    Audio shorter than one patch is padded with silence (0 after the log) to one."""
     mel = librosa.feature.melspectrogram(y=audio, sr=SAMPLE_RATE, hop_length=HOP, n_fft=N_FFT,
                                          n_mels=N_MELS).T.astype(np.float16)
     rep = np.log10(10000 * mel.astype(np.float32) + 1)
+    rep = np.pad(rep, ((0, max(PATCH_FRAMES - len(rep), 0)), (0, 0)))
     count = len(rep) // PATCH_FRAMES
     return rep[:count * PATCH_FRAMES].reshape(count, PATCH_FRAMES, N_MELS)
 

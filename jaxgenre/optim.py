@@ -2,8 +2,10 @@
 
 For fine-tuning, parameters fall in three groups by their top-level module: the `dense` head
 (the learning rate), the encoder (`encoder_lr_scale` times it) and frozen modules (`freeze`, or
-the whole encoder when `encoder_lr_scale` is 0: a linear probe), which are never updated and
-whose gradients the train step does not compute (`stop_frozen_gradients`).
+the whole encoder when `encoder_lr_scale` is 0: a linear probe), whose parameters are never
+updated and whose gradients the train step does not compute (`stop_frozen_gradients`). Their
+BatchNorm statistics still follow the new data unless `model.freeze_bn` runs the model in
+inference mode.
 """
 import functools
 

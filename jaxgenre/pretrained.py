@@ -8,6 +8,7 @@ initialisation when its shape differs. Anything else that does not fit stops the
 variables, before training starts.
 """
 import json
+import os
 
 import jax
 import ml_collections
@@ -38,7 +39,9 @@ def save(directory: str, state: dict, info: dict) -> None:
 
 def read_info(directory: str) -> dict:
     """import.json of an import directory; a clear error if `directory` is not one."""
-    path = epath.Path(directory)
+    path = epath.Path(os.path.expanduser(directory))
+    if not path.exists():
+        raise PretrainedError(f"model.init_from={directory} does not exist.")
     if not (path / INFO_FILE).exists() or not (path / STATE_DIR).exists():
         raise PretrainedError(
             f"model.init_from={directory} is not a directory written by `python -m "
@@ -71,35 +74,41 @@ def check_config(config: ml_collections.ConfigDict, sample_rate: int) -> None:
 def load(directory: str) -> dict:
     """The imported model state as a pure dict of host (NumPy) arrays."""
     read_info(directory)
+    path = epath.Path(os.path.expanduser(directory)).absolute() / STATE_DIR
     with ocp.StandardCheckpointer() as checkpointer:
-        restored = checkpointer.restore(epath.Path(directory).absolute() / STATE_DIR)
+        restored = checkpointer.restore(path)
     return jax.tree.map(np.asarray, restored)
 
 
 def merge(params: nnx.State, rest: nnx.State, imported: dict, source: str
           ) -> tuple[nnx.State, nnx.State, list[str]]:
-    """(params, rest) with every variable the import has at the same path and shape replaced by
-    the imported value; returns also the paths left as initialised (the head's, when its size
-    differs). Raises PretrainedError if another variable is missing or has another shape."""
+    """New (params, rest) with every variable but the head's taken from the import (same path
+    and shape); returns also the paths left as initialised: the head's, always, since its
+    classes are not the import's (even when their number agrees). Raises PretrainedError if
+    a variable is missing from the import or has another shape, or if the import has
+    variables the model lacks."""
     flat_imported = _flatten(imported)
     kept, problems, out = [], [], []
     for state in (params, rest):
-        pure = nnx.to_pure_dict(state)
-        leaves, treedef = jax.tree_util.tree_flatten_with_path(pure)
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))
         new = []
         for path, leaf in leaves:
             name = jax.tree_util.keystr(path, simple=True, separator="/")
-            value = flat_imported.get(name)
-            if value is not None and value.shape == leaf.shape:
-                new.append(value.astype(leaf.dtype))
+            value = flat_imported.pop(name, None)
+            if name.split("/")[0] == HEAD:
+                kept.append(name)
+                new.append(leaf)
                 continue
-            if name.split("/")[0] != HEAD:
+            if value is None or value.shape != leaf.shape:
                 problems.append(f"{name} {list(leaf.shape)}: " + (
                     "not in the import" if value is None else f"imported {list(value.shape)}"))
-            kept.append(name)
-            new.append(leaf)
-        nnx.replace_by_pure_dict(state, jax.tree_util.tree_unflatten(treedef, new))
-        out.append(state)
+                value = leaf
+            new.append(np.asarray(value, leaf.dtype))
+        merged = jax.tree.map(lambda x: x, state)  # a new container: the arguments stay as they are
+        nnx.replace_by_pure_dict(merged, jax.tree_util.tree_unflatten(treedef, new))
+        out.append(merged)
+    problems += [f"the import's {name} has no place in the model" for name in flat_imported
+                 if name.split("/")[0] != HEAD]
     if problems:
         raise PretrainedError(f"model.init_from={source} does not fit the model: "
                               + "; ".join(problems) + ". Import weights of this model.")

@@ -19,6 +19,11 @@ from etils import epath
 from jaxgenre import config_checks, runs, tasks
 
 _MEANING_KEYS = ("task", "data.name", "frontend.")  # a change here is refused even if shapes fit
+# Keys added to the configs after runs were saved, with the value that reproduces how those
+# runs were trained: a saved config without them resumes as if it had them.
+ADDED_KEYS = {"frontend.compress": "db", "frontend.log_gain": 10000.0, "data.label": "genre_top",
+              "model.init_from": None, "model.freeze_bn": False, "optim.encoder_lr_scale": 1.0,
+              "optim.freeze": []}
 
 
 class RestartError(ValueError):
@@ -29,6 +34,7 @@ def changed(saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict) ->
     """{key: (saved value, new value)} for every key whose value differs (or exists in one)."""
     a = config_checks.flatten(saved)
     b = config_checks.flatten(json.loads(new.to_json()))  # compared as JSON, as it is saved
+    a.update({k: v for k, v in ADDED_KEYS.items() if k in b and k not in a})
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 

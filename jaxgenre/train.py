@@ -33,6 +33,7 @@ from jaxgenre import (
     evaluators,
     input_pipeline,
     preemption,
+    pretrained,
     restarts,
     runs,
     sharding,
@@ -244,7 +245,8 @@ def main(argv):
     except preemption.Preempted as e:
         logging.warning("%s", e)
         sys.exit(preemption.EXIT_CODE)
-    except (restarts.RestartError, checkpointing.NoReadableCheckpointError) as e:
+    except (restarts.RestartError, checkpointing.NoReadableCheckpointError,
+            pretrained.PretrainedError) as e:
         sys.exit(f"error: {e}")
 
 

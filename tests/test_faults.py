@@ -124,6 +124,20 @@ def test_a_safe_restart_change_is_recorded_and_a_smaller_total_is_refused(plain_
     assert th.read_json(os.path.join(workdir, "config.json"))["total_steps"] == 5
 
 
+def test_a_run_saved_before_keys_were_added_resumes(plain_run, tiny_fma, tmp_path):
+    workdir = _copy(plain_run, tmp_path)
+    path = tmp_path / "run" / "config.json"
+    saved = json.loads(path.read_text())
+    for key in restarts.ADDED_KEYS:
+        section, leaf = key.split(".")
+        del saved[section][leaf]
+    path.write_text(json.dumps(saved))
+    train.train_and_evaluate(_plain_config(tiny_fma[0], total_steps=5, checkpoint_every_steps=5),
+                             workdir)
+    change = json.loads((tmp_path / "run" / "config_changes.jsonl").read_text())
+    assert list(change["changes"]) == ["checkpoint_every_steps", "total_steps"]
+
+
 def test_watch_skips_a_step_deleted_before_it_was_read(plain_run, tmp_path, caplog):
     workdir = _copy(plain_run, tmp_path)
     job = evaluation.CheckpointEvaluator(workdir, "validation")

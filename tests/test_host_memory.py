@@ -1,8 +1,10 @@
 """host_memory: with its settings a freed large block comes back without a page fault per 4 KiB
 page, a program relaunches itself once with them, and bad settings are refused by name."""
+import importlib.machinery
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -78,10 +80,19 @@ def test_a_program_relaunches_itself_once_with_the_setting(tmp_path):
     assert lines[-1] == "tunables glibc.malloc.hugetlb=1"
 
 
-def test_imported_code_changes_nothing(monkeypatch):
+def test_imported_code_and_host_programs_change_nothing(monkeypatch):
     monkeypatch.delenv("JAXGENRE_MALLOC_ACTIVE", raising=False)
     monkeypatch.setattr(os, "execv", lambda *a: pytest.fail("relaunched"))
-    assert host_memory.configure(relaunch=False) == host_memory.active()
+    before = dict(os.environ)
+    host_memory.configure(relaunch=False)
+    # `%run -m jaxgenre.train` in a Jupyter kernel: __main__ is the entry point, the process
+    # is the kernel
+    main = types.ModuleType("__main__")
+    main.__spec__ = importlib.machinery.ModuleSpec("jaxgenre.train", None)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "ipykernel_launcher", "-f", "k.json"])
+    host_memory.configure(relaunch=True)
+    assert dict(os.environ) == before
 
 
 def test_bad_settings_are_refused_by_name(monkeypatch):

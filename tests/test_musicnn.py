@@ -148,6 +148,7 @@ def test_the_frozen_features_reference_pools_the_original_graph_over_3s_patches(
     original = musicnn_original.OriginalMusicnn(wheel)
     np.testing.assert_allclose(features(y, 16000), original(patches)["penultimate"].mean(0),
                                rtol=1e-6)
+    assert musicnn_original.patches(y[:16000]).shape == (1, 187, 96)  # 1 s: padded to 3 s
     with pytest.raises(ValueError, match="need 16 kHz audio.*fma/small_16k"):
         features(y, 22050)
     with pytest.raises(ValueError, match="needs --musicnn_wheel"):

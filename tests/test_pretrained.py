@@ -108,12 +108,18 @@ def test_the_trainer_starts_from_the_import(imported, tiny_fma, tmp_path):
     ({"frontend.n_mels": 64, "model.n_mels": 64}, r"frontend.n_mels 64 \(imported: 96\)"),
     ({"frontend.compress": "db"}, r"frontend.compress 'db' \(imported: 'log10_1p'\)"),
     ({"model.num_units_backend": 32}, r"model.num_units_backend 32 \(imported: 16\)"),
-    ({"model.name": "mobilenet_v2"}, r"model.name 'mobilenet_v2' \(the weights are 'musicnn'\)"),
 ])
 def test_imports_for_another_input_or_model_are_refused(imported, tiny_fma, override, message):
     config = _config(tiny_fma[0], imported, **override)
     with pytest.raises(pretrained.PretrainedError, match=message):
-        classifier.ClassifierTask(config, _DATA, sharding.make_mesh())
+        _task_and_state(config)
+
+
+def test_weights_of_another_model_are_refused(imported, tiny_fma):
+    config = th.config(tiny_fma[0], **{"model.init_from": imported})
+    with pytest.raises(pretrained.PretrainedError, match=r"model.name 'mfcc_cnn' \(the weights "
+                                                         r"are 'musicnn'\)"):
+        pretrained.check_config(config, 22050)
 
 
 def test_unknown_modules_to_freeze_are_refused_listing_the_valid_ones(tiny_fma):
