@@ -246,13 +246,11 @@ class ClassifierTask:
                                               jax.device_get(state.model_state),
                                               pretrained.load(source), source)
         logging.info("Weights from %s; newly initialised: %s", source, ", ".join(kept) or "none")
-        # Each process builds its own shards from its host copy, with the shardings they had.
-        params, rest = (jax.tree.map(
-            lambda host, like: jax.make_array_from_callback(like.shape, like.sharding,
-                                                            lambda index: host[index]),
-            new, old) for new, old in ((params, state.params), (rest, state.model_state)))
-        return state.replace(params=params, model_state=rest, ema_params=params,
-                             ema_model_state=rest)
+        new = state.replace(params=params, model_state=rest, ema_params=params,
+                            ema_model_state=rest)
+        # Copied onto the shardings the fresh state had (XLA-owned buffers: the train step
+        # donates them; arrays made from host views segfaulted under pytest-xdist here).
+        return jax.device_put(new, jax.tree.map(lambda x: x.sharding, state))
 
     def train_step(self, state: TrainState, batch: dict):
         return train_step(state, batch, graphdef=self.graphdef, tx=self.tx, config=self.config,
