@@ -52,8 +52,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-import tfds_fma
-from jaxgenre import musicnn_original
+from jaxgenre import input_pipeline, musicnn_original
 from tfds_fma.fma import decode
 
 SPLITS = ("train", "validation", "test")
@@ -135,9 +134,7 @@ def load_builder(dataset: str, data_dir: str) -> tfds.core.DatasetBuilder:
     try:
         builder = tfds.builder(dataset, data_dir=data_dir)
     except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
-        raise ValueError(
-            f"Unknown dataset {dataset!r}: {str(e).splitlines()[0]}\nFMA configs: "
-            f"{', '.join('fma/' + c.name for c in tfds_fma.Builder.BUILDER_CONFIGS)}.") from e
+        raise ValueError(input_pipeline.unknown_dataset(dataset, e, "--dataset")) from e
     if not builder.is_prepared():
         config = builder.builder_config
         manual = "" if config.synthetic else " --manual_dir FMA_DIR"

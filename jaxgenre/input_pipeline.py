@@ -40,15 +40,19 @@ class DatasetUnavailableError(RuntimeError):
     """The dataset is neither built nor buildable; the message says how to fix it."""
 
 
+def unknown_dataset(name: str, error: Exception, flag: str) -> str:
+    """The message for a dataset name TFDS does not know (set by `flag`), listing ours."""
+    return (f"Unknown dataset {name!r} ({flag}): {str(error).splitlines()[0]}\nFMA configs: "
+            f"{', '.join('fma/' + c.name for c in tfds_fma.Builder.BUILDER_CONFIGS)}.")
+
+
 def load_builder(name: str, data_dir: str | None, manual_dir: str | None = None
                  ) -> tfds.core.DatasetBuilder:
     """The TFDS builder for `name`, built on first use (by process 0) if it is not yet built."""
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
-        raise DatasetUnavailableError(
-            f"Unknown dataset {name!r} (data.name): {str(e).splitlines()[0]}\nFMA configs: "
-            f"{', '.join('fma/' + c.name for c in tfds_fma.Builder.BUILDER_CONFIGS)}.") from e
+        raise DatasetUnavailableError(unknown_dataset(name, e, "data.name")) from e
     if builder.is_prepared():
         return builder
     if jax.process_index() == 0:
