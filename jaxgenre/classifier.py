@@ -57,8 +57,12 @@ def input_kind(config) -> str:
 
 def model_graph(config, num_classes) -> nnx.GraphDef:
     """The model's static structure, from shapes only (no parameters allocated)."""
-    abstract = nnx.eval_shape(lambda: create_model(config, num_classes, nnx.Rngs(0)))
-    return models.split(abstract)[0]
+    return abstract_model(config, num_classes)[0]
+
+
+def abstract_model(config, num_classes) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """`models.split` of the model, from shapes only (no parameters allocated)."""
+    return models.split(nnx.eval_shape(lambda: create_model(config, num_classes, nnx.Rngs(0))))
 
 
 def init_state(config, num_classes: int, tx: optax.GradientTransformation,
@@ -225,9 +229,8 @@ class ClassifierTask:
         del training  # the classifier builds the same either way
         self.config, self.data, self.mesh = config, data, mesh
         self.tx = optim.make(config.optim, config.total_steps)
-        self.graphdef = model_graph(config, data.num_classes)
-        optim.check_freeze(config.optim, nnx.eval_shape(
-            lambda: models.split(create_model(config, data.num_classes, nnx.Rngs(0)))[1]))
+        self.graphdef, params, _ = abstract_model(config, data.num_classes)
+        optim.check_freeze(config.optim, params)
         self.mel = mel_config(config, data.sample_rate)
         self.init_key, self.step_key = jax.random.split(jax.random.key(config.seed))
         self._lr = optim.schedule(config.optim, config.total_steps)
