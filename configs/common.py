@@ -116,3 +116,13 @@ def parse_args(arg: str | None, valid: tuple[str, ...] = ("demo", "multilabel"))
         raise ValueError(f"Unknown config argument(s) {sorted(unknown)}; valid: "
                          f"{', '.join(valid)}.")
     return words
+
+
+def apply_imagenet(c: ml_collections.ConfigDict, keras_kwargs: dict) -> None:
+    """Fine-tuning from Keras's ImageNet weights (`python -m jaxgenre.import_weights
+    mobilenet_v2|resnet50 --weights FILE.h5 --out DIR`, then --config.model.init_from=DIR):
+    the model built as Keras's network (`keras_weights.MODEL_KWARGS`, which the import checks),
+    the encoder at a tenth of the head's learning rate. Without init_from the same network
+    trains from scratch."""
+    c.model.update(keras_kwargs)
+    c.optim.encoder_lr_scale = 0.1

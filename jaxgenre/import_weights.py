@@ -1,9 +1,18 @@
-r"""Imports published weights into our models: musicnn (Pons & Serra 2019) from its pip wheel.
+r"""Imports published weights into our models: musicnn (Pons & Serra 2019) from its pip wheel,
+and Keras's ImageNet MobileNetV2 and ResNet50 (`jaxgenre.keras_weights`).
 
   python -m jaxgenre.import_weights musicnn --wheel musicnn-0.1.0-py3-none-any.whl \
       --variant MSD_musicnn --out DIR
+  python -m jaxgenre.import_weights mobilenet_v2 --out DIR \
+      --weights ~/.keras/models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
+  python -m jaxgenre.import_weights resnet50 --out DIR \
+      --weights ~/.keras/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5
 
---wheel: the wheel (`pip download --no-deps musicnn==0.1.0`) or the directory it was unzipped
+Keras: --weights is a file `tf.keras.applications` cached (or any file Keras's load_weights
+reads for that network); MobileNetV2's --alpha comes from the cache file's name unless given.
+The first convolution is summed over RGB for our one-channel log-mel input.
+
+musicnn: --wheel: the wheel (`pip download --no-deps musicnn==0.1.0`) or the directory it was unzipped
 into. --variant: MSD_musicnn (Million Song Dataset tags) or MTT_musicnn (MagnaTagATune tags),
 50 tags each. Every TensorFlow variable of the checkpoint but the optimizer's goes to exactly one
 `models.musicnn.Musicnn` variable of the same shape, else the import stops naming it.
@@ -12,7 +21,8 @@ DIR gets `state/`, an Orbax checkpoint of the model's `nnx.State` (parameters an
 statistics) as a pure dict, and `import.json`: variant, tags (the wheel's configuration.py),
 model name and kwargs, the frontend as `frontend.MelConfig` fields (musicnn's input is librosa's
 power mel spectrogram, Slaney filters, compressed as log10(10000 x + 1); it was trained on
-3 s patches). `load(DIR)` gives (model, info); tag probabilities are sigmoid(logits).
+3 s patches). `pretrained.load_model(DIR)` gives (model, info); tag probabilities are
+sigmoid(logits).
 """
 from jaxgenre import cli
 
@@ -20,7 +30,6 @@ from jaxgenre import cli
 cli.prepare_process(relaunch=__name__ == "__main__")
 
 import ast
-import json
 import os
 import re
 import sys
@@ -29,14 +38,12 @@ import zipfile
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import app, flags
-from etils import epath
 from flax import nnx
 
-from jaxgenre import models, pretrained
+from jaxgenre import keras_weights, pretrained
+from jaxgenre.pretrained import ImportWeightsError
 
-INFO_FILE, STATE_DIR = pretrained.INFO_FILE, pretrained.STATE_DIR  # what the trainer reads
 VARIANTS = {"MSD_musicnn": "MSD_LABELS", "MTT_musicnn": "MTT_LABELS"}  # -> their tag list
 _PIP = "pip download --no-deps musicnn==0.1.0"
 _CHECKPOINT_FILES = (".index", ".data-00000-of-00001")  # the wheel's prefix is the directory
@@ -67,18 +74,12 @@ _WEIGHT_VARIABLES = {"kernel": "kernel", "bias": "bias"}
 _OPTIMIZER = re.compile(r"(/Adam(_1)?|^beta[12]_power)$")  # Adam's slots: not the model
 
 
-class ImportWeightsError(ValueError):
-    """The weights cannot be imported as asked: the message names the problem and the fix."""
-
-
 def import_musicnn(wheel: str, variant: str, out: str) -> dict:
     """Writes `variant`'s weights from the musicnn wheel (file or unzipped directory) to `out`
     (see the module docstring); returns the info written to import.json."""
     if variant not in VARIANTS:
         raise ImportWeightsError(f"Unknown variant {variant!r}; valid: {', '.join(VARIANTS)}.")
-    state_dir = epath.Path(out).absolute() / STATE_DIR
-    if state_dir.exists():
-        raise ImportWeightsError(f"{out} already holds an import; pass a new --out or delete it.")
+    pretrained.check_new(out)
     config, variables = read_wheel(wheel, variant)
     info = {
         "source": f"musicnn 0.1.0 {variant}", "variant": variant, "model": "musicnn",
@@ -88,28 +89,9 @@ def import_musicnn(wheel: str, variant: str, out: str) -> dict:
                      "hop_length": config["FFT_HOP"], "n_mels": config["N_MELS"],
                      "compress": "log10_1p", "log_gain": _LOG_GAIN},
     }
-    model = nnx.eval_shape(lambda: _build(info))  # shapes are all `convert` needs
+    model = nnx.eval_shape(lambda: pretrained.build_model(info))  # shapes are all we need
     pretrained.save(out, convert(variables, model), info)
     return info
-
-
-def load(directory: str) -> tuple[nnx.Module, dict]:
-    """(model, info) from an `import_musicnn` output directory: the model holds the imported
-    weights (call it with train=False for the published network); info is import.json."""
-    path = epath.Path(directory)
-    if not (path / INFO_FILE).exists():
-        raise ImportWeightsError(f"{directory} has no {INFO_FILE}: not written by "
-                                 "`python -m jaxgenre.import_weights`; run it first.")
-    info = json.loads((path / INFO_FILE).read_text())
-    # Shapes only: initialising the weights we are about to overwrite would take seconds.
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: _build(info)))
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # else Orbax gives NumPy
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                            nnx.to_pure_dict(state))
-    with ocp.StandardCheckpointer() as checkpointer:
-        restored = checkpointer.restore(path.absolute() / STATE_DIR, abstract)
-    nnx.replace_by_pure_dict(state, restored)
-    return nnx.merge(graphdef, state), info
 
 
 def read_wheel(wheel: str, variant: str) -> tuple[dict, dict[str, np.ndarray]]:
@@ -173,10 +155,6 @@ def convert(variables: dict[str, np.ndarray], model: nnx.Module) -> dict:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _build(info: dict) -> nnx.Module:
-    return models.get(info["model"])(len(info["tags"]), **info["model_kwargs"], rngs=nnx.Rngs(0))
-
-
 def wheel_reader(wheel: str):
     """A function reading a file of the wheel by its path inside it; FileNotFoundError if absent."""
     if os.path.isdir(wheel):
@@ -207,27 +185,62 @@ def _constants(source: str) -> dict:
             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
 
 
+def import_keras(arch: str, weights: str, out: str, alpha: float | None = None,
+                 in_channels: int = 1) -> dict:
+    """Writes Keras's `arch` weights from the file `weights` to `out` (the model docstring of
+    `jaxgenre.keras_weights`); returns the info written to import.json."""
+    pretrained.check_new(out)
+    kwargs = {"in_channels": in_channels, **keras_weights.MODEL_KWARGS.get(arch, {})}
+    if arch == "mobilenet_v2":
+        alpha = alpha or keras_weights.alpha_from_name(weights) or 1.0
+        kwargs["width"] = alpha
+    keras_model = keras_weights.load_keras(arch, weights, alpha or 1.0)
+    has_top = any(layer.name == "predictions" for layer in keras_model.layers)
+    info = {"source": f"Keras ImageNet {arch} ({os.path.basename(weights)})", "model": arch,
+            "model_kwargs": kwargs, "num_classes": 1000 if has_top else None}
+    target = nnx.to_pure_dict(nnx.state(nnx.eval_shape(lambda: pretrained.build_model(info))))
+    if not has_top:
+        del target["dense"]
+    pretrained.save(out, keras_weights.convert(keras_model, arch, target), info)
+    return info
+
+
 def define_flags() -> None:
     """The command line's flags, in absl's global FLAGS. Only the command line defines them:
     other entry points imported beside this module define --out too."""
-    flags.DEFINE_string("wheel", None, "The musicnn wheel (.whl) or the directory it was "
-                        "unzipped into.", required=True)
-    flags.DEFINE_string("variant", "MSD_musicnn", f"One of {', '.join(VARIANTS)}.")
+    flags.DEFINE_string("wheel", None, "musicnn: the wheel (.whl) or the directory it was "
+                        "unzipped into.")
+    flags.DEFINE_string("variant", "MSD_musicnn", f"musicnn: one of {', '.join(VARIANTS)}.")
+    flags.DEFINE_string("weights", None, "mobilenet_v2, resnet50: Keras's weights file (.h5).")
+    flags.DEFINE_float("alpha", None, "mobilenet_v2: the width (0.35 to 1.4); default: from "
+                       "the Keras file name, else 1.0.")
     flags.DEFINE_string("out", None, "A new directory for the checkpoint and import.json.",
                         required=True)
 
 
+_SOURCES = ("musicnn", *keras_weights.MODEL_KWARGS)
+
+
 def main(argv):
-    """argv: the program, then the model to import ('musicnn')."""
+    """argv: the program, then the model to import (one of `_SOURCES`)."""
     cli.quiet_logs()
-    if argv[1:] != ["musicnn"]:
-        raise app.UsageError(f"Pass the model to import: musicnn (got {argv[1:]}).")
-    f = flags.FLAGS
+    if len(argv) != 2 or argv[1] not in _SOURCES:
+        raise app.UsageError(f"Pass the model to import: one of {', '.join(_SOURCES)} "
+                             f"(got {argv[1:]}).")
+    f, source = flags.FLAGS, argv[1]
+    needed = "wheel" if source == "musicnn" else "weights"
+    if f[needed].value is None:
+        raise app.UsageError(f"{source} needs --{needed}.")
     try:
-        info = import_musicnn(f.wheel, f.variant, f.out)
+        if source == "musicnn":
+            info = import_musicnn(f.wheel, f.variant, f.out)
+            print(f"Imported musicnn {info['variant']} ({len(info['tags'])} tags) to {f.out}.")
+        else:
+            info = import_keras(source, f.weights, f.out, f.alpha)
+            head = "with" if info["num_classes"] else "without"
+            print(f"Imported {info['source']} {head} its ImageNet head to {f.out}.")
     except (ImportWeightsError, OSError) as e:
         sys.exit(f"error: {e}")
-    print(f"Imported musicnn {info['variant']} ({len(info['tags'])} tags) to {f.out}.")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import tempfile
 import librosa
 import numpy as np
 
-from jaxgenre import import_weights
+from jaxgenre import import_weights, pretrained
 
 # models.py built the graph under tf.name_scope('model'); names read from the .meta.
 # Placeholder_1 is the training labels, Placeholder_2 is_training.
@@ -46,7 +46,7 @@ class OriginalMusicnn:
         import tensorflow as tf
         from tensorflow.core.protobuf import meta_graph_pb2
         if variant not in import_weights.VARIANTS:
-            raise import_weights.ImportWeightsError(
+            raise pretrained.ImportWeightsError(
                 f"Unknown variant {variant!r}; valid: {', '.join(import_weights.VARIANTS)}.")
         read = import_weights.wheel_reader(wheel)
         meta = meta_graph_pb2.MetaGraphDef.FromString(read(f"musicnn/{variant}/.meta"))

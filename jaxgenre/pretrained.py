@@ -1,12 +1,16 @@
-"""Start a classifier from imported weights (`config.model.init_from`): fine-tuning.
+"""Import directories, and starting a classifier from one (`config.model.init_from`).
 
-`init_from` is a directory written by `python -m jaxgenre.import_weights` (import.json and an
-Orbax checkpoint of the model's `nnx.State` as a pure dict). Every variable of the new model
+An import directory is written by `python -m jaxgenre.import_weights`: import.json (model name,
+model_kwargs, num_classes of the imported head or its tags, frontend) and an Orbax checkpoint
+of the model's `nnx.State` as a pure dict (without `dense` when the source had no head).
+
+Fine-tuning: every variable of the new model
 whose path and shape the import has takes the imported value, BatchNorm statistics included;
 the classification head (`dense`, sized for the import's own tags) keeps its fresh
 initialisation when its shape differs. Anything else that does not fit stops the run, naming the
 variables, before training starts.
 """
+import inspect
 import json
 import os
 
@@ -17,7 +21,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
-from jaxgenre import optim
+from jaxgenre import models, optim
 
 INFO_FILE = "import.json"  # the import directory's layout (jaxgenre.import_weights writes it)
 STATE_DIR = "state"
@@ -26,6 +30,50 @@ HEAD = optim.HEAD
 
 class PretrainedError(ValueError):
     """The imported weights cannot start this config: the message names what and the fix."""
+
+
+class ImportWeightsError(ValueError):
+    """The weights cannot be imported as asked: the message names the problem and the fix."""
+
+
+def check_new(directory: str) -> None:
+    """Refuses to write an import over an existing one."""
+    if (epath.Path(directory) / STATE_DIR).exists():
+        raise ImportWeightsError(f"{directory} already holds an import; pass a new --out or "
+                                 "delete it.")
+
+
+def num_classes(info: dict) -> int | None:
+    """The imported head's number of outputs (None: imported without a head)."""
+    return len(info["tags"]) if "tags" in info else info["num_classes"]
+
+
+def build_model(info: dict, rngs: nnx.Rngs | None = None) -> nnx.Module:
+    """The model import.json describes (a one-output head when the import has none)."""
+    return models.get(info["model"])(num_classes(info) or 1, **info["model_kwargs"],
+                                     rngs=rngs or nnx.Rngs(0))
+
+
+def load_model(directory: str) -> tuple[nnx.Module, dict]:
+    """(model, info) of an import directory: the model holds the imported weights (call it with
+    train=False for the published network); info is import.json."""
+    path = epath.Path(directory)
+    if not (path / INFO_FILE).exists():
+        raise ImportWeightsError(f"{directory} has no {INFO_FILE}: not written by "
+                                 "`python -m jaxgenre.import_weights`; run it first.")
+    info = json.loads((path / INFO_FILE).read_text())
+    if num_classes(info) is None:
+        raise ImportWeightsError(f"{directory} was imported without a head (its weights file "
+                                 "had none): start a run from it with --config.model.init_from.")
+    # Shapes only: initialising the weights we are about to overwrite would take seconds.
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(info)))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # else Orbax gives NumPy
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                            nnx.to_pure_dict(state))
+    with ocp.StandardCheckpointer() as checkpointer:
+        restored = checkpointer.restore(path.absolute() / STATE_DIR, abstract)
+    nnx.replace_by_pure_dict(state, restored)
+    return nnx.merge(graphdef, state), info
 
 
 def save(directory: str, state: dict, info: dict) -> None:
@@ -57,8 +105,9 @@ def check_config(config: ml_collections.ConfigDict, sample_rate: int) -> None:
     if config.model.name != info["model"]:
         problems.append(f"model.name {config.model.name!r} (the weights are {info['model']!r})")
     for key, value in info.get("model_kwargs", {}).items():
-        if key != "dropout" and config.model.get(key, value) != value:
-            problems.append(f"model.{key} {config.model.get(key)!r} (imported: {value!r})")
+        ours = _model_kwarg(config.model, key)
+        if key != "dropout" and ours != value:
+            problems.append(f"model.{key} {ours!r} (imported: {value!r})")
     for key, value in info.get("frontend", {}).items():
         ours = sample_rate if key == "sample_rate" else config.frontend.get(key)
         if ours != value:
@@ -87,7 +136,7 @@ def merge(params: nnx.State, rest: nnx.State, imported: dict, source: str
     classes are not the import's (even when their number agrees). Raises PretrainedError if
     a variable is missing from the import or has another shape, or if the import has
     variables the model lacks."""
-    flat_imported = _flatten(imported)
+    flat_imported = flatten(imported)
     kept, problems, out = [], [], []
     for state in (params, rest):
         leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))
@@ -115,6 +164,19 @@ def merge(params: nnx.State, rest: nnx.State, imported: dict, source: str
     return out[0], out[1], kept
 
 
-def _flatten(tree: dict) -> dict[str, np.ndarray]:
+def _model_kwarg(model_config: ml_collections.ConfigDict, key: str):
+    """config.model's value for the model's keyword `key`: the constructor's default (through
+    the class hierarchy) when the config leaves it out, as the model is then built."""
+    if key in model_config:
+        return model_config[key]
+    for cls in models.get(model_config.name).__mro__:
+        parameter = inspect.signature(cls.__init__).parameters.get(key)
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    return None
+
+
+def flatten(tree: dict) -> dict[str, np.ndarray]:
+    """{'blocks/0/conv/kernel': leaf, ...} of a pure dict."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {jax.tree_util.keystr(p, simple=True, separator="/"): v for p, v in leaves}

@@ -88,25 +88,26 @@ def test_depthwise_accumulates_bfloat16_inputs_in_float32():
     assert float(dk[1, 1, 0, 0]) == 264.0  # the centre tap sees every input once
 
 
-@pytest.mark.parametrize("kernel,stride,hw", [((3, 3), 1, (9, 8)), ((3, 3), 2, (9, 8)),
-                                              ((7, 7), 2, (8, 7)), ((1, 1), 2, (5, 6))])
-def test_conv2d_equals_xla_convolution_and_its_gradients(kernel, stride, hw):
+@pytest.mark.parametrize("kernel,stride,hw,padding", [
+    ((3, 3), 1, (9, 8), "SAME"), ((3, 3), 2, (9, 8), "SAME"), ((7, 7), 2, (8, 7), "SAME"),
+    ((1, 1), 2, (5, 6), "SAME"), ((7, 7), 2, (14, 13), "VALID"), ((3, 3), 2, (8, 9), "VALID")])
+def test_conv2d_equals_xla_convolution_and_its_gradients(kernel, stride, hw, padding):
     x = jax.random.normal(jax.random.key(0), (2, *hw, 3))
     k = jax.random.normal(jax.random.key(1), (*kernel, 3, 5))
 
     def xla(x, k):
-        return jax.lax.conv_general_dilated(x, k, (stride, stride), "SAME",
+        return jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                             precision="highest")
 
-    ours = lambda x, k: conv.conv2d(x, k, stride)
+    ours = lambda x, k: conv.conv2d(x, k, stride, padding)
     np.testing.assert_allclose(ours(x, k), xla(x, k), rtol=1e-5, atol=1e-5)
     loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
     for a, b in zip(jax.grad(loss(ours), (0, 1))(x, k), jax.grad(loss(xla), (0, 1))(x, k)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     # The CPU kernel gradient on its own (the custom VJP selects it only on CPU).
     g = jnp.cos(xla(x, k))
-    np.testing.assert_allclose(conv.kernel_grad_im2col(x, g, k.shape, stride),
+    np.testing.assert_allclose(conv.kernel_grad_im2col(x, g, k.shape, stride, padding),
                                jax.vjp(xla, x, k)[1](g)[1], rtol=1e-4, atol=1e-4)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxgenre import baselines, import_weights, models, musicnn_original
+from jaxgenre import baselines, import_weights, models, musicnn_original, pretrained
 from tests import train_helpers as th
 
 CACHE = pathlib.Path.home() / ".cache" / "jaxgenre" / "musicnn"
@@ -69,7 +69,7 @@ def _patches(frames: int) -> np.ndarray:
 @pytest.mark.parametrize("frames", [187, 100])
 def test_port_equals_the_original_graph(wheel, imported, variant, frames):
     x = _patches(frames)
-    model, info = import_weights.load(imported[variant])
+    model, info = pretrained.load_model(imported[variant])
     # One compilation: op by op, the first call takes seconds longer on CPU.
     logits, features = nnx.jit(models.logits_and_features)(model, x[..., None])
     probs = jax.nn.sigmoid(logits)
@@ -85,7 +85,7 @@ def test_port_equals_the_original_graph(wheel, imported, variant, frames):
 
 
 def test_import_json_describes_the_model_and_its_frontend(imported):
-    _, info = import_weights.load(imported["MTT_musicnn"])
+    _, info = pretrained.load_model(imported["MTT_musicnn"])
     assert info["tags"][:3] == ["guitar", "classical", "slow"]
     assert info["frontend"] == {"sample_rate": 16000, "n_fft": 512, "hop_length": 256,
                                 "n_mels": 96, "compress": "log10_1p", "log_gain": 10000.0}
@@ -103,10 +103,10 @@ def test_bad_input_is_refused_naming_the_fix(wheel, tmp_path):
         (wheel, "MSD_vgg", "Unknown variant 'MSD_vgg'; valid: MSD_musicnn, MTT_musicnn"),
     ]
     for path, variant, message in cases:
-        with pytest.raises(import_weights.ImportWeightsError, match=message):
+        with pytest.raises(pretrained.ImportWeightsError, match=message):
             import_weights.import_musicnn(path, variant, str(tmp_path / "out"))
-    with pytest.raises(import_weights.ImportWeightsError, match="has no import.json"):
-        import_weights.load(str(tmp_path))
+    with pytest.raises(pretrained.ImportWeightsError, match="has no import.json"):
+        pretrained.load_model(str(tmp_path))
 
 
 def test_checkpoints_that_do_not_fit_are_refused_naming_each_variable(wheel):
@@ -114,7 +114,7 @@ def test_checkpoints_that_do_not_fit_are_refused_naming_each_variable(wheel):
     build = lambda **kwargs: nnx.eval_shape(lambda: models.get("musicnn")(50, **kwargs,
                                                                           rngs=nnx.Rngs(0)))
     narrow = build(num_filt_midend=32)
-    with pytest.raises(import_weights.ImportWeightsError,
+    with pytest.raises(pretrained.ImportWeightsError,
                        match=r"conv2d_5/kernel \[7, 561, 1, 64\] does not fit our "
                              r"midend/0/conv/kernel \[7, 561, 32\]"):
         import_weights.convert(variables, narrow)
@@ -122,7 +122,7 @@ def test_checkpoints_that_do_not_fit_are_refused_naming_each_variable(wheel):
     import_weights.convert(variables, model)  # as published, Adam's slots left out: it fits
     variables = {**variables, "extra/kernel": np.zeros(3, np.float32)}
     del variables["dense_1/bias"]
-    with pytest.raises(import_weights.ImportWeightsError,
+    with pytest.raises(pretrained.ImportWeightsError,
                        match=r"no dense_1/bias \(for our dense/bias\).*extra/kernel \[3\] has no "
                              "place"):
         import_weights.convert(variables, model)
@@ -130,9 +130,13 @@ def test_checkpoints_that_do_not_fit_are_refused_naming_each_variable(wheel):
 
 def test_cli_refuses_an_unknown_model_and_an_existing_output(wheel, imported):
     argvs = [["vgg", f"--wheel={wheel}", f"--out={imported['MSD_musicnn']}x"],
-             ["musicnn", f"--wheel={wheel}", f"--out={imported['MSD_musicnn']}"]]
-    (code_model, log_model), (code_out, log_out) = th.cli_exits("jaxgenre.import_weights", argvs)
-    assert code_model != 0 and "Pass the model to import: musicnn" in log_model, log_model
+             ["musicnn", f"--wheel={wheel}", f"--out={imported['MSD_musicnn']}"],
+             ["musicnn", f"--out={imported['MSD_musicnn']}y"]]
+    (code_model, log_model), (code_out, log_out), (code_flag, log_flag) = th.cli_exits(
+        "jaxgenre.import_weights", argvs)
+    assert code_model != 0 and ("Pass the model to import: one of musicnn, mobilenet_v2, "
+                                "resnet50 (got ['vgg'])") in log_model, log_model
+    assert code_flag != 0 and "musicnn needs --wheel" in log_flag, log_flag
     assert code_out != 0 and "already holds an import" in log_out, log_out
     assert "Traceback" not in log_out
 

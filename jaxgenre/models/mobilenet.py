@@ -1,7 +1,9 @@
 """MobileNetV2 (Sandler et al. 2018), layer for layer as `tf.keras.applications.MobileNetV2`.
 
-Same widths (`_make_divisible`), same blocks, no biases before BatchNorm: the parameter count
-(with BatchNorm statistics) equals Keras's for the same input channels and classes.
+Same widths (`_make_divisible`), same blocks, same padding, no biases before BatchNorm: the
+parameter count (with BatchNorm statistics) equals Keras's for the same input channels and
+classes, and with Keras's weights (`jaxgenre.import_weights mobilenet_v2`, bn_epsilon=1e-3) so
+do the outputs (tests/test_keras_weights.py).
 """
 import jax
 from flax import nnx
@@ -19,13 +21,14 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
 
 
 class InvertedResidual(nnx.Module):
-    def __init__(self, in_ch, out_ch, stride, expansion, *, dtype, rngs):
+    def __init__(self, in_ch, out_ch, stride, expansion, *, bn_epsilon, dtype, rngs):
         hidden = in_ch * expansion
-        self.expand = (ConvBN(in_ch, hidden, (1, 1), act=nnx.relu6, dtype=dtype, rngs=rngs)
+        kw = {"bn_epsilon": bn_epsilon, "dtype": dtype, "rngs": rngs}
+        self.expand = (ConvBN(in_ch, hidden, (1, 1), act=nnx.relu6, **kw)
                        if expansion != 1 else None)
         self.depthwise = ConvBN(hidden, hidden, (3, 3), strides=stride, depthwise=True,
-                                act=nnx.relu6, dtype=dtype, rngs=rngs)
-        self.project = ConvBN(hidden, out_ch, (1, 1), act=None, dtype=dtype, rngs=rngs)
+                                act=nnx.relu6, **kw)
+        self.project = ConvBN(hidden, out_ch, (1, 1), act=None, **kw)
         self.residual = stride == 1 and in_ch == out_ch
 
     def __call__(self, x, train):
@@ -35,22 +38,26 @@ class InvertedResidual(nnx.Module):
 
 
 class MobileNetV2(nnx.Module):
-    """MobileNetV2 on a log-mel image [B, T, n_mels, in_channels] -> logits [B, num_classes]."""
+    """MobileNetV2 on a log-mel image [B, T, n_mels, in_channels] -> logits [B, num_classes].
+
+    width: Keras's alpha (0.35 to 1.4). bn_epsilon: 1e-5 (ours), 1e-3 for Keras's weights.
+    """
     input_kind = "log_mel"
 
     def __init__(self, num_classes: int, *, in_channels: int = 1, width: float = 1.0,
-                 dropout: float = 0.2, dtype=None, rngs: nnx.Rngs):
+                 dropout: float = 0.2, bn_epsilon: float = 1e-5, dtype=None, rngs: nnx.Rngs):
+        kw = {"bn_epsilon": bn_epsilon, "dtype": dtype, "rngs": rngs}
         ch = _make_divisible(32 * width)
-        self.stem = ConvBN(in_channels, ch, (3, 3), strides=2, act=nnx.relu6, dtype=dtype, rngs=rngs)
+        self.stem = ConvBN(in_channels, ch, (3, 3), strides=2, act=nnx.relu6, **kw)
         blocks = []
         for t, c, n, s in _BLOCKS:
             out = _make_divisible(int(c * width))
             for i in range(n):
-                blocks.append(InvertedResidual(ch, out, s if i == 0 else 1, t, dtype=dtype, rngs=rngs))
+                blocks.append(InvertedResidual(ch, out, s if i == 0 else 1, t, **kw))
                 ch = out
         self.blocks = nnx.List(blocks)
         last = _make_divisible(1280 * width) if width > 1.0 else 1280
-        self.last = ConvBN(ch, last, (1, 1), act=nnx.relu6, dtype=dtype, rngs=rngs)
+        self.last = ConvBN(ch, last, (1, 1), act=nnx.relu6, **kw)
         self.dropout = nnx.Dropout(dropout)
         self.dense = nnx.Linear(last, num_classes, dtype=dtype, rngs=rngs)
 
