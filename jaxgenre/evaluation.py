@@ -112,7 +112,8 @@ def multilabel_metrics(logits: np.ndarray, labels: np.ndarray, class_names) -> d
     The scores are sigmoid probabilities. A genre's AP and ROC-AUC need clips with it and clips
     without it; a genre that lacks either in the split (where sklearn warns and scores AP 0 or
     ROC-AUC NaN) gets null for both, is listed in `undefined_genres` and is left out of the
-    macro averages. The micro ROC-AUC pools every (clip, genre) pair, such genres' included.
+    macro averages. The micro ROC-AUC pools every (clip, genre) pair, such genres' included
+    (NaN if the pooled labels are all 0 or all 1, as in a split of one clip).
 
     Returns: map (mean AP over genres), roc_auc_macro, roc_auc_micro, precision_at_1 (the share
     of clips whose top genre is one of theirs), loss (sigmoid cross-entropy, mean over clips and
@@ -129,10 +130,12 @@ def multilabel_metrics(logits: np.ndarray, labels: np.ndarray, class_names) -> d
     auc = [float(skm.roc_auc_score(labels[:, i], probs[:, i])) if ok else None
            for i, ok in enumerate(defined)]
     top = logits.argmax(-1)
+    pooled = np.unique(labels)
     return {
         "map": _mean_defined(ap),
         "roc_auc_macro": _mean_defined(auc),
-        "roc_auc_micro": float(skm.roc_auc_score(labels.ravel(), probs.ravel())),
+        "roc_auc_micro": (float(skm.roc_auc_score(labels.ravel(), probs.ravel()))
+                          if len(pooled) == 2 else float("nan")),
         "precision_at_1": float(np.mean(labels[np.arange(len(labels)), top])),
         "loss": float(np.mean(np.logaddexp(0.0, logits) - logits * labels)),
         "per_genre": {name: {"ap": ap[i], "roc_auc": auc[i], "support": int(support[i])}

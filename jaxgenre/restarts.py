@@ -7,7 +7,8 @@ into a different model, are refused with the keys that differ, and `config.json`
 saved one so evaluation can still read the run:
   - anything that changes the state's structure (array names, shapes or dtypes: another
     model, width, optimizer, number of genres);
-  - the task, the dataset, or the frontend (the model's input would silently change meaning).
+  - the task, the dataset, the labels (`data.label`: FMA small has 8 classes either way), or
+    the frontend (the model's input or target would silently change meaning).
 """
 import json
 import time
@@ -18,7 +19,8 @@ from etils import epath
 
 from jaxgenre import config_checks, runs, tasks
 
-_MEANING_KEYS = ("task", "data.name", "frontend.")  # a change here is refused even if shapes fit
+# A change here is refused even if shapes fit.
+_MEANING_KEYS = ("task", "data.name", "data.label", "frontend.")
 # Keys added to the configs after runs were saved, with the value that reproduces how those
 # runs were trained: a saved config without them resumes as if it had them.
 ADDED_KEYS = {"frontend.compress": "db", "frontend.log_gain": 10000.0, "data.label": "genre_top",

@@ -99,13 +99,14 @@ def test_training_resumes_from_the_newest_readable_checkpoint_and_keeps_the_bad_
 
 
 @pytest.mark.parametrize("key,value", [("model.name", "resnet18"), ("optim.name", "sgd"),
-                                       ("frontend.n_mels", 32)])
+                                       ("frontend.n_mels", 32), ("data.label", "genres")])
 def test_a_restart_that_changes_the_state_or_input_is_refused_before_anything_is_written(
         plain_run, tiny_fma, tmp_path, key, value):
     workdir = _copy(plain_run, tmp_path)
     saved = (tmp_path / "run" / "config.json").read_text()
+    extra = {"best_metric": "val_map"} if key == "data.label" else {}  # 8 classes either way
     with pytest.raises(restarts.RestartError, match=f"cannot resume \\({key}: "):
-        train.train_and_evaluate(_plain_config(tiny_fma[0], **{key: value}), workdir)
+        train.train_and_evaluate(_plain_config(tiny_fma[0], **{key: value}, **extra), workdir)
     assert (tmp_path / "run" / "config.json").read_text() == saved
     assert th.saved_steps(workdir) == [2, 4]
 

@@ -133,3 +133,15 @@ def test_a_multilabel_run_trains_and_evaluate_reports_map_and_roc_auc(tiny_fma, 
     assert saved["map"] == result["map"] and saved["per_genre"] == result["per_genre"]
     assert not os.path.exists(os.path.join(workdir, "eval", "test_4.png"))  # no confusion matrix
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("mAP:")
+
+
+def test_metrics_of_a_one_clip_split_are_nan_where_undefined_not_an_error():
+    """One clip: every genre is all-positive or all-negative; the pooled pairs still mix
+    (micro ROC-AUC defined), while a clip without any genre leaves nothing defined."""
+    names = ["a", "b", "c"]
+    one = evaluation.multilabel_metrics(np.array([[2.0, -1.0, 0.5]]), np.array([[1, 0, 0]]), names)
+    assert one["undefined_genres"] == names and np.isnan(one["map"])
+    assert one["roc_auc_micro"] == 1.0 and one["precision_at_1"] == 1.0
+    none = evaluation.multilabel_metrics(np.array([[2.0, -1.0, 0.5]]), np.array([[0, 0, 0]]),
+                                         names)
+    assert np.isnan(none["roc_auc_micro"]) and none["num_examples"] == 1
