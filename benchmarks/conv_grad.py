@@ -1,9 +1,11 @@
-"""Convolution kernel gradient: XLA's against our im2col product (`jaxgenre.models.conv`).
+"""Convolution kernel gradient: XLA's against our im2col products (`jaxgenre.models.conv`).
 
   python -m benchmarks.conv_grad [--repeats 5]
 
 The ResNet-18 convolutions at batch 32 on a 3 s log-mel crop ([32, 130, 128, 1]); for each
-layer the median time of d loss / d kernel computed both ways, side by side, and the ratio.
+layer the median time of d loss / d kernel computed three ways, side by side: XLA's, im2col
+over the whole batch at once, and ours (im2col over chunks of `conv.CHUNK_BYTES`), and the
+ratio XLA / ours.
 """
 import argparse
 import functools
@@ -37,22 +39,23 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
     print(f"machine: {machine()}; jax {jax.__version__} on {jax.devices()[0].device_kind}")
-    print(f"{'layer':24s} {'XLA ms':>9s} {'ours ms':>9s} {'ratio':>7s}")
-    totals = [0.0, 0.0]
+    print(f"{'layer':24s} {'XLA ms':>9s} {'whole ms':>9s} {'ours ms':>9s} {'ratio':>7s}")
+    totals = [0.0, 0.0, 0.0]
     for x_shape, k_shape, stride, name in _LAYERS:
         x = jax.random.normal(jax.random.key(0), x_shape)
         kernel = jax.random.normal(jax.random.key(1), k_shape)
         g = jax.random.normal(jax.random.key(2), conv.xla_conv(x, kernel, stride).shape)
         xla = jax.jit(functools.partial(_xla_kernel_grad, stride=stride))
-        ours = jax.jit(functools.partial(conv.kernel_grad_im2col, kernel_shape=k_shape,
-                                         stride=stride))
-        t_xla = _timed(xla, x, g, kernel, repeats=a.repeats)
-        t_ours = _timed(ours, x, g, repeats=a.repeats)
-        totals[0] += t_xla
-        totals[1] += t_ours
-        print(f"{name:24s} {t_xla * 1e3:9.1f} {t_ours * 1e3:9.1f} {t_xla / t_ours:6.2f}x")
-    print(f"{'sum':24s} {totals[0] * 1e3:9.1f} {totals[1] * 1e3:9.1f} "
-          f"{totals[0] / totals[1]:6.2f}x")
+        ours, whole = (jax.jit(functools.partial(conv.kernel_grad_im2col, kernel_shape=k_shape,
+                                                 stride=stride, chunk_bytes=chunk_bytes))
+                       for chunk_bytes in (conv.CHUNK_BYTES, 1 << 40))
+        times = (_timed(xla, x, g, kernel, repeats=a.repeats),
+                 _timed(whole, x, g, repeats=a.repeats), _timed(ours, x, g, repeats=a.repeats))
+        totals = [t + u for t, u in zip(totals, times)]
+        print(f"{name:24s} " + " ".join(f"{t * 1e3:9.1f}" for t in times)
+              + f" {times[0] / times[2]:6.2f}x")
+    print(f"{'sum':24s} " + " ".join(f"{t * 1e3:9.1f}" for t in totals)
+          + f" {totals[0] / totals[2]:6.2f}x")
 
 
 if __name__ == "__main__":

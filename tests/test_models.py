@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from jaxgenre import models
-from jaxgenre.models import conv, depthwise
+from jaxgenre.models import conv, depthwise, pooling
 
 
 def _count(model, kinds=(nnx.Param,)):
@@ -105,10 +105,13 @@ def test_conv2d_equals_xla_convolution_and_its_gradients(kernel, stride, hw, pad
     loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
     for a, b in zip(jax.grad(loss(ours), (0, 1))(x, k), jax.grad(loss(xla), (0, 1))(x, k)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-    # The CPU kernel gradient on its own (the custom VJP selects it only on CPU).
+    # The CPU kernel gradient on its own (the custom VJP selects it only on CPU): over the whole
+    # batch at once, and one example at a time (what larger feature maps get), summed.
     g = jnp.cos(xla(x, k))
-    np.testing.assert_allclose(conv.kernel_grad_im2col(x, g, k.shape, stride, padding),
-                               jax.vjp(xla, x, k)[1](g)[1], rtol=1e-4, atol=1e-4)
+    want = jax.vjp(xla, x, k)[1](g)[1]
+    for chunk_bytes in (conv.CHUNK_BYTES, 1):
+        np.testing.assert_allclose(conv.kernel_grad_im2col(x, g, k.shape, stride, padding,
+                                                           chunk_bytes), want, rtol=1e-4, atol=1e-4)
 
 
 def test_bfloat16_compute_keeps_float32_parameters_and_logits(name="mfcc_cnn"):
@@ -123,3 +126,23 @@ def test_bfloat16_compute_keeps_float32_parameters_and_logits(name="mfcc_cnn"):
     assert {x.dtype for x in jax.tree.leaves(nnx.state(half, nnx.Param))} == {jnp.dtype("float32")}
     gap = float(jnp.abs(logits - reference).max())
     assert 0.0 < gap <= 0.05 * float(jnp.abs(reference).max()) + 1e-3, gap
+
+
+@pytest.mark.parametrize("stride,padding,hw", [(2, "SAME", (9, 8)), (2, ((1, 1), (1, 1)), (8, 9)),
+                                               (1, "SAME", (5, 6))])
+def test_max_pool_equals_reduce_window_and_its_gradient(stride, padding, hw):
+    x = jax.random.normal(jax.random.key(0), (2, *hw, 3))  # no ties: one maximum per window
+    xla = lambda x: nnx.max_pool(x, (3, 3), strides=(stride, stride), padding=padding)
+    ours = lambda x: pooling.max_pool3x3(x, stride, padding)
+    np.testing.assert_array_equal(ours(x), xla(x))
+    loss = lambda f: lambda x: jnp.sum(jnp.sin(f(x)) * jnp.arange(f(x).size).reshape(f(x).shape))
+    np.testing.assert_allclose(jax.grad(loss(ours))(x), jax.grad(loss(xla))(x), rtol=1e-6)
+    np.testing.assert_array_equal(pooling.max_pool(x, stride, padding), xla(x))
+
+
+def test_max_pool_gradient_goes_to_the_first_of_tied_maxima():
+    x = jnp.zeros((1, 3, 3, 1))  # after a ReLU whole windows are 0
+    dx = jax.grad(lambda x: pooling.max_pool3x3(x, 2, ((1, 1), (1, 1))).sum())(x)
+    # Output (0, 0)'s window covers x[0:2, 0:2], (0, 1)'s x[0:2, 1:3], and so on: each sends
+    # its gradient to the top-left element of its window, as PyTorch does.
+    np.testing.assert_array_equal(dx[0, :, :, 0], [[1, 1, 0], [1, 1, 0], [0, 0, 0]])

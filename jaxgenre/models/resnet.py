@@ -9,6 +9,7 @@ equal Keras's (tests/test_keras_weights.py).
 import jax
 from flax import nnx
 
+from jaxgenre.models import pooling
 from jaxgenre.models.layers import ConvBN, head
 
 
@@ -72,7 +73,7 @@ class ResNet(nnx.Module):
 
     def __call__(self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None = None) -> jax.Array:
         x = self.stem(x, train)
-        x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=self.pool_padding)
+        x = pooling.max_pool(x, 2, self.pool_padding)
         for block in self.blocks:
             x = block(x, train)
         return head(x, self.dense, self.dropout, train, rngs)
