@@ -9,19 +9,22 @@ its faster layout here; eager, one op) side by side:
 Ours is what the model runs on CPU: `models.conv.conv2d` (XLA's forward and input gradient,
 the im2col kernel gradient), `models.depthwise` for depthwise layers, a [N, C_in] x [C_in, C_out]
 product for 1x1 stride-1 layers (`layers.ConvBN`). PyTorch's is `aten.convolution` and
-`aten.convolution_backward` (oneDNN). Times are medians of `--repeats`; the table's last
+`aten.convolution_backward` (oneDNN). Times are medians of `--repeats`, the six passes of a
+layer timed in turn within each repeat; the table's last
 columns weigh each layer by how often the model uses it, so its sum is the convolutions' share
 of a step, and the ratio (PyTorch time / ours, > 1: we are faster) says which passes lose.
 """
 import argparse
 import functools
 import json
+import statistics
+import time
 
 import jax
 import numpy as np
 import torch
 
-from benchmarks.common import machine, median_seconds
+from benchmarks.common import machine
 from jaxgenre.models import conv, depthwise
 
 # (input [B, H, W, C_in], kernel (kh, kw), C_out, stride, depthwise, uses per step, name)
@@ -92,25 +95,42 @@ def measure(layers, repeats: int) -> list[dict]:
         kernel = jax.random.normal(jax.random.key(1), k_shape) * 0.1
         ours = _ours(x_shape, k, c_out, stride, is_dw)
         g = jax.random.normal(jax.random.key(2), ours[0](x, kernel, None).shape)
-        row = {"layer": name, "uses": uses, "ours_ms": {}, "torch_ms": {}}
-        for pass_name, fn in zip(PASSES, ours):
-            run = functools.partial(_blocking, fn, x, kernel, g)
-            run()
-            row["ours_ms"][pass_name] = 1e3 * median_seconds(run, repeats)
-        # PyTorch: NCHW tensors in channels_last memory, OIHW weights ([C, 1, kh, kw] depthwise).
-        cl = torch.channels_last
-        tx = torch.from_numpy(np.asarray(x)).permute(0, 3, 1, 2).contiguous(memory_format=cl)
-        tk = torch.from_numpy(np.asarray(kernel)).permute(3, 2, 0, 1).contiguous(memory_format=cl)
+        # PyTorch: NCHW tensors in channels_last memory, OIHW weights ([C, 1, kh, kw] depthwise),
+        # copied so that neither side reads the other's buffers.
+        tx, tk, tg = (_tensor(x, (0, 3, 1, 2)), _tensor(kernel, (3, 2, 0, 1)),
+                      _tensor(g, (0, 3, 1, 2)))
         groups = c_in if is_dw else 1
-        tg = torch.from_numpy(np.asarray(g)).permute(0, 3, 1, 2).contiguous(memory_format=cl)
-        for pass_name, fn in zip(PASSES, _torch(k, stride, groups)):
-            run = functools.partial(fn, tx, tk, tg)
-            with torch.no_grad():
-                run()
-                row["torch_ms"][pass_name] = 1e3 * median_seconds(run, repeats)
+        runs = {("ours", p): functools.partial(_blocking, fn, x, kernel, g)
+                for p, fn in zip(PASSES, ours)}
+        runs.update({("torch", p): functools.partial(fn, tx, tk, tg)
+                     for p, fn in zip(PASSES, _torch(k, stride, groups))})
+        with torch.no_grad():
+            times = _interleaved(runs, repeats)
+        row = {"layer": name, "uses": uses,
+               **{f"{side}_ms": {p: times[side, p] for p in PASSES} for side in ("ours", "torch")}}
         rows.append(row)
         print(_line(row), flush=True)
     return rows
+
+
+def _tensor(a: jax.Array, order: tuple) -> torch.Tensor:
+    """A copy of `a` as a PyTorch tensor with axes `order`, in channels_last memory."""
+    return torch.tensor(np.array(a)).permute(*order).contiguous(memory_format=torch.channels_last)
+
+
+def _interleaved(runs: dict, repeats: int) -> dict:
+    """{key: median ms} of each callable, timed in turn within every repeat (after one warm-up
+    call each), so that the machine's drift and one side's after-effects (caches, threads
+    still spinning) fall on both sides alike."""
+    for run in runs.values():
+        run()
+    times = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[key].append(time.perf_counter() - start)
+    return {key: 1e3 * statistics.median(t) for key, t in times.items()}
 
 
 def _blocking(fn, *args):
