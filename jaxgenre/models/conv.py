@@ -18,8 +18,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
-# im2col columns gathered per chunk of examples: the best of 1-32 examples on ResNet-18's and
-# MobileNetV2's layers was 2.5-5 MB on a 2-core EPYC (benchmarks/conv_grad.py --chunks).
+# im2col columns gathered per chunk of examples. In a one-off sweep of 1, 2, 4, 8 examples per
+# chunk on three ResNet-18 layers (2-core EPYC) the fastest chunks held 2.5-5 MB of columns;
+# benchmarks/conv_grad.py times this default against XLA's and the whole batch at once.
 CHUNK_BYTES = 4 << 20
 
 
