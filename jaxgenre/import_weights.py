@@ -126,7 +126,7 @@ def convert(variables: dict[str, np.ndarray], model: nnx.Module) -> dict:
     """musicnn's TensorFlow variables -> the pure dict of `model`'s state, following `_LAYERS`.
     Every non-optimizer variable must fill exactly one of ours, of the same shape."""
     ours, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model)))
-    paths = [jax.tree_util.keystr(p, simple=True, separator="/") for p, _ in ours]
+    paths = [pretrained.path_name(p) for p, _ in ours]
     source = {}  # our path -> TensorFlow variable
     for layer, tf_layer in _LAYERS:
         names = _BN_VARIABLES if tf_layer.startswith("batch_normalization") else _WEIGHT_VARIABLES

@@ -134,10 +134,8 @@ def convert(keras_model, arch: str, target: dict) -> dict:
                  for path in sorted(set(values) - set(flat))]
     if problems:
         raise ImportWeightsError(f"Keras's {arch} does not fit our model: " + "; ".join(problems))
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
-    return jax.tree_util.tree_unflatten(treedef, [
-        np.asarray(values[jax.tree_util.keystr(p, simple=True, separator="/")], np.float32)
-        for p, _ in leaves])
+    return jax.tree_util.tree_unflatten(jax.tree.structure(target),
+                                        [np.asarray(values[path], np.float32) for path in flat])
 
 
 def _kernel(value: np.ndarray, shape: tuple, depthwise: bool) -> np.ndarray:

@@ -142,7 +142,7 @@ def merge(params: nnx.State, rest: nnx.State, imported: dict, source: str
         leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))
         new = []
         for path, leaf in leaves:
-            name = jax.tree_util.keystr(path, simple=True, separator="/")
+            name = path_name(path)
             value = flat_imported.pop(name, None)
             if name.split("/")[0] == HEAD:
                 kept.append(name)
@@ -176,7 +176,11 @@ def _model_kwarg(model_config: ml_collections.ConfigDict, key: str):
     return None
 
 
+def path_name(path) -> str:
+    """A variable's key path in a pure dict as its name in imports: 'blocks/0/conv/kernel'."""
+    return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
 def flatten(tree: dict) -> dict[str, np.ndarray]:
-    """{'blocks/0/conv/kernel': leaf, ...} of a pure dict."""
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(p, simple=True, separator="/"): v for p, v in leaves}
+    """{'blocks/0/conv/kernel': leaf, ...} of a pure dict, in its leaves' order."""
+    return {path_name(p): v for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}

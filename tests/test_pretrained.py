@@ -43,8 +43,7 @@ def _config(data_dir, init_from, *args, **extra):
 def _flat(state) -> dict:
     """{'hidden/kernel': array, ...} of an nnx.State or a pure dict."""
     pure = nnx.to_pure_dict(state) if isinstance(state, nnx.State) else state
-    leaves = jax.tree_util.tree_flatten_with_path(pure)[0]
-    return {jax.tree_util.keystr(p, simple=True, separator="/"): np.asarray(v) for p, v in leaves}
+    return {path: np.asarray(v) for path, v in pretrained.flatten(pure).items()}
 
 
 def _task_and_state(config):

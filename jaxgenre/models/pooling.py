@@ -34,9 +34,10 @@ def _geometry(x_shape, stride: int, padding):
 
 
 def _views(x, stride, padding):
-    ph, pw, oh, ow = _geometry(x.shape, stride, padding)
+    """(the -inf-padded input, its nine shifted views, `_geometry`)."""
+    geometry = ph, pw, oh, ow = _geometry(x.shape, stride, padding)
     xp = jnp.pad(x, ((0, 0), ph, pw, (0, 0)), constant_values=-jnp.inf)
-    return xp, list(shifted_views(xp, (_K, _K), stride, oh, ow))
+    return xp, list(shifted_views(xp, (_K, _K), stride, oh, ow)), geometry
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
@@ -53,8 +54,7 @@ def _fwd(x, stride, padding):
 
 def _bwd(stride, padding, residuals, g):
     x, y = residuals
-    xp, views = _views(x, stride, padding)
-    ph, pw, oh, ow = _geometry(x.shape, stride, padding)
+    xp, views, (ph, pw, oh, ow) = _views(x, stride, padding)
     hp, wp = xp.shape[1:3]
     zero = jnp.zeros((), g.dtype)
     taken = jnp.zeros(y.shape, bool)
