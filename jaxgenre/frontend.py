@@ -58,8 +58,11 @@ class MelConfig:
 def frames(audio: jax.Array, n_fft: int, hop: int) -> jax.Array:
     """Centered, zero-padded frames: [B, N] -> [B, 1 + N // hop, n_fft], without a gather.
 
-    The padded signal is cut into hop-sized blocks; frame t is blocks t .. t+k-1 concatenated
-    (k = ceil(n_fft / hop)) and trimmed to n_fft.
+    The padded signal is cut into hop-sized blocks; frame t is blocks t .. t+k-1 (k =
+    ceil(n_fft / hop)) laid side by side and trimmed to n_fft. The k shifted views are stacked on
+    an axis of their own and then merged with the hop axis: XLA:CPU copies that as whole blocks,
+    where a concatenation along the last axis took 2x as long (one-off A/B: 17 vs 8 ms for
+    64 clips of 3 s).
     """
     batch, n = audio.shape
     num_frames = 1 + n // hop
@@ -67,8 +70,8 @@ def frames(audio: jax.Array, n_fft: int, hop: int) -> jax.Array:
     total = (num_frames + k - 1) * hop
     padded = jnp.pad(audio, ((0, 0), (n_fft // 2, total - n - n_fft // 2)))
     blocks = padded.reshape(batch, num_frames + k - 1, hop)
-    framed = jnp.concatenate([blocks[:, j:j + num_frames] for j in range(k)], axis=-1)
-    return framed[..., :n_fft]
+    framed = jnp.stack([blocks[:, j:j + num_frames] for j in range(k)], axis=2)
+    return framed.reshape(batch, num_frames, k * hop)[..., :n_fft]
 
 
 def window(n_fft: int) -> np.ndarray:
