@@ -34,8 +34,8 @@ def mel_config(config: ml_collections.ConfigDict, sample_rate: int) -> frontend.
     f = config.frontend
     return frontend.MelConfig(sample_rate=sample_rate, n_fft=f.n_fft, hop_length=f.hop_length,
                               n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax, top_db=f.top_db,
-                              dft=f.dft, ref=f.get("ref"), compress=f.get("compress", "db"),
-                              log_gain=f.get("log_gain", 10000.0))
+                              dft=f.dft, ref=f.ref, compress=f.compress,
+                              log_gain=f.log_gain)
 
 
 # config.model keys for the trainer, not the model's constructor
@@ -109,7 +109,7 @@ def spectrogram_input(db: jax.Array, kind: str, config, key: jax.Array | None = 
     SpecAugment masks when `key` is given."""
     if kind == "mfcc":
         x = frontend.mfcc(db, config.frontend.n_mfcc) / 40.0
-    elif config.frontend.get("compress", "db") == "db":
+    elif config.frontend.compress == "db":
         x = db / 40.0 + 1.0
     else:
         x = db
@@ -145,7 +145,7 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mes
         model = nnx.merge(graphdef, params, state.model_state, copy=True)
         # freeze_bn: inference mode (running statistics used and kept, no dropout), as Keras
         # fine-tunes a pretrained base with training=False
-        train = not config.model.get("freeze_bn", False)
+        train = not config.model.freeze_bn
         logits = model(x, train=train, rngs=nnx.Rngs(dropout=drop_key))
         # multi-label: the mean over clips and genres, so the scale does not grow with C
         loss = (optax.sigmoid_binary_cross_entropy(logits, labels) if multi
@@ -171,7 +171,7 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mes
 def multi_label(config: ml_collections.ConfigDict) -> bool:
     """`data.label == 'genres'`: one sigmoid per genre, any number of genres per clip. Runs
     saved before `data.label` existed are single-label."""
-    return config.data.get("label", "genre_top") == "genres"
+    return config.data.label == "genres"
 
 
 def train_hit_metric(config) -> str:
@@ -241,7 +241,7 @@ class ClassifierTask:
     def warm_start(self, state: TrainState) -> TrainState:
         """A fresh state with `config.model.init_from`'s weights (see jaxgenre.pretrained) in
         params, statistics and their averages, on the shardings it had; as is without."""
-        source = self.config.model.get("init_from")
+        source = self.config.model.init_from
         if not source:
             return state
         pretrained.check_config(self.config, self.data.sample_rate)
@@ -266,7 +266,7 @@ class ClassifierTask:
 
     def learning_rates(self, step: int) -> dict[str, float]:
         rate = float(self._lr(step - 1))  # optax counts updates from 0
-        scale = self.config.optim.get("encoder_lr_scale", 1.0)
+        scale = self.config.optim.encoder_lr_scale
         return {"learning_rate": rate, **({"encoder_learning_rate": rate * scale}
                                           if scale != 1.0 else {})}
 

@@ -89,13 +89,13 @@ def _load_config_file(spec: str) -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks names and sizes that would otherwise fail deep inside a run."""
     models.get(config.model.name)  # raises, listing the registered models
-    label = config.data.get("label", "genre_top")
+    label = config.data.label
     choices = {"task": (tasks.task_name(config), tasks.NAMES),
                "data.label": (label, input_pipeline.LABELS),
                "best_mode": (config.best_mode, ("max", "min")),
                "model.dtype": (config.model.dtype, ("float32", "bfloat16")),
                "frontend.dft": (config.frontend.dft, ("fft", "matmul")),
-               "frontend.compress": (config.frontend.get("compress", "db"), ("db", "log10_1p")),
+               "frontend.compress": (config.frontend.compress, ("db", "log10_1p")),
                "data.train_split": (config.data.train_split, ("train", "train+validation")),
                **{f"evals.{name}.split": (entry.split, ("validation", "test", "train"))
                   for name, entry in config.evals.items()}}

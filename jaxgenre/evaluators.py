@@ -43,7 +43,7 @@ def _classification(entry, config, task, state_sharding, builder, mesh, split):
     from jaxgenre import evaluation
     return evaluation.ClassificationEvaluator(task, state_sharding, builder, split,
                                               config.eval_batch_size, mesh,
-                                              config.data.get("label", "genre_top"))
+                                              config.data.label)
 
 
 def _transfer_proxy(entry, config, task, state_sharding, builder, mesh, split):

@@ -30,8 +30,8 @@ def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule
 
 def param_groups(cfg: ml_collections.ConfigDict, params):
     """'head' | 'encoder' | 'frozen' for each parameter (a tree like `params`)."""
-    frozen = set(cfg.get("freeze", ()))
-    probe = cfg.get("encoder_lr_scale", 1.0) == 0.0
+    frozen = set(cfg.freeze)
+    probe = cfg.encoder_lr_scale == 0.0
 
     def group(path, _):
         top = jax.tree_util.keystr(path[:1], simple=True)
@@ -45,7 +45,7 @@ def check_freeze(cfg: ml_collections.ConfigDict, params) -> None:
     """Refuses `freeze` names that are not top-level modules of the model (or are its head)."""
     modules = {jax.tree_util.keystr(p[:1], simple=True)
                for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
-    unknown = sorted(set(cfg.get("freeze", ())) - (modules - {HEAD}))
+    unknown = sorted(set(cfg.freeze) - (modules - {HEAD}))
     if unknown:
         raise ValueError(f"optim.freeze names {unknown}: not modules of this model's encoder; "
                          f"valid: {', '.join(sorted(modules - {HEAD}))}.")
@@ -72,8 +72,8 @@ def make(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTran
     """`cfg` is `config.optim`."""
     lr = schedule(cfg, total_steps)
     opt = _update_rule(cfg, lr)
-    scale = cfg.get("encoder_lr_scale", 1.0)
-    if scale != 1.0 or cfg.get("freeze", ()):
+    scale = cfg.encoder_lr_scale
+    if scale != 1.0 or cfg.freeze:
         encoder = opt if scale == 1.0 else _update_rule(cfg, lambda step: scale * lr(step))
         opt = optax.multi_transform(
             {"head": opt, "encoder": encoder, "frozen": optax.set_to_zero()},

@@ -21,11 +21,6 @@ from jaxgenre import config_checks, runs, tasks
 
 # A change here is refused even if shapes fit.
 _MEANING_KEYS = ("task", "data.name", "data.label", "frontend.")
-# Keys added to the configs after runs were saved, with the value that reproduces how those
-# runs were trained: a saved config without them resumes as if it had them.
-ADDED_KEYS = {"frontend.compress": "db", "frontend.log_gain": 10000.0, "data.label": "genre_top",
-              "model.init_from": None, "model.freeze_bn": False, "optim.encoder_lr_scale": 1.0,
-              "optim.freeze": []}
 
 
 class RestartError(ValueError):
@@ -33,10 +28,10 @@ class RestartError(ValueError):
 
 
 def changed(saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict) -> dict:
-    """{key: (saved value, new value)} for every key whose value differs (or exists in one)."""
+    """{key: (saved value, new value)} for every key whose value differs (or exists in one).
+    Both are taken as read in (`config_versions.with_added_keys`)."""
     a = config_checks.flatten(saved)
     b = config_checks.flatten(json.loads(new.to_json()))  # compared as JSON, as it is saved
-    a.update({k: v for k, v in ADDED_KEYS.items() if k in b and k not in a})
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 

@@ -13,7 +13,7 @@ import ml_collections
 from absl import logging
 from etils import epath
 
-from jaxgenre import checkpointing, tasks
+from jaxgenre import checkpointing, config_versions, tasks
 
 
 class RunError(ValueError):
@@ -35,7 +35,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     path = epath.Path(workdir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {workdir} a jaxgenre.train --workdir?")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    return config_versions.with_added_keys(ml_collections.ConfigDict(json.loads(path.read_text())))
 
 
 def data_spec(workdir: str, config: ml_collections.ConfigDict) -> tasks.DataSpec:

@@ -30,6 +30,7 @@ from ml_collections import config_flags
 from jaxgenre import (
     checkpointing,
     config_checks,
+    config_versions,
     evaluators,
     input_pipeline,
     preemption,
@@ -58,6 +59,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     Raises `preemption.Preempted` after saving the step reached when SIGTERM arrived.
     """
+    config = config_versions.with_added_keys(config)
     config_checks.validate(config)
     workdir = epath.Path(workdir)
     # ---------------------------------------------------------------- mesh and data

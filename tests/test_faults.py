@@ -13,6 +13,7 @@ import pytest
 from jaxgenre import (
     classifier,
     config_checks,
+    config_versions,
     evaluation,
     input_pipeline,
     restarts,
@@ -125,11 +126,25 @@ def test_a_safe_restart_change_is_recorded_and_a_smaller_total_is_refused(plain_
     assert th.read_json(os.path.join(workdir, "config.json"))["total_steps"] == 5
 
 
+def test_added_keys_fill_only_what_a_config_lacks():
+    from jaxgenre.configs import mfcc_cnn, stargan
+    old = mfcc_cnn.get_config("demo")
+    with old.unlocked():
+        del old.frontend.compress, old.optim.freeze
+    old.data.label = "genres"
+    filled = config_versions.with_added_keys(old)
+    assert filled.frontend.compress == "db" and list(filled.optim.freeze) == []
+    assert filled.data.label == "genres"  # a value the config has is kept
+    assert "compress" not in old.frontend  # the caller's config is left as it was
+    gan = config_versions.with_added_keys(stargan.get_config("demo"))
+    assert "init_from" not in gan.model and "optim" not in gan  # the classifier's keys only
+
+
 def test_a_run_saved_before_keys_were_added_resumes(plain_run, tiny_fma, tmp_path):
     workdir = _copy(plain_run, tmp_path)
     path = tmp_path / "run" / "config.json"
     saved = json.loads(path.read_text())
-    for key in restarts.ADDED_KEYS:
+    for key in config_versions.ADDED_KEYS["classifier"]:
         section, leaf = key.split(".")
         del saved[section][leaf]
     path.write_text(json.dumps(saved))
