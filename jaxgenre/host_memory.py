@@ -9,7 +9,8 @@ about 0.5 s of kernel time per step on a 2-core VM. Settings (`JAXGENRE_MALLOC`)
   it keeps freed spans for reuse and returns memory gradually, so the step reuses the block
   it freed and the peak stays near glibc's.
 - 'jemalloc': the system's libjemalloc (`apt install libjemalloc2`) is preloaded with freed
-  pages kept (`dirty_decay_ms:-1`; its time-based decay unmaps the step's block at once).
+  pages kept (`dirty_decay_ms:-1`; its time-based decay unmaps the step's block at once), in
+  one arena (`narenas:1`).
 - 'huge_pages': glibc with `glibc.malloc.hugetlb=1`: its fresh mappings ask for transparent
   huge pages, so the block faults in 2 MiB at a time (512x fewer faults) and is still
   returned on free. Needs the kernel's THP mode `madvise` or `always` (the common defaults).
@@ -35,7 +36,10 @@ SETTING_ENV = "JAXGENRE_MALLOC"
 _ACTIVE_ENV = "JAXGENRE_MALLOC_ACTIVE"  # set in the re-executed process: never relaunch twice
 _LIBRARIES = {"tcmalloc": "tcmalloc_minimal", "jemalloc": "jemalloc"}  # for find_library
 _PACKAGES = {"tcmalloc": "libtcmalloc-minimal4", "jemalloc": "libjemalloc2"}  # Debian/Ubuntu
-_JEMALLOC_CONF = "dirty_decay_ms:-1"  # keep freed pages: its decay unmaps the step's block
+# Keep freed pages (its decay unmaps the step's block at once), in one arena: with one per
+# thread each kept freed blocks of its own (`benchmarks.host_memory`, medians of 3: peak 1.27x
+# glibc's with an arena per thread, 1.13x with one).
+_JEMALLOC_CONF = "dirty_decay_ms:-1,narenas:1"
 _OTHER_MALLOCS = ("jemalloc", "tcmalloc", "mimalloc")  # a user's own preload wins
 _STARTED_WITH = os.environ.get(_ACTIVE_ENV, "glibc")  # read before anyone edits os.environ
 
