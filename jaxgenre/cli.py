@@ -43,6 +43,7 @@ def quiet_logs() -> None:
         return
     py_logging.captureWarnings(True)  # Python warnings become records the filter sees
     logging.get_absl_handler().addFilter(_OnlyOurs())
+    py_logging.getLogger("tensorflow").setLevel(py_logging.ERROR)  # it has a handler of its own
 
 
 class _OnlyOurs(py_logging.Filter):

@@ -215,6 +215,7 @@ def _define_flags() -> dict:
 def main(argv, args: dict):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.quiet_logs()
     out = args["out"].value
     try:
         info = export(args["workdir"].value, out, args["checkpoint"].value,

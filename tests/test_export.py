@@ -110,3 +110,17 @@ def test_runs_that_cannot_be_exported_are_refused_cleanly(exported, tmp_path):
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "error: " in proc.stderr and "is a 'stargan' run" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "b").exists()
+
+
+def test_cli_lowers_for_cpu_and_cuda_here_and_prints_a_few_lines(exported, tmp_path):
+    """The default --platforms cpu,cuda lowers on a host without a GPU (no GPU run is tested
+    here), and the console shows our lines, not TensorFlow's SavedModel chatter."""
+    workdir, _, _ = exported
+    out = tmp_path / "model"
+    proc = subprocess.run([sys.executable, "-m", "jaxgenre.export", "--workdir", workdir,
+                           "--out", str(out)], cwd=th.ROOT, capture_output=True, text=True,
+                          timeout=300, check=False, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) <= 3, lines
+    assert json.loads((out / "export_info.json").read_text())["platforms"] == ["cpu", "cuda"]
