@@ -20,14 +20,20 @@ TOLERANCE = 1e-4  # TensorFlow's XLA and JAX's compile the same StableHLO separa
 
 @pytest.fixture(scope="module")
 def exported(tiny_classifier, tmp_path_factory):
-    """The tiny classifier run and its SavedModel: (workdir, saved model dir, info)."""
+    """The tiny classifier run and its SavedModel, exported by the CLI with its defaults:
+    (workdir, saved model dir, info, the CLI's console lines)."""
     workdir = tiny_classifier
     out = str(tmp_path_factory.mktemp("export") / "saved_model" / "1")
-    return workdir, out, export.export(workdir, out, platforms=("cpu",))
+    proc = subprocess.run([sys.executable, "-m", "jaxgenre.export", "--workdir", workdir,
+                           "--out", out], cwd=th.ROOT, capture_output=True, text=True,
+                          timeout=300, check=False, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    return workdir, out, th.read_json(os.path.join(out, "export_info.json")), lines
 
 
 def test_the_saved_model_classifies_real_clips_as_the_judge(exported, tiny_fma):
-    workdir, out, info = exported
+    workdir, out, info, _ = exported
     builder = input_pipeline.load_builder("fma/small", tiny_fma[0])
     clips = input_pipeline.clips_by_label(builder, "test", 1).values()
     audio = np.concatenate([c["audio"] for c in clips]).astype(np.float32) / 32768.0
@@ -75,7 +81,7 @@ def test_the_saved_model_classifies_real_clips_as_the_judge(exported, tiny_fma):
 
 
 def test_labels_and_rate_round_trip(exported, tiny_fma):
-    workdir, out, info = exported
+    workdir, out, info, _ = exported
     names = input_pipeline.load_builder("fma/small", tiny_fma[0]).info.features["label"].names
     model = tf.saved_model.load(out)
     assert [g.decode() for g in model.genres.numpy()] == names == info["genres"]
@@ -90,7 +96,7 @@ def test_labels_and_rate_round_trip(exported, tiny_fma):
 
 
 def test_runs_that_cannot_be_exported_are_refused_cleanly(exported, tmp_path):
-    workdir, out, _ = exported
+    workdir, out, _, _ = exported
     with pytest.raises(export.ExportError, match="not an empty directory"):
         export.export(workdir, out)
     no_checkpoints = tmp_path / "untrained"
@@ -112,15 +118,9 @@ def test_runs_that_cannot_be_exported_are_refused_cleanly(exported, tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "b").exists()
 
 
-def test_cli_lowers_for_cpu_and_cuda_here_and_prints_a_few_lines(exported, tmp_path):
+def test_cli_lowers_for_cpu_and_cuda_here_and_prints_a_few_lines(exported):
     """The default --platforms cpu,cuda lowers on a host without a GPU (no GPU run is tested
     here), and the console shows our lines, not TensorFlow's SavedModel chatter."""
-    workdir, _, _ = exported
-    out = tmp_path / "model"
-    proc = subprocess.run([sys.executable, "-m", "jaxgenre.export", "--workdir", workdir,
-                           "--out", str(out)], cwd=th.ROOT, capture_output=True, text=True,
-                          timeout=300, check=False, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    _, _, info, lines = exported
+    assert info["platforms"] == ["cpu", "cuda"]
     assert len(lines) <= 3, lines
-    assert json.loads((out / "export_info.json").read_text())["platforms"] == ["cpu", "cuda"]
