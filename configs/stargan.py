@@ -55,6 +55,7 @@ def style_transfer_config(task: str, words: set[str]) -> ml_collections.ConfigDi
     c.gan.cycle_weight = 5.0
     c.gan.identity_weight = 2.0
     c.gan.content_weight = 0.0  # frame-energy contour L1
+    c.gan.chroma_weight = 0.0  # 1 - the chroma similarity the vocoded output would keep
     c.gan.classifier_weight = 1.0  # used only with classifier_workdir
     c.gan.classifier_augment = False  # the classifier's own augmentations before it judges G
     c.gan.confusion_weight = 0.0  # autoencoder: latent domain confusion; 0 disables

@@ -112,15 +112,39 @@ def power_to_db(mel: jax.Array, cfg: MelConfig) -> jax.Array:
     return db
 
 
-def _log_mel_local(audio: jax.Array, cfg: MelConfig) -> jax.Array:
+def chroma_filterbank(cfg: MelConfig) -> np.ndarray:
+    """librosa's chroma filters (12 pitch classes, its default octave weighting):
+    [n_fft // 2 + 1, 12] float32, applied to |STFT|^2."""
+    return librosa.filters.chroma(sr=cfg.sample_rate, n_fft=cfg.n_fft).T.astype(np.float32)
+
+
+def _power_local(audio: jax.Array, cfg: MelConfig) -> jax.Array:
     x = audio.astype(jnp.float32) / 32768.0  # int16 PCM -> librosa's float scale
-    power = _power_spectrum(frames(x, cfg.n_fft, cfg.hop_length), cfg)
+    return _power_spectrum(frames(x, cfg.n_fft, cfg.hop_length), cfg)
+
+
+def compress(power: jax.Array, cfg: MelConfig) -> jax.Array:
+    """|STFT|^2 [B, T, n_fft // 2 + 1] -> log-mel [B, T, n_mels] as `log_mel` returns it."""
     mel = jnp.matmul(power, mel_filterbank(cfg), precision=cfg.precision)
     if cfg.compress == "db":
         return power_to_db(mel, cfg)
     if cfg.compress == "log10_1p":
         return jnp.log10(cfg.log_gain * mel + 1.0)
     raise ValueError(f"Unknown compress {cfg.compress!r}; expected 'db' or 'log10_1p'.")
+
+
+def _per_example(fn, mesh: jax.sharding.Mesh | None, batch_axis: str):
+    """`fn` itself, or under `mesh` run per device on its own examples (`jax.shard_map`)."""
+    if mesh is None:
+        return fn
+    return jax.shard_map(fn, mesh=mesh, in_specs=P(batch_axis), out_specs=P(batch_axis))
+
+
+def power_spectrogram(audio: jax.Array, cfg: MelConfig, mesh: jax.sharding.Mesh | None = None,
+                      batch_axis: str = "data") -> jax.Array:
+    """|STFT|^2 of int16-scale PCM [B, num_samples] -> float32 [B, T, n_fft // 2 + 1] (the
+    frames `log_mel` takes; `mesh` as there)."""
+    return _per_example(lambda x: _power_local(x, cfg), mesh, batch_axis)(audio)
 
 
 def log_mel(audio: jax.Array, cfg: MelConfig, mesh: jax.sharding.Mesh | None = None,
@@ -138,10 +162,7 @@ def log_mel(audio: jax.Array, cfg: MelConfig, mesh: jax.sharding.Mesh | None = N
       (`cfg.ref` None) or to the fixed power `cfg.ref`; `log10(log_gain * mel + 1)` for
       `cfg.compress='log10_1p'`.
     """
-    fn = lambda x: _log_mel_local(x, cfg)
-    if mesh is not None:
-        fn = jax.shard_map(fn, mesh=mesh, in_specs=P(batch_axis), out_specs=P(batch_axis))
-    return fn(audio)
+    return _per_example(lambda x: compress(_power_local(x, cfg), cfg), mesh, batch_axis)(audio)
 
 
 def dct_matrix(n_mels: int, n_mfcc: int) -> np.ndarray:

@@ -9,8 +9,9 @@ generator weights (`g_ema`), which evaluation, the transfer CLI and export use.
 StarGAN step (one jitted update): D learns real clips as real for their own genre and G's
 outputs as fake for the genre they aim at (hinge / non-saturating / WGAN-GP, optional R1 or
 gradient penalty); then G, every `gan.n_critic` steps, learns to fool D for the target genre,
-with cycle L1 (G(G(x, t), s) ~ x), identity L1 (G(x, s) ~ x), an optional content term (the
-frame-energy contour: rhythm survives, timbre is free) and an optional frozen genre classifier
+with cycle L1 (G(G(x, t), s) ~ x), identity L1 (G(x, s) ~ x), optional content terms (the
+frame-energy contour: rhythm survives, timbre is free; the chroma the vocoded output would keep,
+`gan_losses.chroma_kept`: harmony survives) and an optional frozen genre classifier
 (`gan.classifier_workdir`) pushing toward the target. Two Adam optimizers (TTUR).
 
 Autoencoder step: reconstruction L1 of decode(encode(x), s); optionally a latent genre
@@ -155,12 +156,16 @@ class _StyleTransferTask:
         """Generator output [B, T, M, 1] -> dB [B, T, M]."""
         return x[..., 0] * self.gan.db_scale + self.gan.db_offset
 
-    def spectrogram(self, audio: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        """int16 PCM [B, N] -> generator input [B, T, M, 1]; a random gain when `key` is set."""
+    def power(self, audio: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """int16 PCM [B, N] -> |STFT|^2 [B, T, F] float32; a random gain when `key` is set."""
         x = audio.astype(jnp.float32)
         if key is not None:
             x = augment.random_gain(key, x, self.gan.gain_db)
-        return self.to_input(frontend.log_mel(x, self.mel, mesh=self.mesh))
+        return frontend.power_spectrogram(x, self.mel, mesh=self.mesh)
+
+    def spectrogram(self, audio: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """int16 PCM [B, N] -> generator input [B, T, M, 1]; a random gain when `key` is set."""
+        return self.to_input(frontend.compress(self.power(audio, key), self.mel))
 
     def generate(self, g_params, x: jax.Array, target: jax.Array) -> jax.Array:
         return nnx.merge(self.g_graph, g_params)(x, target)
@@ -233,7 +238,8 @@ class StarGanTask(_StyleTransferTask):
         key = jax.random.fold_in(self.step_key, state.step)
         gain_key, target_key, gp_key = jax.random.split(key, 3)
         cls_key = jax.random.fold_in(key, 3)  # apart, so the other draws stay as they were
-        x = self.spectrogram(batch["audio"], gain_key)
+        power = self.power(batch["audio"], gain_key)
+        x = self.to_input(frontend.compress(power, self.mel))
         source = batch["label"]
         target = _random_targets(target_key, source, self.data.num_classes)
 
@@ -265,12 +271,13 @@ class StarGanTask(_StyleTransferTask):
             cycle = jnp.abs(self.generate(g_params, y, source) - x).mean()
             identity = jnp.abs(self.generate(g_params, x, source) - x).mean()
             content = jnp.abs(_energy(y) - _energy(x)).mean()
+            chroma = gan_losses.chroma_kept(power, self.to_db(y) - self.to_db(x), self.mel).mean()
             cls, cls_acc = self._classifier_loss(y, target, cls_key)
             loss = (gan.adv_weight * adv + gan.cycle_weight * cycle
                     + gan.identity_weight * identity + gan.content_weight * content
-                    + gan.classifier_weight * cls)
+                    + gan.chroma_weight * (1.0 - chroma) + gan.classifier_weight * cls)
             return loss, {"g_adv": adv, "cycle_l1": cycle, "identity_l1": identity,
-                          "content_l1": content, "classifier_loss": cls,
+                          "content_l1": content, "chroma_kept": chroma, "classifier_loss": cls,
                           "classifier_target_accuracy": cls_acc}
 
         (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)

@@ -136,8 +136,12 @@ def test_added_keys_fill_only_what_a_config_lacks():
     assert filled.frontend.compress == "db" and list(filled.optim.freeze) == []
     assert filled.data.label == "genres"  # a value the config has is kept
     assert "compress" not in old.frontend  # the caller's config is left as it was
-    gan = config_versions.with_added_keys(stargan.get_config("demo"))
-    assert "init_from" not in gan.model and "optim" not in gan  # the classifier's keys only
+    old_gan = stargan.get_config("demo")
+    with old_gan.unlocked():
+        del old_gan.gan.chroma_weight
+    gan = config_versions.with_added_keys(old_gan)
+    assert gan.gan.chroma_weight == 0.0  # the GAN's own added key
+    assert "init_from" not in gan.model and "optim" not in gan  # none of the classifier's
 
 
 def test_a_run_saved_before_keys_were_added_resumes(plain_run, tiny_fma, tmp_path):
