@@ -1,5 +1,6 @@
 """Style transfer: spectral norm, generator, losses; the GAN trained by the same trainer (devices,
-resume, NaN, processes); the transfer CLI and the evaluator taking a GAN run; bad input."""
+resume, NaN; processes in test_multihost.py); the transfer CLI and the evaluator taking a GAN
+run; bad input."""
 import os
 import signal
 import subprocess
@@ -94,6 +95,7 @@ def test_gan_run_saves_named_items_and_the_proxy_scores(gan8):
         ["_CHECKPOINT_METADATA", "commit_success.txt", "metrics", "progress", "generator",
          "discriminator", "generator_ema", "generator_optimizer", "discriminator_optimizer"])
     assert 0.0 <= val["val_target_accuracy"] <= 1.0 and val["val_change_db"] >= 0.0
+    assert 0.0 < val["val_chroma_kept"] <= 1.0
     d_rest = th.params(workdir, 4, "d_rest", gan.GanState)
     assert d_rest and all(k.endswith("/u/value") for k in d_rest)  # spectral-norm vectors
 
@@ -132,13 +134,6 @@ def test_gan_nan_stops_and_keeps_the_last_good_checkpoint(tiny_fma, classifiers,
     assert kept and max(kept) < bad_step
     assert all(np.isfinite(v).all()
                for v in th.params(str(tmp_path), max(kept), "g_params", gan.GanState).values())
-
-
-def test_gan_two_processes_match_one_process(tmp_path):
-    """2 processes x 2 devices against 1 process x 4 devices, 3 GAN steps on the same batches."""
-    two, one = th.two_processes_and_one(tmp_path, "stargan")
-    assert set(two.files) == set(one.files) and len(one.files) > 10
-    assert max(float(np.abs(two[k] - one[k]).max()) for k in one.files) <= TOLERANCE
 
 
 def _run(module, *args, devices=1):

@@ -7,7 +7,9 @@ genre by the averaged generator, scored in the log-mel domain (no vocoder, so it
     classifier other than the loss's one for an unbiased score);
   source_accuracy: that classifier on the unconverted clips (its ceiling on these clips);
   change_db: mean |converted - input| in dB; identity_db: the same for conversion to the
-    clip's own genre (0 for a generator that leaves its own genre alone).
+    clip's own genre (0 for a generator that leaves its own genre alone);
+  chroma_kept: the chroma similarity the vocoded conversions would keep, estimated from the
+    input's spectrum and the edit (`gan_losses.chroma_kept`; the evaluator measures it).
 The honest, judged and vocoded figures come from `jaxgenre.evaluate_transfer`; these pick the
 best checkpoint (config.best_metric, e.g. 'val_target_accuracy') and feed TensorBoard, with
 spectrogram images and audio of `num_samples` clips converted to every genre.
@@ -20,7 +22,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from jaxgenre import input_pipeline, runs, sharding, vocoder
+from jaxgenre import frontend, gan_losses, input_pipeline, runs, sharding, vocoder
 from jaxgenre.transfer import methods
 
 
@@ -48,22 +50,24 @@ class ProxyEvaluator:
         self._samples = None  # (images, audio) of the last run, for `summarise`
 
     def _scores_fn(self, state, params, audio, label):
-        """Per clip [B, ...]: target correct / probability per other genre [B, C-1], and
-        source correct, change and identity distances [B]."""
+        """Per clip [B, ...]: target correct / probability / change / chroma kept per other
+        genre [B, C-1], and source correct and identity distance [B]."""
         task, num_classes = self.task, self.task.data.num_classes
-        x = task.spectrogram(audio)
+        power = task.power(audio)
+        x = task.to_input(frontend.compress(power, task.mel))
 
         def to_genre(offset):
             target = (label + offset) % num_classes
             y = task.convert(state, x, target)
             probs = jax.nn.softmax(self.classifier.logits(params, task.to_db(y)))
             prob = jnp.take_along_axis(probs, target[:, None], 1)[:, 0]
-            return jnp.argmax(probs, -1) == target, prob, _mean_abs_db(task, y, x)
+            chroma = gan_losses.chroma_kept(power, task.to_db(y) - task.to_db(x), task.mel)
+            return jnp.argmax(probs, -1) == target, prob, _mean_abs_db(task, y, x), chroma
 
-        correct, prob, change = jax.lax.map(to_genre, jnp.arange(1, num_classes))
+        correct, prob, change, chroma = jax.lax.map(to_genre, jnp.arange(1, num_classes))
         source_logits = self.classifier.logits(params, task.to_db(x))
         identity = _mean_abs_db(task, task.convert(state, x, label), x)
-        return {"correct": correct.T, "prob": prob.T, "change": change.T,
+        return {"correct": correct.T, "prob": prob.T, "change": change.T, "chroma": chroma.T,
                 "source_correct": jnp.argmax(source_logits, -1) == label, "identity": identity}
 
     def _convert_fn(self, state, audio, target):
@@ -88,6 +92,7 @@ class ProxyEvaluator:
                 "target_probability": float(r["prob"].mean()),
                 "source_accuracy": float(r["source_correct"].mean()),
                 "change_db": float(r["change"].mean()), "identity_db": float(r["identity"].mean()),
+                "chroma_kept": float(r["chroma"].mean()),
                 "num_clips": len(r["identity"]), "num_pairs": int(r["correct"].size)}
 
     def _sample(self, state, first: dict):
@@ -117,7 +122,7 @@ class ProxyEvaluator:
     @staticmethod
     def scalars(result: dict) -> dict[str, float]:
         return {k: result[k] for k in ("target_accuracy", "target_probability", "source_accuracy",
-                                       "change_db", "identity_db")}
+                                       "change_db", "identity_db", "chroma_kept")}
 
     def summarise(self, writer, step: int, result: dict) -> None:
         """Spectrogram strips (input, then every genre in label order) and audio per clip."""
