@@ -36,7 +36,8 @@ def gan_overrides(data_dir: str, **extra) -> dict:
               "frontend.hop_length": 256, "frontend.n_mels": 64, "model.channels": 4,
               "model.encoder_blocks": 1, "model.decoder_blocks": 1, "model.style_dim": 8,
               "discriminator.channels": 4, "discriminator.num_layers": 2, "evals.val.clips": 8,
-              "evals.val.num_samples": 1, "gan.classifier_augment": True}
+              "evals.val.num_samples": 1, "gan.classifier_augment": True,
+              "gan.chroma_weight": 1.0}
     values.update(extra)
     return values
 
