@@ -30,6 +30,12 @@ from flax import nnx, struct
 from jaxgenre import augment, classifier, frontend, gan_losses, models, runs, tasks
 from jaxgenre.models import stargan
 
+# A bound on conversions for audio out. A generator trained on short crops can blow up at the
+# edges of a long input (a dev-set run gave +390 dB in the last 8 frames of some 30 s clips, where
+# the instance norms' whole-clip statistics no longer rein in one edge): 10 ** (390 / 10) is not a
+# float32, so the vocoder returned NaN. Nothing a conversion should do is 40 dB above the input.
+MAX_BOOST_DB = 40.0
+
 
 class GanState(struct.PyTreeNode):
     """Everything a style-transfer checkpoint holds, replicated. `d_*` is the discriminator
@@ -171,8 +177,10 @@ class _StyleTransferTask:
         return nnx.merge(self.g_graph, g_params)(x, target)
 
     def convert(self, state: GanState, x: jax.Array, target: jax.Array) -> jax.Array:
-        """Generator input [B, T, M, 1] -> converted [B, T, M, 1], by the averaged weights."""
-        return self.generate(state.g_ema, x, target)
+        """Generator input [B, T, M, 1] -> converted [B, T, M, 1], by the averaged weights, at
+        most `MAX_BOOST_DB` above the input's loudest bin."""
+        y = self.generate(state.g_ema, x, target)
+        return jnp.minimum(y, x.max(axis=(1, 2, 3), keepdims=True) + MAX_BOOST_DB / self.gan.db_scale)
 
     def _classifier_loss(self, y: jax.Array, target: jax.Array, key: jax.Array
                          ) -> tuple[jax.Array, jax.Array]:

@@ -14,7 +14,7 @@ import pytest
 import soundfile
 from flax import nnx
 
-from jaxgenre import gan, gan_losses, train
+from jaxgenre import gan, gan_losses, runs, sharding, train
 from jaxgenre.models import spectral_norm, stargan
 from tests import train_helpers as th
 
@@ -98,6 +98,19 @@ def test_gan_run_saves_named_items_and_the_proxy_scores(gan8):
     assert 0.0 < val["val_chroma_kept"] <= 1.0
     d_rest = th.params(workdir, 4, "d_rest", gan.GanState)
     assert d_rest and all(k.endswith("/u/value") for k in d_rest)  # spectral-norm vectors
+
+
+def test_conversions_are_bounded_above_the_input(gan8):
+    """A blown-up generator (every weight x 1000) converts to at most MAX_BOOST_DB above the
+    input's loudest bin, so the vocoder's dB -> power stays finite."""
+    run = runs.restore(gan8[0], sharding.make_mesh(), "latest", items=("generator_ema",),
+                       expect_tasks=("stargan",))
+    loud = run.state.replace(g_ema=jax.tree.map(lambda p: p * 1e3, run.state.g_ema))
+    x = jax.random.normal(jax.random.key(0), (8, 21, 64, 1))
+    target = jnp.arange(8, dtype=jnp.int32)
+    bound = x.max(axis=(1, 2, 3)) + gan.MAX_BOOST_DB / run.task.gan.db_scale
+    assert (run.task.generate(loud.g_ema, x, target).max(axis=(1, 2, 3)) > bound).any()
+    assert (run.task.convert(loud, x, target).max(axis=(1, 2, 3)) <= bound + 1e-6).all()
 
 
 def test_gan_resumed_on_one_device_matches_eight_devices_uninterrupted(gan8, tiny_fma, classifiers,
