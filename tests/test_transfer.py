@@ -1,5 +1,6 @@
 """The transfer evaluator end to end: a judge trained on the tiny dataset ranks the three
 baselines as they must, writes every report, and bad input gets errors that name the fix."""
+import dataclasses
 import json
 import os
 import shutil
@@ -9,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from jaxgenre import input_pipeline, sharding, train
-from jaxgenre.transfer import evaluator, judge
+from jaxgenre import classifier, input_pipeline, sharding, train, vocoder
+from jaxgenre.transfer import evaluator, judge, methods
 from tests import train_helpers as th
 
 FAST = ["--clips", "8", "--gl_iters", "8", "--nnls_steps", "20", "--batch_size", "8",
@@ -68,6 +69,25 @@ def test_baselines_rank_as_they_must_and_bad_input_is_refused(tiny_fma, tmp_path
                      "--output_dir", out, *FAST)
     assert code != 0 and "Unknown genre(s) ['Jazz']" in log and "Hip-Hop" in log
 
+    # a method whose audio is not finite: refused, named
+    mesh = sharding.make_mesh()
+    builder = input_pipeline.load_builder("fma/small", tiny_fma[0])
+    own_judge = judge.Judge(judge_dir, mesh)
+    mel = dataclasses.replace(classifier.mel_config(own_judge.config, own_judge.sample_rate),
+                              ref=1.0)
+    codec = methods.Codec(mel, vocoder.VocoderConfig(n_iter=2, nnls_steps=2), mesh)
+    job = evaluator.TransferEvaluator(own_judge, builder, "test", 8, mesh, codec, 22_050, {},
+                                      clips=8)
+
+    class Broken:
+        name, uses_target = "broken", True
+
+        def __call__(self, audio, source, target):
+            return methods.to_float(audio) * np.nan
+
+    with pytest.raises(ValueError, match="The method broken returned audio that is not finite"):
+        job.run(Broken())
+
     # a judge trained on other labels
     other = str(tmp_path / "other_judge")
     shutil.copytree(judge_dir, other)
@@ -75,8 +95,6 @@ def test_baselines_rank_as_they_must_and_bad_input_is_refused(tiny_fma, tmp_path
     info["class_names"] = [f"style{i}" for i in range(len(info["class_names"]))]
     with open(os.path.join(other, "dataset_info.json"), "w") as f:
         json.dump(info, f)
-    mesh = sharding.make_mesh()
-    builder = input_pipeline.load_builder("fma/small", tiny_fma[0])
     with pytest.raises(judge.JudgeError, match="trained on fma/small with labels"):
         evaluator.TransferEvaluator(judge.Judge(other, mesh), builder, "test", 8, mesh, codec=None,
                                     clip_samples=22_050, reference={})

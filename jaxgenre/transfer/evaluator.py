@@ -14,6 +14,7 @@ import collections
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
@@ -101,6 +102,10 @@ class TransferEvaluator:
                 target = (source + offset) % self.num_classes
                 audio = methods_lib.to_float(batch["audio"])
                 output = method(audio, source, target)
+                if not bool(jnp.isfinite(output).all()):
+                    raise ValueError(f"The method {method.name} returned audio that is not finite "
+                                     f"(NaN or inf) for a clip of {self.split}: a transfer method "
+                                     "must return float32 audio in [-1, 1].")
                 probs, features = self.judge(output, batch["num_samples"])
                 chroma, logmel = self.content(audio, output)
                 host = multihost_utils.process_allgather(
