@@ -169,9 +169,13 @@ class _StyleTransferTask:
             x = augment.random_gain(key, x, self.gan.gain_db)
         return frontend.power_spectrogram(x, self.mel, mesh=self.mesh)
 
+    def from_power(self, power: jax.Array) -> jax.Array:
+        """|STFT|^2 [B, T, F] (`power`) -> generator input [B, T, M, 1]."""
+        return self.to_input(frontend.compress(power, self.mel))
+
     def spectrogram(self, audio: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """int16 PCM [B, N] -> generator input [B, T, M, 1]; a random gain when `key` is set."""
-        return self.to_input(frontend.compress(self.power(audio, key), self.mel))
+        return self.from_power(self.power(audio, key))
 
     def generate(self, g_params, x: jax.Array, target: jax.Array) -> jax.Array:
         return nnx.merge(self.g_graph, g_params)(x, target)
@@ -246,8 +250,8 @@ class StarGanTask(_StyleTransferTask):
         key = jax.random.fold_in(self.step_key, state.step)
         gain_key, target_key, gp_key = jax.random.split(key, 3)
         cls_key = jax.random.fold_in(key, 3)  # apart, so the other draws stay as they were
-        power = self.power(batch["audio"], gain_key)
-        x = self.to_input(frontend.compress(power, self.mel))
+        power = self.power(batch["audio"], gain_key)  # kept for the harmony term
+        x = self.from_power(power)
         source = batch["label"]
         target = _random_targets(target_key, source, self.data.num_classes)
 

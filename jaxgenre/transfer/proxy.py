@@ -22,7 +22,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from jaxgenre import frontend, gan_losses, input_pipeline, runs, sharding, vocoder
+from jaxgenre import gan_losses, input_pipeline, runs, sharding, vocoder
 from jaxgenre.transfer import methods
 
 
@@ -54,7 +54,7 @@ class ProxyEvaluator:
         genre [B, C-1], and source correct and identity distance [B]."""
         task, num_classes = self.task, self.task.data.num_classes
         power = task.power(audio)
-        x = task.to_input(frontend.compress(power, task.mel))
+        x = task.from_power(power)
 
         def to_genre(offset):
             target = (label + offset) % num_classes
