@@ -2,15 +2,19 @@
 at the demo and default sizes of `configs/stargan.py`, as the trainer jits it.
 
   python -m benchmarks.gan_step [--sizes demo,default] [--steps 5] [--dtype float32]
+                                [--d_conv ours,xla]
 
 One step = one D update (hinge + R1) and one G update (adversarial, cycle, identity), plus the
 frontend on the raw crops, on this machine's devices with the trainer's shardings. Without a
 frozen classifier in the loss (it adds one small classifier pass per step). Reports the median
 step time, the FLOPs XLA counts for the step and the FLOP rate they imply; on a GPU, with
 --peak_tflops, the model FLOP utilisation (MFU). No peer: no public JAX or PyTorch StarGAN of
-this configuration exists to run side by side.
+this configuration exists to run side by side. `--d_conv ours,xla` times the step twice in one
+run: with the discriminator's convolutions as shipped (`conv.space_to_depth_conv`) and as XLA's
+strided convolution (what `SNConv` ran before), and prints the ratio.
 """
 import argparse
+import contextlib
 
 from jaxgenre import host_memory
 
@@ -22,6 +26,19 @@ from jaxgenre.configs import stargan
 
 from benchmarks.common import machine, median_seconds
 from jaxgenre import sharding, tasks
+from jaxgenre.models import conv
+
+
+@contextlib.contextmanager
+def discriminator_conv(kind: str):
+    """'ours': `SNConv` as shipped; 'xla': `SNConv` on XLA's strided convolution instead."""
+    saved = conv.space_to_depth_conv
+    if kind == "xla":
+        conv.space_to_depth_conv = conv.xla_conv
+    try:
+        yield
+    finally:
+        conv.space_to_depth_conv = saved
 
 
 def measure(size: str, steps: int, dtype: str, peak_tflops: float | None) -> dict:
@@ -65,19 +82,36 @@ def main():
     parser.add_argument("--sizes", default="demo,default")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--d_conv", default="ours",
+                        help="Comma-separated: ours (as shipped), xla (XLA's strided convolution "
+                             "in the discriminator); with both, the ratio xla / ours is printed.")
     parser.add_argument("--peak_tflops", type=float, default=None,
                         help="The device's peak dense TFLOP/s in --dtype, for MFU.")
     args = parser.parse_args()
     print(f"machine: {machine()}; devices: {jax.devices()[0].device_kind} x {jax.device_count()}")
+    kinds = args.d_conv.split(",")
+    if set(kinds) - {"ours", "xla"}:
+        parser.error(f"--d_conv {args.d_conv!r}: valid kinds are ours, xla.")
     for size in args.sizes.split(","):
-        r = measure(size, args.steps, args.dtype, args.peak_tflops)
-        line = (f"{r['size']:>8}: batch {r['batch']}, {r['crop_s']} s crops, {r['n_mels']} mels: "
-                f"{r['step_s']:.3f} s/step (median of {args.steps}), {r['steps_per_s']:.2f} "
-                f"steps/s, {r['examples_per_s']:.1f} examples/s, {r['gflop_per_step']:.0f} "
-                f"GFLOP/step, {r['achieved_tflops'] * 1e3:.0f} GFLOP/s")
-        if "mfu" in r:
-            line += f", MFU {r['mfu']:.1%}"
-        print(line, flush=True)
+        seconds = {}
+        for kind in kinds:
+            with discriminator_conv(kind):
+                r = measure(size, args.steps, args.dtype, args.peak_tflops)
+            seconds[kind] = r["step_s"]
+            print(_line(r, kind, args.steps), flush=True)
+        if {"ours", "xla"} <= seconds.keys():
+            print(f"{size:>8}: ours {seconds['xla'] / seconds['ours']:.2f}x faster than XLA's "
+                  "strided convolution in the discriminator", flush=True)
+
+
+def _line(r: dict, kind: str, steps: int) -> str:
+    line = (f"{r['size']:>8} (D conv: {kind}): batch {r['batch']}, {r['crop_s']} s crops, "
+            f"{r['n_mels']} mels: {r['step_s']:.3f} s/step (median of {steps}), {r['steps_per_s']:.2f} "
+            f"steps/s, {r['examples_per_s']:.1f} examples/s, {r['gflop_per_step']:.0f} "
+            f"GFLOP/step, {r['achieved_tflops'] * 1e3:.0f} GFLOP/s")
+    if "mfu" in r:
+        line += f", MFU {r['mfu']:.1%}"
+    return line
 
 
 if __name__ == "__main__":

@@ -19,6 +19,11 @@ from jaxgenre.models import spectral_norm, stargan
 from tests import train_helpers as th
 
 TOLERANCE = 1e-4  # float32, 8 devices vs 1: two optimizers and R1's second derivatives
+# The generator's convolution biases that feed only an instance norm (which removes any
+# per-channel constant): their gradients are round-off, which Adam scales to steps of up to the
+# learning rate whatever their size, so they carry nothing to compare between runs.
+NORMED_BIASES = ("/down1/bias/value", "/down2/bias/value", "/up1/bias/value",
+                 "/up2/bias/value", "/conv1/bias/value")
 
 
 def test_spectral_norm_divides_by_the_largest_singular_value_and_never_writes_back():
@@ -130,8 +135,10 @@ def test_gan_resumed_on_one_device_matches_eight_devices_uninterrupted(gan8, tin
     assert code == 0, out[-3000:]
     assert "Resuming from step 2" in out
     for field in ("g_params", "d_params", "g_ema"):
-        diff = th.max_abs_diff(th.params(gan8[0], 4, field, gan.GanState),
-                               th.params(str(tmp_path), 4, field, gan.GanState))
+        want, got = (th.params(d, 4, field, gan.GanState) for d in (gan8[0], str(tmp_path)))
+        compared = [k for k in want if not k.endswith(NORMED_BIASES)]
+        assert len(compared) > len(want) // 2
+        diff = th.max_abs_diff({k: want[k] for k in compared}, {k: got[k] for k in compared})
         assert diff <= TOLERANCE, (field, diff)
 
 

@@ -116,6 +116,34 @@ def test_conv2d_equals_xla_convolution_and_its_gradients(kernel, stride, hw, pad
                                                            chunk_bytes), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel,stride,hw,padding", [
+    ((4, 4), 2, (9, 8), "SAME"), ((3, 3), 1, (7, 9), "SAME"), ((4, 4), 2, (11, 10), "VALID"),
+    ((3, 3), 3, (11, 13), "SAME")])
+def test_space_to_depth_conv_equals_xla_convolution_to_second_order(kernel, stride, hw, padding):
+    """The discriminator's convolution: the value, both gradients, and the gradient of an
+    R1-style penalty (the squared input gradient) with respect to the kernel."""
+    x = jax.random.normal(jax.random.key(0), (2, *hw, 3))
+    k = jax.random.normal(jax.random.key(1), (*kernel, 3, 5))
+
+    def xla(x, k):
+        return jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            precision="highest")
+
+    ours = lambda x, k: conv.space_to_depth_conv(x, k, stride, padding)
+    np.testing.assert_allclose(ours(x, k), xla(x, k), rtol=1e-5, atol=1e-5)
+    loss = lambda f: lambda x, k: jnp.sum(jnp.tanh(f(x, k)))
+    for a, b in zip(jax.grad(loss(ours), (0, 1))(x, k), jax.grad(loss(xla), (0, 1))(x, k)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+    def penalty(f):
+        return lambda k, x: jnp.sum(jax.grad(loss(f))(x, k) ** 2)
+
+    want = jax.grad(penalty(xla))(k, x)
+    assert float(jnp.abs(want).max()) > 1.0  # a second-order term worth comparing
+    np.testing.assert_allclose(jax.grad(penalty(ours))(k, x), want, rtol=1e-4, atol=1e-3)
+
+
 def test_bfloat16_compute_keeps_float32_parameters_and_logits(name="mfcc_cnn"):
     """Same float32 parameters, computed in bfloat16: logits close to the float32 model's but
     not equal (a dtype that was ignored would give equal ones), in float32. (A small model:

@@ -79,6 +79,68 @@ def kernel_grad_im2col(x: jax.Array, g: jax.Array, kernel_shape, stride: int,
     return dk.reshape(kernel_shape)
 
 
+def space_to_depth_conv(x: jax.Array, kernel: jax.Array, stride: int,
+                        padding: str = "SAME") -> jax.Array:
+    """Convolution, equal to `xla_conv(x, kernel, stride, padding)`, differentiable any number of
+    times through stride-1 convolutions whose kernel gradients are matrix products on CPU.
+
+    Why: a GAN discriminator's R1 or gradient penalty differentiates the input gradient of every
+    layer again. XLA:CPU runs those second-order convolutions (dilated for strided layers, and
+    the kernel gradients of input gradients for all) as slow generic loops instead of YNNPACK.
+    Folding each stride x stride block of the padded input into channels (space to depth), and
+    the kernel likewise (zero-padded to a multiple of the stride), leaves a stride-1 'VALID'
+    convolution; `valid_conv` keeps every derivative of that one a convolution of the same kind.
+    Other platforms keep XLA's convolution.
+
+    x [B, H, W, C_in], kernel [kh, kw, C_in, C_out] -> [B, oh, ow, C_out], as `xla_conv`.
+    """
+    return jax.lax.platform_dependent(
+        x, kernel, cpu=lambda x, k: _space_to_depth_conv(x, k, stride, padding),
+        default=lambda x, k: xla_conv(x, k, stride, padding))
+
+
+def _space_to_depth_conv(x, kernel, stride, padding):
+    s = stride
+    kh, kw, c_in, c_out = kernel.shape
+    b, h, w, _ = x.shape
+    oh, ph = conv_padding(h, kh, s, padding)
+    ow, pw = conv_padding(w, kw, s, padding)
+    kh2, kw2 = -(-kh // s), -(-kw // s)  # the folded kernel's size
+    need_h, need_w = (oh + kh2 - 1) * s, (ow + kw2 - 1) * s  # padded input the outputs read
+    xp = jnp.pad(x, ((0, 0), (ph[0], max(need_h - h - ph[0], 0)),
+                     (pw[0], max(need_w - w - pw[0], 0)), (0, 0)))[:, :need_h, :need_w]
+    xs = xp.reshape(b, need_h // s, s, need_w // s, s, c_in).transpose(0, 1, 3, 2, 4, 5)
+    ks = jnp.pad(kernel, ((0, kh2 * s - kh), (0, kw2 * s - kw), (0, 0), (0, 0)))
+    ks = ks.reshape(kh2, s, kw2, s, c_in, c_out).transpose(0, 2, 1, 3, 4, 5)
+    return valid_conv(xs.reshape(b, need_h // s, need_w // s, s * s * c_in),
+                      ks.reshape(kh2, kw2, s * s * c_in, c_out))
+
+
+@jax.custom_vjp
+def valid_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Stride-1 'VALID' convolution [B, H, W, C_in] x [kh, kw, C_in, C_out] ->
+    [B, H - kh + 1, W - kw + 1, C_out], whose input gradient is again a `valid_conv` (of the
+    padded output gradient with the flipped kernel) and whose kernel gradient is
+    `kernel_grad_im2col`, so derivatives of derivatives stay off XLA:CPU's slow paths."""
+    return xla_conv(x, kernel, 1, "VALID")
+
+
+def _valid_fwd(x, kernel):
+    return valid_conv(x, kernel), (x, kernel)
+
+
+def _valid_bwd(residuals, g):
+    x, kernel = residuals
+    kh, kw = kernel.shape[:2]
+    gp = jnp.pad(g, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+    dx = valid_conv(gp, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
+    dk = kernel_grad_im2col(x, g, kernel.shape, 1, "VALID").astype(kernel.dtype)
+    return dx, dk
+
+
+valid_conv.defvjp(_valid_fwd, _valid_bwd)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: str = "SAME") -> jax.Array:
     """Convolution: x [B, H, W, C_in], kernel [kh, kw, C_in, C_out] -> [B, oh, ow, C_out]

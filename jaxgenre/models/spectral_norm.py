@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxgenre.models import conv
+
 
 class SpectralVector(nnx.Variable):
     """The power-iteration vector u [out_features] of a spectral-normalised weight."""
@@ -52,9 +54,7 @@ class SNConv(nnx.Module):
         kernel, u = normalised_weight(self.kernel.value, self.u.value, update)
         if update:
             self.u.value = u
-        y = jax.lax.conv_general_dilated(
-            x, kernel.astype(x.dtype), (self.strides, self.strides), "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = conv.space_to_depth_conv(x, kernel.astype(x.dtype), self.strides)
         return y + self.bias.value.astype(x.dtype)
 
 
