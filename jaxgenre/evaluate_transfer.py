@@ -37,6 +37,9 @@ _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "Sp
 _CLIPS = flags.DEFINE_integer("clips", None, "Only the split's first N clips.")
 _TARGETS = flags.DEFINE_list("targets", None, "Target genre names (default: every genre).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "The judge's checkpoint: best|latest|STEP.")
+_METHOD_CHECKPOINT = flags.DEFINE_string(
+    "method_checkpoint", "best", "A style-transfer run's checkpoint: best|latest|STEP (other "
+    "than best, the method is reported as <name>@<step>).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Clips per global batch (a multiple of the "
                                    "device count).")
 _PHASE = flags.DEFINE_enum("phase", "source", ["source", "random"],
@@ -143,7 +146,8 @@ def evaluate():
         if spec in methods_lib.BASELINES:
             method = _baseline(spec, codec, builder, draw_pool)
         else:
-            method = generator.GeneratorMethod(spec, mesh, vcfg, _PHASE.value, _SEED.value)
+            method = generator.GeneratorMethod(spec, mesh, vcfg, _PHASE.value, _SEED.value,
+                                               _METHOD_CHECKPOINT.value)
             judge.check_labels(method.class_names, f"the run {spec}")
             if method.sample_rate != judge.sample_rate:
                 raise ValueError(f"{spec} works at {method.sample_rate} Hz, the judge's data at "

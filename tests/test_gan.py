@@ -207,9 +207,9 @@ def test_the_transfer_evaluator_takes_a_gan_run_as_a_method(gan8, classifiers, t
     from tests.test_transfer import FAST
     out = str(tmp_path / "eval")
     code, log = _run("jaxgenre.evaluate_transfer", "--method", gan8[0], "--judge", classifiers[1],
-                     "--output_dir", out, *FAST, devices=2)
+                     "--method_checkpoint", "2", "--output_dir", out, *FAST, devices=2)
     assert code == 0, log[-3000:]
-    name = f"stargan_{os.path.basename(gan8[0])}"
+    name = f"stargan_{os.path.basename(gan8[0])}@2"  # a step other than the best is named
     result = th.read_json(os.path.join(out, f"{name}_test.json"))
     assert result["num_pairs"] == 8 * 7 and 0.0 <= result["target_accuracy"] <= 1.0
     with open(os.path.join(out, "transfer_test.md")) as f:

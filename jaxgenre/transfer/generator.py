@@ -20,7 +20,7 @@ GENERATOR_TASKS = ("stargan", "autoencoder")
 class GeneratorMethod:
     """Converts with the `generator_ema` weights of `checkpoint` ('best' | 'latest' | STEP).
 
-    Attributes: name ('<task>_<workdir name>'), run (`runs.Run`), codec, class_names,
+    Attributes: name ('<task>_<workdir name>', with '@<step>' unless `checkpoint` is 'best'), run (`runs.Run`), codec, class_names,
     sample_rate.
     """
     uses_target = True
@@ -31,6 +31,8 @@ class GeneratorMethod:
                                 expect_tasks=GENERATOR_TASKS)
         task = self.run.task
         self.name = f"{self.run.config.task}_{epath.Path(workdir).resolve().name}"
+        if checkpoint != "best":
+            self.name += f"@{self.run.step}"
         self.class_names, self.sample_rate = list(task.data.class_names), task.data.sample_rate
         self.mesh = mesh
         self.codec = methods.Codec(task.mel, vcfg, mesh, phase, seed)
