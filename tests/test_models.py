@@ -90,10 +90,8 @@ def test_depthwise_accumulates_bfloat16_inputs_in_float32():
     assert float(dk[1, 1, 0, 0]) == 264.0  # the centre tap sees every input once
 
 
-@pytest.mark.parametrize("kernel,stride,hw,padding", [
-    ((3, 3), 1, (9, 8), "SAME"), ((3, 3), 2, (9, 8), "SAME"), ((7, 7), 2, (8, 7), "SAME"),
-    ((1, 1), 2, (5, 6), "SAME"), ((7, 7), 2, (14, 13), "VALID"), ((3, 3), 2, (8, 9), "VALID")])
-def test_conv2d_equals_xla_convolution_and_its_gradients(kernel, stride, hw, padding):
+def _conv_case(kernel, stride, hw, padding):
+    """(x [2, *hw, 3], kernel [*kernel, 3, 5], XLA's convolution of them at full precision)."""
     x = jax.random.normal(jax.random.key(0), (2, *hw, 3))
     k = jax.random.normal(jax.random.key(1), (*kernel, 3, 5))
 
@@ -101,12 +99,22 @@ def test_conv2d_equals_xla_convolution_and_its_gradients(kernel, stride, hw, pad
         return jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                             precision="highest")
+    return x, k, xla
 
-    ours = lambda x, k: conv.conv2d(x, k, stride, padding)
+
+def _assert_equal_with_gradients(ours, xla, x, k, loss):
     np.testing.assert_allclose(ours(x, k), xla(x, k), rtol=1e-5, atol=1e-5)
-    loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))
     for a, b in zip(jax.grad(loss(ours), (0, 1))(x, k), jax.grad(loss(xla), (0, 1))(x, k)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel,stride,hw,padding", [
+    ((3, 3), 1, (9, 8), "SAME"), ((3, 3), 2, (9, 8), "SAME"), ((7, 7), 2, (8, 7), "SAME"),
+    ((1, 1), 2, (5, 6), "SAME"), ((7, 7), 2, (14, 13), "VALID"), ((3, 3), 2, (8, 9), "VALID")])
+def test_conv2d_equals_xla_convolution_and_its_gradients(kernel, stride, hw, padding):
+    x, k, xla = _conv_case(kernel, stride, hw, padding)
+    _assert_equal_with_gradients(lambda x, k: conv.conv2d(x, k, stride, padding), xla, x, k,
+                                 lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k))))
     # The CPU kernel gradient on its own (the custom VJP selects it only on CPU): over the whole
     # batch at once, and one example at a time (what larger feature maps get), summed.
     g = jnp.cos(xla(x, k))
@@ -122,19 +130,10 @@ def test_conv2d_equals_xla_convolution_and_its_gradients(kernel, stride, hw, pad
 def test_space_to_depth_conv_equals_xla_convolution_to_second_order(kernel, stride, hw, padding):
     """The discriminator's convolution: the value, both gradients, and the gradient of an
     R1-style penalty (the squared input gradient) with respect to the kernel."""
-    x = jax.random.normal(jax.random.key(0), (2, *hw, 3))
-    k = jax.random.normal(jax.random.key(1), (*kernel, 3, 5))
-
-    def xla(x, k):
-        return jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                            precision="highest")
-
+    x, k, xla = _conv_case(kernel, stride, hw, padding)
     ours = lambda x, k: conv.space_to_depth_conv(x, k, stride, padding)
-    np.testing.assert_allclose(ours(x, k), xla(x, k), rtol=1e-5, atol=1e-5)
     loss = lambda f: lambda x, k: jnp.sum(jnp.tanh(f(x, k)))
-    for a, b in zip(jax.grad(loss(ours), (0, 1))(x, k), jax.grad(loss(xla), (0, 1))(x, k)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    _assert_equal_with_gradients(ours, xla, x, k, loss)
 
     def penalty(f):
         return lambda k, x: jnp.sum(jax.grad(loss(f))(x, k) ** 2)

@@ -10,6 +10,10 @@ than both (`benchmarks/conv_grad.py` measures all three, `benchmarks/conv_layers
 pass against PyTorch's). The forward pass and the input gradient stay XLA's; other platforms
 keep XLA's kernel gradient (`lax.platform_dependent`): their convolution libraries do not have
 this problem.
+
+`space_to_depth_conv` is the discriminator's convolution (`spectral_norm.SNConv`): on CPU every
+derivative of it, of any order (R1 differentiates input gradients again), is a stride-1
+convolution or an im2col product, never one of XLA:CPU's generic convolution loops.
 """
 import functools
 
@@ -121,7 +125,8 @@ def valid_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Stride-1 'VALID' convolution [B, H, W, C_in] x [kh, kw, C_in, C_out] ->
     [B, H - kh + 1, W - kw + 1, C_out], whose input gradient is again a `valid_conv` (of the
     padded output gradient with the flipped kernel) and whose kernel gradient is
-    `kernel_grad_im2col`, so derivatives of derivatives stay off XLA:CPU's slow paths."""
+    `kernel_grad_im2col`, so derivatives of derivatives stay off XLA:CPU's slow paths. The CPU
+    branch of `space_to_depth_conv`; other platforms never reach it."""
     return xla_conv(x, kernel, 1, "VALID")
 
 
