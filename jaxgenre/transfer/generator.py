@@ -20,8 +20,8 @@ GENERATOR_TASKS = ("stargan", "autoencoder")
 class GeneratorMethod:
     """Converts with the `generator_ema` weights of `checkpoint` ('best' | 'latest' | STEP).
 
-    Attributes: name ('<task>_<workdir name>', with '@<step>' unless `checkpoint` is 'best'), run (`runs.Run`), codec, class_names,
-    sample_rate.
+    Attributes: name ('<task>_<workdir name>', with '@<step>' unless `checkpoint` is 'best'),
+    run (`runs.Run`), codec, class_names, sample_rate.
     """
     uses_target = True
 
