@@ -92,13 +92,18 @@ def style_transfer_config(task: str, words: set[str]) -> ml_collections.ConfigDi
         c.model.encoder_blocks, c.model.decoder_blocks = 1, 2
         c.discriminator.channels = 16
         c.data.crop_seconds = 1.5
-        c.batch_size = 16
-        c.total_steps = 750  # 14 min on 2 CPU cores (AMD EPYC), evaluations included
+        # Batch 8 runs 1,250 steps in less time than batch 16 ran 750 (0.54 vs 1.24 s/step on
+        # a 2-core Intel Xeon); judged on validation, the steps moved more style.
+        c.batch_size = 8
+        c.total_steps = 1250  # 11.7-13.2 min on 2 CPU cores (Intel Xeon), evaluations included
         c.log_every_steps = 25
         c.eval_every_steps = 250
         c.checkpoint_every_steps = 250
         c.eval_batch_size = 16
         c.evals.val.clips = 32
         c.gan.g_learning_rate, c.gan.d_learning_rate = 4e-4, 4e-4
+        # D's verdict per genre moves more style the judge hears than the loss classifier's:
+        # 1 / 2 / 4 gave 0.49 / 0.54 / 0.61 judged target accuracy on validation at step 1,250.
+        c.gan.adv_weight = 4.0
         c.gan.classifier_augment = True  # the judge followed the loss classifier further
     return c
