@@ -92,8 +92,8 @@ def style_transfer_config(task: str, words: set[str]) -> ml_collections.ConfigDi
         c.model.encoder_blocks, c.model.decoder_blocks = 1, 2
         c.discriminator.channels = 16
         c.data.crop_seconds = 1.5
-        # Batch 8 runs 1,250 steps in less time than batch 16 ran 750 (0.52 vs 1.24 s/step on
-        # a 2-core Intel Xeon, benchmarks.gan_step).
+        # Batch 8 runs 1,250 steps in less time than batch 16 ran 750 on a 2-core Intel Xeon:
+        # 0.50-0.52 s/step (`python -m benchmarks.gan_step --sizes demo`) against 1.24.
         c.batch_size = 8
         c.total_steps = 1250  # 11.7-13.2 min on 2 CPU cores (Intel Xeon), evaluations included
         c.log_every_steps = 25
