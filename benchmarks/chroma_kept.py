@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import machine
-from jaxgenre import frontend, gan_losses, vocoder
+from jaxgenre.audio import frontend, vocoder
+from jaxgenre.tasks import gan_losses
 from jaxgenre.transfer import metrics
 from tfds_fma.fma import demo
 

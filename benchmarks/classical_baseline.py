@@ -9,7 +9,7 @@ command they name.
 import argparse
 
 from benchmarks.common import machine
-from jaxgenre import baselines
+from jaxgenre.tools import baselines
 
 
 def main():

@@ -1,4 +1,4 @@
-"""Convolution kernel gradient: XLA's against our im2col products (`jaxgenre.models.conv`).
+"""Convolution kernel gradient: XLA's against our im2col products (`jaxgenre.models.ops.conv`).
 
   python -m benchmarks.conv_grad [--repeats 5]
 
@@ -13,7 +13,7 @@ import functools
 import jax
 
 from benchmarks.common import machine, median_seconds
-from jaxgenre.models import conv
+from jaxgenre.models.ops import conv
 
 # (input shape [B, H, W, C_in], kernel [kh, kw, C_in, C_out], stride, name)
 _LAYERS = (((32, 130, 128, 1), (7, 7, 1, 64), 2, "stem 7x7/2"),

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import machine
-from jaxgenre.models import conv, depthwise
+from jaxgenre.models.ops import conv, depthwise
 
 # (input [B, H, W, C_in], kernel (kh, kw), C_out, stride, depthwise, uses per step, name)
 _RESNET18 = (

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.common import machine, median_seconds
-from jaxgenre.models import depthwise
+from jaxgenre.models.ops import depthwise
 
 
 def grouped(x, k, stride):

@@ -13,7 +13,8 @@ import numpy as np
 from jaxgenre.configs import mobilenet
 
 from benchmarks.common import machine, median_seconds
-from jaxgenre import classifier, frontend
+from jaxgenre.audio import frontend
+from jaxgenre.tasks import classifier
 from tfds_fma.fma import demo
 
 

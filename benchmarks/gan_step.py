@@ -1,4 +1,4 @@
-"""StarGAN train step speed: steps/s and examples/s of `jaxgenre.gan.StarGanTask.train_step`
+"""StarGAN train step speed: steps/s and examples/s of `jaxgenre.tasks.gan.StarGanTask.train_step`
 at the demo and default sizes of `configs/stargan.py`, as the trainer jits it.
 
   python -m benchmarks.gan_step [--sizes demo,default] [--steps 5] [--dtype float32]
@@ -16,7 +16,7 @@ strided convolution (what `SNConv` ran before), and prints the ratio.
 import argparse
 import contextlib
 
-from jaxgenre import host_memory
+from jaxgenre.core import host_memory
 
 host_memory.configure(relaunch=__name__ == "__main__")  # as jaxgenre.train: before JAX loads
 
@@ -25,8 +25,9 @@ import numpy as np
 from jaxgenre.configs import stargan
 
 from benchmarks.common import machine, median_seconds
-from jaxgenre import sharding, tasks
-from jaxgenre.models import conv
+from jaxgenre import tasks
+from jaxgenre.core import sharding
+from jaxgenre.models.ops import conv
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 from benchmarks.common import machine
-from jaxgenre import host_memory
+from jaxgenre.core import host_memory
 
 _ENV = {
     "glibc": {"JAXGENRE_MALLOC": "glibc"},

@@ -19,7 +19,9 @@ import tensorflow as tf
 from jaxgenre.configs import mobilenet
 
 from benchmarks.common import machine
-from jaxgenre import classifier, frontend, input_pipeline
+from jaxgenre.audio import frontend
+from jaxgenre.data import input_pipeline
+from jaxgenre.tasks import classifier
 from tfds_fma.fma import archive as archive_lib
 
 

@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 
-from jaxgenre import host_memory
+from jaxgenre.core import host_memory
 
 host_memory.configure(relaunch=__name__ == "__main__")  # as jaxgenre.train: before JAX loads
 

@@ -10,7 +10,7 @@ the model FLOP utilisation from XLA's cost analysis and the device's peak (--pea
 import argparse
 import functools
 
-from jaxgenre import host_memory
+from jaxgenre.core import host_memory
 
 host_memory.configure(relaunch=__name__ == "__main__")  # as jaxgenre.train: before JAX loads
 

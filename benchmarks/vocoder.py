@@ -1,4 +1,4 @@
-"""Mel -> audio: our jitted inverse (jaxgenre.vocoder) against librosa's `mel_to_audio`, on real
+"""Mel -> audio: our jitted inverse (jaxgenre.audio.vocoder) against librosa's `mel_to_audio`, on real
 clips, for quality (spectral convergence, step by step) and speed (clips/s), in one run.
 
   python ../shared/realmusic/make_devset.py /work/devset   # once
@@ -23,7 +23,7 @@ import librosa
 import numpy as np
 
 from benchmarks.common import machine, median_seconds
-from jaxgenre import frontend, vocoder
+from jaxgenre.audio import frontend, vocoder
 
 SR, N_FFT, HOP, N_MELS, N_ITER = 22050, 2048, 512, 128, 32
 

@@ -12,7 +12,7 @@ measured setting (the peer) and the ratio ours / peer (higher is better for us):
     same input [32, 130, 128, 1] ([32, 1, 130, 128] NCHW for torch), Adam 1e-3, cross-entropy,
     float32, train mode; PyTorch eager and `torch.compile`, contiguous and channels_last.
     Median step time over --steps steps after warm-up (torch.compile compiles in its warm-up).
-  frontend (clips/s): our jitted log-mel (`jaxgenre.frontend.log_mel`, the training config's
+  frontend (clips/s): our jitted log-mel (`jaxgenre.audio.frontend.log_mel`, the training config's
     parameters) on 64 crops of 3 s against `torch.stft` + librosa's mel matrix + librosa's
     dB steps, eager and `torch.compile`d (and torchaudio's MelSpectrogram, eager, if installed);
     librosa per clip is the reference for both sides: the median |difference| in dB is reported.
@@ -35,7 +35,7 @@ import sys
 if __package__ in (None, ""):  # run as a script: the repository root goes on the path
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxgenre import cli, host_memory  # neither imports JAX or TensorFlow
+from jaxgenre.core import cli, host_memory  # neither imports JAX or TensorFlow
 
 # First: before JAX, TensorFlow and torch start their threads, as jaxgenre.train does.
 cli.prepare_process(relaunch=__name__ == "__main__")
@@ -59,7 +59,11 @@ from jaxgenre.configs import mobilenet
 from benchmarks import torch_peers
 from benchmarks.common import machine, median_seconds
 from benchmarks.train_step import jax_step
-from jaxgenre import classifier, frontend, input_pipeline, models, sharding
+from jaxgenre import models
+from jaxgenre.audio import frontend
+from jaxgenre.core import sharding
+from jaxgenre.data import input_pipeline
+from jaxgenre.tasks import classifier
 from tfds_fma.fma import demo
 
 PARTS = ("train_step", "frontend", "input")
@@ -282,7 +286,7 @@ def main():
     print(f"machine: {machine()}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v)
           + f"; jax on {jax.devices()[0].platform}, torch threads {torch.get_num_threads()}")
-    print(f"malloc (jaxgenre.host_memory, both sides): {host_memory.active()}; "
+    print(f"malloc (jaxgenre.core.host_memory, both sides): {host_memory.active()}; "
           + ", ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
 
     results = {}

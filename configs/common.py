@@ -1,7 +1,7 @@
 """Defaults shared by every classifier config; each `configs/<model>.py` starts from these.
 
 Every key is listed here, so a typo in `--config.key=value` is refused (ml_collections locks
-the dict) and `jaxgenre.config_checks` names the valid keys.
+the dict) and `jaxgenre.run.config_checks` names the valid keys.
 """
 import ml_collections
 
@@ -45,7 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.frontend.fmax = ml_collections.FieldReference(None, field_type=float)
     c.frontend.top_db = 80.0
     # None: 0 dB at each clip's loudest bin (level-invariant, for classifiers); a power such as
-    # 1.0 keeps the level, so the log-mel can be turned back into audio (jaxgenre.vocoder).
+    # 1.0 keeps the level, so the log-mel can be turned back into audio (jaxgenre.audio.vocoder).
     c.frontend.ref = ml_collections.FieldReference(None, field_type=float)
     c.frontend.dft = "fft"  # 'matmul' on TPU
     # 'db' (ref, top_db above) or 'log10_1p': log10(log_gain * mel + 1), musicnn's input

@@ -19,7 +19,7 @@ Reaches (see README's table): fma/demo ~90+ % test accuracy in ~5 min on 2 CPU c
 """
 from jaxgenre.configs import common
 
-from jaxgenre import keras_weights
+from jaxgenre.pretrained import keras_weights
 
 
 def get_config(arg: str | None = None):

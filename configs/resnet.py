@@ -14,7 +14,7 @@ Arguments: 'demo', 'multilabel', 'imagenet' (ResNet-50 as Keras's v1 network, th
 """
 from jaxgenre.configs import common
 
-from jaxgenre import keras_weights
+from jaxgenre.pretrained import keras_weights
 
 
 def get_config(arg: str | None = None):

@@ -11,7 +11,7 @@ JSON (mAP, ROC-AUC macro and micro, per-genre AP). --watch
 evaluates each new checkpoint as it appears until the run's last step is evaluated. 'best'
 falls back to the latest step, saying so, when no step carries validation metrics.
 """
-from jaxgenre import cli
+from jaxgenre.core import cli
 
 # First of all: before TensorFlow and JAX start their threads and loggers.
 cli.prepare_process(relaunch=__name__ == "__main__")
@@ -20,7 +20,9 @@ import sys
 
 from absl import app, flags
 
-from jaxgenre import evaluation, runs, sharding
+from jaxgenre.core import sharding
+from jaxgenre.evaluators import classification
+from jaxgenre.run import rundir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's --workdir.", required=True)
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "Split to evaluate.")
@@ -37,14 +39,14 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     cli.quiet_logs()
     sharding.initialize_distributed()
-    job = evaluation.CheckpointEvaluator(_WORKDIR.value, _SPLIT.value, _DATA_DIR.value,
+    job = classification.CheckpointEvaluator(_WORKDIR.value, _SPLIT.value, _DATA_DIR.value,
                                          _OUTPUT_DIR.value)
     try:
         if _WATCH.value:
             job.watch(_POLL.value)
         else:
             job.evaluate(_CHECKPOINT.value)
-    except (runs.RunError, OSError) as e:
+    except (rundir.RunError, OSError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -9,7 +9,7 @@ numbers. The file reads top to bottom: mesh and data, the task (`jaxgenre.tasks`
 optimizers), state (created already sharded, or restored on any device count), the jitted step
 and the configured evaluators, then the loop.
 """
-from jaxgenre import cli
+from jaxgenre.core import cli
 
 # First of all: before TensorFlow and JAX start their threads and loggers.
 cli.prepare_process(relaunch=__name__ == "__main__")
@@ -27,19 +27,11 @@ from clu import metric_writers
 from etils import epath
 from ml_collections import config_flags
 
-from jaxgenre import (
-    checkpointing,
-    config_checks,
-    config_versions,
-    evaluators,
-    input_pipeline,
-    preemption,
-    pretrained,
-    restarts,
-    runs,
-    sharding,
-    tasks,
-)
+from jaxgenre import evaluators, tasks
+from jaxgenre.core import sharding
+from jaxgenre.data import input_pipeline
+from jaxgenre.pretrained import import_dir
+from jaxgenre.run import checkpointing, config_checks, config_versions, preemption, restarts, rundir
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/mobilenet.py:demo.", lock_config=True)
@@ -85,7 +77,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state_shapes, state_sharding = tasks.abstract_state(task, mesh)
 
     # ---------------------------------------------------------------- state: restore or create
-    best = runs.best_options(config)
+    best = rundir.best_options(config)
     if best["best_metric"] is None:
         logging.warning("Training on %s: its validation scores are of clips the model learned, "
                         "so checkpoints are kept by step (the latest %d), not by %s.",
@@ -248,7 +240,7 @@ def main(argv):
         logging.warning("%s", e)
         sys.exit(preemption.EXIT_CODE)
     except (restarts.RestartError, checkpointing.NoReadableCheckpointError,
-            pretrained.PretrainedError) as e:
+            import_dir.PretrainedError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -8,7 +8,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # TensorFlow stays off any ac
 
 import pytest
 
-from jaxgenre import host_memory
+from jaxgenre.core import host_memory
 
 # pytest-xdist's workers and the CLI tests' subprocesses start with the malloc jaxgenre.train
 # uses (host_memory); this process keeps the one it started with.
@@ -21,7 +21,7 @@ def tiny_fma(tmp_path_factory):
 
     Returns (data_dir, manual_dir). Splits: 32 train, 16 validation, 16 test (by artist).
     """
-    from jaxgenre import input_pipeline
+    from jaxgenre.data import input_pipeline
     from tfds_fma.fma import demo
     root = tmp_path_factory.mktemp("tiny_fma")
     manual, data = root / "manual", root / "data"

@@ -8,7 +8,9 @@ import sys
 
 import jax
 
-from jaxgenre import classifier, optim, sharding, tasks
+from jaxgenre import tasks
+from jaxgenre.core import sharding
+from jaxgenre.tasks import classifier, optim
 
 
 def _classifier_step(config, mesh):

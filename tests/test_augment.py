@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgenre import augment, sharding
+from jaxgenre.audio import augment
+from jaxgenre.core import sharding
 
 B, T, F = 6, 40, 32
 

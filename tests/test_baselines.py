@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxgenre import baselines
+from jaxgenre.tools import baselines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,7 +4,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxgenre import checkpointing, classifier, optim, sharding
+from jaxgenre.core import sharding
+from jaxgenre.run import checkpointing
+from jaxgenre.tasks import classifier, optim
 from tests import train_helpers as th
 
 

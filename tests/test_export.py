@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jaxgenre import export, input_pipeline, sharding
-from jaxgenre.transfer import judge
+from jaxgenre.core import sharding
+from jaxgenre.data import input_pipeline
+from jaxgenre.inference import judge
+from jaxgenre.tools import export
 from tests import train_helpers as th
 
 TOLERANCE = 1e-4  # TensorFlow's XLA and JAX's compile the same StableHLO separately

@@ -10,17 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgenre import (
-    classifier,
-    config_checks,
-    config_versions,
-    evaluation,
-    input_pipeline,
-    restarts,
-    runs,
-    sharding,
-    train,
-)
+from jaxgenre import train
+from jaxgenre.core import sharding
+from jaxgenre.data import input_pipeline
+from jaxgenre.evaluators import classification
+from jaxgenre.run import config_checks, config_versions, restarts, rundir
+from jaxgenre.tasks import classifier
 from tests import train_helpers as th
 
 TOLERANCE = 1e-5  # as the SIGKILL resume test
@@ -57,7 +52,7 @@ def _corrupt(workdir: str, step: int, how: str, item: str) -> None:
 
 def test_train_on_validation_keeps_by_step_and_best_falls_back_to_latest(plain_run, caplog):
     assert th.saved_steps(plain_run) == [2, 4]
-    job = evaluation.CheckpointEvaluator(plain_run, "test")
+    job = classification.CheckpointEvaluator(plain_run, "test")
     with caplog.at_level("WARNING"):
         result = job.evaluate("best")
     assert result["step"] == 4 and os.path.exists(os.path.join(plain_run, "eval", "test_4.json"))
@@ -67,11 +62,11 @@ def test_train_on_validation_keeps_by_step_and_best_falls_back_to_latest(plain_r
 def test_evaluate_prints_before_writing_and_takes_output_dir(plain_run, tmp_path, capsys):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
-    job = evaluation.CheckpointEvaluator(plain_run, "test", output_dir=str(not_a_dir / "eval"))
+    job = classification.CheckpointEvaluator(plain_run, "test", output_dir=str(not_a_dir / "eval"))
     with pytest.raises(OSError, match="--output_dir"):
         job.evaluate("4")
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("accuracy:")
-    evaluation.CheckpointEvaluator(plain_run, "test", output_dir=str(tmp_path / "out")).evaluate("4")
+    classification.CheckpointEvaluator(plain_run, "test", output_dir=str(tmp_path / "out")).evaluate("4")
     assert (tmp_path / "out" / "test_4.json").exists()
 
 
@@ -80,8 +75,8 @@ def test_evaluate_names_an_unreadable_checkpoint_and_the_steps_that_restore(plai
                                                                            how):
     workdir = _copy(plain_run, tmp_path)
     _corrupt(workdir, 4, how, "ema")  # what evaluation reads
-    with pytest.raises(runs.RunError) as err:
-        evaluation.CheckpointEvaluator(workdir, "test").evaluate("latest")
+    with pytest.raises(rundir.RunError) as err:
+        classification.CheckpointEvaluator(workdir, "test").evaluate("latest")
     message = str(err.value)
     assert os.path.join("checkpoints", "4") in message and "Steps that restore: [2]" in message
 
@@ -160,7 +155,7 @@ def test_a_run_saved_before_keys_were_added_resumes(plain_run, tiny_fma, tmp_pat
 
 def test_watch_skips_a_step_deleted_before_it_was_read(plain_run, tmp_path, caplog):
     workdir = _copy(plain_run, tmp_path)
-    job = evaluation.CheckpointEvaluator(workdir, "validation")
+    job = classification.CheckpointEvaluator(workdir, "validation")
     real_evaluate, seen = job.evaluate, []
 
     def evaluate(which):
@@ -179,7 +174,7 @@ def test_a_failed_evaluation_keeps_that_steps_checkpoint(tiny_fma, tmp_path, mon
     def fail(self, state):
         raise RuntimeError("evaluation crashed")
 
-    monkeypatch.setattr(evaluation.ClassificationEvaluator, "run", fail)
+    monkeypatch.setattr(classification.ClassificationEvaluator, "run", fail)
     config = th.config(tiny_fma[0], total_steps=3, eval_every_steps=3, checkpoint_every_steps=10)
     with pytest.raises(RuntimeError, match="evaluation crashed"):
         train.train_and_evaluate(config, str(tmp_path))

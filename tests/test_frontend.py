@@ -5,7 +5,8 @@ import librosa
 import numpy as np
 import pytest
 
-from jaxgenre import frontend, sharding
+from jaxgenre.audio import frontend
+from jaxgenre.core import sharding
 from tfds_fma.fma import demo
 
 

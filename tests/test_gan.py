@@ -14,8 +14,12 @@ import pytest
 import soundfile
 from flax import nnx
 
-from jaxgenre import gan, gan_losses, runs, sharding, train
-from jaxgenre.models import spectral_norm, stargan
+from jaxgenre import train
+from jaxgenre.core import sharding
+from jaxgenre.models import stargan
+from jaxgenre.models.ops import spectral_norm
+from jaxgenre.run import rundir
+from jaxgenre.tasks import gan, gan_losses
 from tests import train_helpers as th
 
 TOLERANCE = 1e-4  # float32, 8 devices vs 1: two optimizers and R1's second derivatives
@@ -108,7 +112,7 @@ def test_gan_run_saves_named_items_and_the_proxy_scores(gan8):
 def test_conversions_are_bounded_above_the_input(gan8):
     """A blown-up generator (every weight x 1000) converts to at most MAX_BOOST_DB above the
     input's loudest bin, so the vocoder's dB -> power stays finite."""
-    run = runs.restore(gan8[0], sharding.make_mesh(), "latest", items=("generator_ema",),
+    run = rundir.restore(gan8[0], sharding.make_mesh(), "latest", items=("generator_ema",),
                        expect_tasks=("stargan",))
     loud = run.state.replace(g_ema=jax.tree.map(lambda p: p * 1e3, run.state.g_ema))
     x = jax.random.normal(jax.random.key(0), (8, 21, 64, 1))
@@ -195,7 +199,7 @@ def test_transfer_cli_converts_any_length_and_refuses_bad_input(gan8, classifier
              # a classifier where a generator is expected
              (["--workdir", classifiers[0], "--input", song, "--to", "Rock"],
               "is a 'classifier' run where a stargan or autoencoder run")]
-    results = th.cli_exits("jaxgenre.transfer.__main__", [args for args, _ in cases])
+    results = th.cli_exits("jaxgenre.tools.transfer", [args for args, _ in cases])
     for (_, message), (code, log) in zip(cases, results, strict=True):
         assert code != 0 and message in log and "Traceback" not in log, log[-2000:]
     code, log = _run("jaxgenre.evaluate_transfer", "--method", "identity", "--judge", workdir,

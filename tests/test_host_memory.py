@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from jaxgenre import host_memory
+from jaxgenre.core import host_memory
 
 _BLOCK = 256 << 20
 _CHILD = f"""

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from jaxgenre import input_pipeline as ip
-from jaxgenre import sharding
+from jaxgenre.core import sharding
+from jaxgenre.data import input_pipeline as ip
 
 CROP = 22050  # 1 s
 

@@ -8,7 +8,9 @@ from flax import nnx
 from jaxgenre.configs import mobilenet as mobilenet_config
 from keras.src.legacy.saving import legacy_h5_format  # the format of Keras's weight cache
 
-from jaxgenre import import_weights, keras_weights, models, pretrained
+from jaxgenre import models
+from jaxgenre.pretrained import import_dir, keras_weights
+from jaxgenre.tools import import_weights
 from tests import train_helpers as th
 
 # Odd and even sides: strided layers pad differently on each (TensorFlow's 'same' vs symmetric).
@@ -83,7 +85,7 @@ def imported(keras_models, tmp_path_factory):
 
 
 def _ours(directory, x):
-    model, _ = pretrained.load_model(directory)
+    model, _ = import_dir.load_model(directory)
     return np.asarray(nnx.jit(lambda m, x: m(x, train=False))(model, x))
 
 
@@ -103,35 +105,35 @@ def test_outputs_equal_keras(keras_models, imported, arch):
 def test_import_without_top_starts_a_classifier_with_a_fresh_head(keras_models, imported,
                                                                   arch="mobilenet_v2"):
     directory = imported[arch, "no_top"]
-    info = pretrained.read_info(directory)
+    info = import_dir.read_info(directory)
     assert info["num_classes"] is None and info["model_kwargs"]["in_channels"] == 1
     assert info["model_kwargs"]["width"] == 0.35  # read from the Keras cache file's name
-    state = pretrained.load(directory)
+    state = import_dir.load(directory)
     assert "dense" not in state
     model = models.get(arch)(8, **info["model_kwargs"], rngs=nnx.Rngs(0))
     _, params, rest = models.split(model)
-    params, rest, kept = pretrained.merge(params, rest, state, directory)
+    params, rest, kept = import_dir.merge(params, rest, state, directory)
     assert kept == ["dense/bias", "dense/kernel"]
     kernel = keras_models[arch][3].get_layer("Conv1").get_weights()[0]
     np.testing.assert_allclose(nnx.to_pure_dict(params)["stem"]["conv"]["kernel"],
                                kernel.sum(axis=2, keepdims=True), rtol=1e-6)
-    with pytest.raises(pretrained.ImportWeightsError, match="without a head"):
-        pretrained.load_model(directory)
+    with pytest.raises(import_dir.ImportWeightsError, match="without a head"):
+        import_dir.load_model(directory)
 
 
 def test_imagenet_config_matches_the_import_and_refuses_another(imported):
     config = mobilenet_config.get_config("imagenet")
     config.model.init_from = imported["mobilenet_v2", "no_top"]
     config.model.width = 0.35
-    pretrained.check_config(config, 22050)  # accepted: bn_epsilon and width as imported
+    import_dir.check_config(config, 22050)  # accepted: bn_epsilon and width as imported
     config.model.bn_epsilon = 1e-5
-    with pytest.raises(pretrained.PretrainedError, match=r"model.bn_epsilon 1e-05 \(imported: "
+    with pytest.raises(import_dir.PretrainedError, match=r"model.bn_epsilon 1e-05 \(imported: "
                                                          r"0.001\)"):
-        pretrained.check_config(config, 22050)
+        import_dir.check_config(config, 22050)
     plain = mobilenet_config.get_config()  # no bn_epsilon: the constructor's 1e-5, refused too
     plain.model.init_from, plain.model.width = config.model.init_from, 0.35
-    with pytest.raises(pretrained.PretrainedError, match="model.bn_epsilon 1e-05"):
-        pretrained.check_config(plain, 22050)
+    with pytest.raises(import_dir.PretrainedError, match="model.bn_epsilon 1e-05"):
+        import_dir.check_config(plain, 22050)
 
 
 def test_bad_files_are_refused_by_name(keras_models, tmp_path):
@@ -141,5 +143,5 @@ def test_bad_files_are_refused_by_name(keras_models, tmp_path):
              ("mobilenet_v2", str(tmp_path / "missing.h5"), None, "no such file"),
              ("vgg16", weights, None, "Unknown Keras architecture 'vgg16'")]
     for i, (arch, path, alpha, message) in enumerate(cases):
-        with pytest.raises(pretrained.ImportWeightsError, match=message):
+        with pytest.raises(import_dir.ImportWeightsError, match=message):
             import_weights.import_keras(arch, path, str(tmp_path / f"out{i}"), alpha)

@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from jaxgenre import models
-from jaxgenre.models import conv, depthwise, pooling
+from jaxgenre.models.ops import conv, depthwise, pooling
 
 
 def _count(model, kinds=(nnx.Param,)):

@@ -10,15 +10,11 @@ from jaxgenre.configs import common, mobilenet
 from sklearn import exceptions as skx
 from sklearn import metrics as skm
 
-from jaxgenre import (
-    checkpointing,
-    classifier,
-    config_checks,
-    evaluation,
-    input_pipeline,
-    runs,
-    train,
-)
+from jaxgenre import train
+from jaxgenre.data import input_pipeline
+from jaxgenre.evaluators import classification
+from jaxgenre.run import checkpointing, config_checks, rundir
+from jaxgenre.tasks import classifier
 from tests import train_helpers as th
 
 
@@ -68,7 +64,7 @@ def test_metrics_match_sklearn_and_leave_out_genres_without_positives_or_negativ
     labels = np.array([[1, 0, 1, 0, 1], [0, 1, 0, 0, 1], [1, 1, 0, 0, 1], [0, 0, 1, 0, 1],
                        [1, 0, 0, 0, 1], [0, 1, 1, 0, 1]], np.int32)
     logits = (rng.normal(size=labels.shape) + 1.5 * labels).astype(np.float32)
-    result = evaluation.multilabel_metrics(logits, labels, names)
+    result = classification.multilabel_metrics(logits, labels, names)
     probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     defined = labels[:, :3], probs[:, :3]
     assert result["undefined_genres"] == ["none", "all"]
@@ -92,7 +88,7 @@ def test_metrics_match_sklearn_and_leave_out_genres_without_positives_or_negativ
         assert skm.average_precision_score(labels[:, 3], probs[:, 3]) == 0.0
     with pytest.warns(skx.UndefinedMetricWarning, match="Only one class"):
         assert np.isnan(skm.roc_auc_score(labels[:, 4], probs[:, 4]))
-    table = evaluation.format_multilabel_table(result).splitlines()
+    table = classification.format_multilabel_table(result).splitlines()
     assert table[-1].startswith("mAP:")
     assert any(r.startswith("left out of the macro averages") and r.endswith(": none, all")
                for r in table)
@@ -117,13 +113,13 @@ def test_a_multilabel_run_trains_and_evaluate_reports_map_and_roc_auc(tiny_fma, 
     config = th.config(tiny_fma[0], total_steps=4, checkpoint_every_steps=4, eval_every_steps=4,
                        **{"data.label": "genres", "best_metric": "val_map"})
     val = train.train_and_evaluate(config, workdir)
-    assert set(val) == {f"val_{k}" for k in evaluation.SCALARS["genres"]}
+    assert set(val) == {f"val_{k}" for k in classification.SCALARS["genres"]}
     assert all(0.0 <= val[f"val_{k}"] <= 1.0 for k in ("map", "roc_auc_macro", "roc_auc_micro",
                                                         "precision_at_1"))
-    best = checkpointing.manager(workdir, read_only=True, **runs.best_options(config))
+    best = checkpointing.manager(workdir, read_only=True, **rundir.best_options(config))
     assert best.best_step() == 4  # kept by val_map
 
-    result = evaluation.CheckpointEvaluator(workdir, "test").evaluate("best")
+    result = classification.CheckpointEvaluator(workdir, "test").evaluate("best")
     assert result["step"] == 4 and result["num_examples"] == 16
     assert sum(m["support"] for m in result["per_genre"].values()) == 16  # one genre per track
     for key in ("map", "roc_auc_macro", "roc_auc_micro"):
@@ -139,9 +135,9 @@ def test_metrics_of_a_one_clip_split_are_nan_where_undefined_not_an_error():
     """One clip: every genre is all-positive or all-negative; the pooled pairs still mix
     (micro ROC-AUC defined), while a clip without any genre leaves nothing defined."""
     names = ["a", "b", "c"]
-    one = evaluation.multilabel_metrics(np.array([[2.0, -1.0, 0.5]]), np.array([[1, 0, 0]]), names)
+    one = classification.multilabel_metrics(np.array([[2.0, -1.0, 0.5]]), np.array([[1, 0, 0]]), names)
     assert one["undefined_genres"] == names and np.isnan(one["map"])
     assert one["roc_auc_micro"] == 1.0 and one["precision_at_1"] == 1.0
-    none = evaluation.multilabel_metrics(np.array([[2.0, -1.0, 0.5]]), np.array([[0, 0, 0]]),
+    none = classification.multilabel_metrics(np.array([[2.0, -1.0, 0.5]]), np.array([[0, 0, 0]]),
                                          names)
     assert np.isnan(none["roc_auc_micro"]) and none["num_examples"] == 1

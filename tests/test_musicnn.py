@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxgenre import baselines, import_weights, models, musicnn_original, pretrained
+from jaxgenre import models
+from jaxgenre.pretrained import import_dir, musicnn_original
+from jaxgenre.tools import baselines, import_weights
 from tests import train_helpers as th
 
 CACHE = pathlib.Path.home() / ".cache" / "jaxgenre" / "musicnn"
@@ -69,7 +71,7 @@ def _patches(frames: int) -> np.ndarray:
 @pytest.mark.parametrize("frames", [187, 100])
 def test_port_equals_the_original_graph(wheel, imported, variant, frames):
     x = _patches(frames)
-    model, info = pretrained.load_model(imported[variant])
+    model, info = import_dir.load_model(imported[variant])
     # One compilation: op by op, the first call takes seconds longer on CPU.
     logits, features = nnx.jit(models.logits_and_features)(model, x[..., None])
     probs = jax.nn.sigmoid(logits)
@@ -85,7 +87,7 @@ def test_port_equals_the_original_graph(wheel, imported, variant, frames):
 
 
 def test_import_json_describes_the_model_and_its_frontend(imported):
-    _, info = pretrained.load_model(imported["MTT_musicnn"])
+    _, info = import_dir.load_model(imported["MTT_musicnn"])
     assert info["tags"][:3] == ["guitar", "classical", "slow"]
     assert info["frontend"] == {"sample_rate": 16000, "n_fft": 512, "hop_length": 256,
                                 "n_mels": 96, "compress": "log10_1p", "log_gain": 10000.0}
@@ -103,10 +105,10 @@ def test_bad_input_is_refused_naming_the_fix(wheel, tmp_path):
         (wheel, "MSD_vgg", "Unknown variant 'MSD_vgg'; valid: MSD_musicnn, MTT_musicnn"),
     ]
     for path, variant, message in cases:
-        with pytest.raises(pretrained.ImportWeightsError, match=message):
+        with pytest.raises(import_dir.ImportWeightsError, match=message):
             import_weights.import_musicnn(path, variant, str(tmp_path / "out"))
-    with pytest.raises(pretrained.ImportWeightsError, match="has no import.json"):
-        pretrained.load_model(str(tmp_path))
+    with pytest.raises(import_dir.ImportWeightsError, match="has no import.json"):
+        import_dir.load_model(str(tmp_path))
 
 
 def test_checkpoints_that_do_not_fit_are_refused_naming_each_variable(wheel):
@@ -114,7 +116,7 @@ def test_checkpoints_that_do_not_fit_are_refused_naming_each_variable(wheel):
     build = lambda **kwargs: nnx.eval_shape(lambda: models.get("musicnn")(50, **kwargs,
                                                                           rngs=nnx.Rngs(0)))
     narrow = build(num_filt_midend=32)
-    with pytest.raises(pretrained.ImportWeightsError,
+    with pytest.raises(import_dir.ImportWeightsError,
                        match=r"conv2d_5/kernel \[7, 561, 1, 64\] does not fit our "
                              r"midend/0/conv/kernel \[7, 561, 32\]"):
         import_weights.convert(variables, narrow)
@@ -122,7 +124,7 @@ def test_checkpoints_that_do_not_fit_are_refused_naming_each_variable(wheel):
     import_weights.convert(variables, model)  # as published, Adam's slots left out: it fits
     variables = {**variables, "extra/kernel": np.zeros(3, np.float32)}
     del variables["dense_1/bias"]
-    with pytest.raises(pretrained.ImportWeightsError,
+    with pytest.raises(import_dir.ImportWeightsError,
                        match=r"no dense_1/bias \(for our dense/bias\).*extra/kernel \[3\] has no "
                              "place"):
         import_weights.convert(variables, model)

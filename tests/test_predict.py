@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from jaxgenre import audio_files, predict, sharding
-from jaxgenre.transfer import judge as judge_lib
+from jaxgenre.core import sharding
+from jaxgenre.data import audio_files
+from jaxgenre.inference import judge as judge_lib
+from jaxgenre.tools import predict
 from tests import train_helpers as th
 
 RATE = 22050

@@ -7,7 +7,10 @@ import pytest
 from flax import nnx
 from jaxgenre.configs import musicnn as musicnn_config
 
-from jaxgenre import classifier, models, pretrained, sharding, tasks, train
+from jaxgenre import models, tasks, train
+from jaxgenre.core import sharding
+from jaxgenre.pretrained import import_dir
+from jaxgenre.tasks import classifier
 from tests import train_helpers as th
 
 _KWARGS = {"n_mels": 96, "num_filt_frontend": 0.1, "num_filt_midend": 8,
@@ -26,7 +29,7 @@ def imported(tmp_path_factory) -> str:
     rng = np.random.default_rng(0)
     pure = jax.tree.map(lambda x: rng.uniform(0.5, 1.5, x.shape).astype(np.float32), pure)
     out = str(tmp_path_factory.mktemp("import"))
-    pretrained.save(out, pure, {"model": "musicnn", "model_kwargs": _KWARGS,
+    import_dir.save(out, pure, {"model": "musicnn", "model_kwargs": _KWARGS,
                                 "frontend": _FRONTEND, "tags": [f"t{i}" for i in range(50)]})
     return out
 
@@ -43,7 +46,7 @@ def _config(data_dir, init_from, *args, **extra):
 def _flat(state) -> dict:
     """{'hidden/kernel': array, ...} of an nnx.State or a pure dict."""
     pure = nnx.to_pure_dict(state) if isinstance(state, nnx.State) else state
-    return {path: np.asarray(v) for path, v in pretrained.flatten(pure).items()}
+    return {path: np.asarray(v) for path, v in import_dir.flatten(pure).items()}
 
 
 def _task_and_state(config):
@@ -64,7 +67,7 @@ def _steps(task, state, n=3):
 
 def test_encoder_starts_as_imported_and_the_head_fresh(imported, tiny_fma):
     _, state = _task_and_state(_config(tiny_fma[0], imported))
-    want = _flat(pretrained.load(imported))
+    want = _flat(import_dir.load(imported))
     params, rest = _flat(state.params), _flat(state.model_state)
     assert set(params) | set(rest) == set(want)
     for name, value in {**params, **rest}.items():
@@ -98,7 +101,7 @@ def test_the_trainer_starts_from_the_import(imported, tiny_fma, tmp_path):
                      checkpoint_every_steps=2)
     train.train_and_evaluate(config, str(tmp_path))
     saved = {k.strip("/").removesuffix("/value"): v for k, v in th.params(str(tmp_path), 2).items()}
-    want = _flat(pretrained.load(imported))
+    want = _flat(import_dir.load(imported))
     np.testing.assert_array_equal(saved["hidden/kernel"], want["hidden/kernel"])
     assert saved["dense/kernel"].shape == (16, 8)
 
@@ -110,15 +113,15 @@ def test_the_trainer_starts_from_the_import(imported, tiny_fma, tmp_path):
 ])
 def test_imports_for_another_input_or_model_are_refused(imported, tiny_fma, override, message):
     config = _config(tiny_fma[0], imported, **override)
-    with pytest.raises(pretrained.PretrainedError, match=message):
+    with pytest.raises(import_dir.PretrainedError, match=message):
         _task_and_state(config)
 
 
 def test_weights_of_another_model_are_refused(imported, tiny_fma):
     config = th.config(tiny_fma[0], **{"model.init_from": imported})
-    with pytest.raises(pretrained.PretrainedError, match=r"model.name 'mfcc_cnn' \(the weights "
+    with pytest.raises(import_dir.PretrainedError, match=r"model.name 'mfcc_cnn' \(the weights "
                                                          r"are 'musicnn'\)"):
-        pretrained.check_config(config, 22050)
+        import_dir.check_config(config, 22050)
 
 
 def test_unknown_modules_to_freeze_are_refused_listing_the_valid_ones(tiny_fma):
@@ -129,11 +132,11 @@ def test_unknown_modules_to_freeze_are_refused_listing_the_valid_ones(tiny_fma):
 
 
 def test_a_variable_that_does_not_fit_is_named(imported, tiny_fma, tmp_path):
-    with pytest.raises(pretrained.PretrainedError, match="not a directory written by"):
-        pretrained.read_info(str(tmp_path))
+    with pytest.raises(import_dir.PretrainedError, match="not a directory written by"):
+        import_dir.read_info(str(tmp_path))
     _, state = _task_and_state(_config(tiny_fma[0], None))
-    bad = pretrained.load(imported)
+    bad = import_dir.load(imported)
     bad["hidden"]["kernel"] = bad["hidden"]["kernel"][:, :3]
-    with pytest.raises(pretrained.PretrainedError, match=r"hidden/kernel \[.*\]: imported \["):
-        pretrained.merge(jax.device_get(state.params), jax.device_get(state.model_state), bad,
+    with pytest.raises(import_dir.PretrainedError, match=r"hidden/kernel \[.*\]: imported \["):
+        import_dir.merge(jax.device_get(state.params), jax.device_get(state.model_state), bad,
                          "X")

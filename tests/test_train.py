@@ -10,7 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgenre import classifier, config_checks, evaluation, optim, preemption, sharding, train
+from jaxgenre import train
+from jaxgenre.core import sharding
+from jaxgenre.evaluators import classification
+from jaxgenre.run import config_checks, preemption
+from jaxgenre.tasks import classifier, optim
 from tests import train_helpers as th
 
 TOLERANCE = 1e-5  # float32 reductions in a different order (8 devices vs 1)
@@ -144,7 +148,7 @@ def test_unknown_model_and_bad_batch_are_refused(tiny_fma):
 
 def test_evaluate_restores_in_another_process_layout_and_reports(run8, capsys):
     workdir = run8[0]
-    job = evaluation.CheckpointEvaluator(workdir, "test")
+    job = classification.CheckpointEvaluator(workdir, "test")
     result = job.evaluate("latest")
     assert result["step"] == 6 and result["num_examples"] == 16
     for key in ("accuracy", "balanced_accuracy", "top3_accuracy", "confusion_matrix", "per_genre"):
@@ -169,6 +173,6 @@ def test_evaluate_cli_restores_an_8_device_checkpoint_on_1_device(run8):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1].startswith("accuracy:")
     one_device = th.read_json(os.path.join(run8[0], "eval", "validation_6.json"))
-    eight_devices = evaluation.CheckpointEvaluator(run8[0], "validation").evaluate("6")
+    eight_devices = classification.CheckpointEvaluator(run8[0], "validation").evaluate("6")
     assert one_device["num_examples"] == eight_devices["num_examples"] == 16
     np.testing.assert_allclose(one_device["loss"], eight_devices["loss"], rtol=1e-4)

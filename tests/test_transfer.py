@@ -10,8 +10,13 @@ import sys
 import numpy as np
 import pytest
 
-from jaxgenre import classifier, input_pipeline, sharding, train, vocoder
-from jaxgenre.transfer import evaluator, judge, methods
+from jaxgenre import train
+from jaxgenre.audio import vocoder
+from jaxgenre.core import sharding
+from jaxgenre.data import input_pipeline
+from jaxgenre.inference import judge
+from jaxgenre.tasks import classifier
+from jaxgenre.transfer import evaluator, methods
 from tests import train_helpers as th
 
 FAST = ["--clips", "8", "--gl_iters", "8", "--nnls_steps", "20", "--batch_size", "8",

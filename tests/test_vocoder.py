@@ -6,7 +6,9 @@ import librosa
 import numpy as np
 import pytest
 
-from jaxgenre import frontend, gan_losses, sharding, vocoder
+from jaxgenre.audio import frontend, vocoder
+from jaxgenre.core import sharding
+from jaxgenre.tasks import gan_losses
 from jaxgenre.transfer import metrics
 from tfds_fma.fma import demo
 

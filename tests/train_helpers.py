@@ -112,7 +112,7 @@ def saved_steps(workdir: str) -> list[int]:
 def params(workdir: str, step: int, field: str = "params", state_class=None) -> dict:
     """The saved parameters (or another `field` of the state, a classifier's `TrainState` by
     default) of `step` as numpy arrays, by path."""
-    from jaxgenre import classifier
+    from jaxgenre.tasks import classifier
     items = (state_class or classifier.TrainState).ITEMS
     item = next(k for k, fields in items.items() if field in fields)
     path = epath.Path(workdir).absolute() / "checkpoints" / str(step) / item

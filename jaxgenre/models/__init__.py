@@ -26,7 +26,7 @@ _REGISTRY = {
     "musicnn": musicnn.Musicnn,
 }
 NAMES = tuple(sorted(_REGISTRY))  # the genre classifiers
-# Style transfer (`jaxgenre.gan`): the same constructor, their own calls (see models.stargan).
+# Style transfer (`jaxgenre.tasks.gan`): the same constructor, their own calls (see models.stargan).
 _REGISTRY.update({
     "stargan_generator": stargan.Generator,
     "stargan_discriminator": stargan.Discriminator,

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgenre.models.layers import ConvBN
+from jaxgenre.models.ops.layers import ConvBN
 
 
 class Cnn1D(nnx.Module):

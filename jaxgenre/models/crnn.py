@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgenre.models.layers import ConvBN
+from jaxgenre.models.ops.layers import ConvBN
 
 _POOLS = ((2, 2), (2, 2), (1, 4), (1, 4))
 

@@ -2,7 +2,7 @@
 import jax
 from flax import nnx
 
-from jaxgenre.models.layers import ConvBN, head
+from jaxgenre.models.ops.layers import ConvBN, head
 
 
 class MfccCNN(nnx.Module):

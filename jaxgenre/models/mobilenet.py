@@ -8,7 +8,7 @@ do the outputs (tests/test_keras_weights.py).
 import jax
 from flax import nnx
 
-from jaxgenre.models.layers import ConvBN, head
+from jaxgenre.models.ops.layers import ConvBN, head
 
 # (expansion t, output channels c, repeats n, first stride s), from the paper's Table 2.
 _BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),

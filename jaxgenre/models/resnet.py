@@ -9,8 +9,8 @@ equal Keras's (tests/test_keras_weights.py).
 import jax
 from flax import nnx
 
-from jaxgenre.models import pooling
-from jaxgenre.models.layers import ConvBN, head
+from jaxgenre.models.ops import pooling
+from jaxgenre.models.ops.layers import ConvBN, head
 
 
 class BasicBlock(nnx.Module):

@@ -1,7 +1,7 @@
 """Genre style transfer on log-mel spectrograms: one conditional generator for every genre, a
 multi-task discriminator, and the latent genre classifier of the autoencoder baseline.
 
-Spectrograms are [B, T, M, 1] float32 (the fixed-reference log-mel, scaled as `jaxgenre.gan`
+Spectrograms are [B, T, M, 1] float32 (the fixed-reference log-mel, scaled as `jaxgenre.tasks.gan`
 does): time T any length, M mel bands. The generator is fully convolutional (two stride-2
 down-samplings, so T and M are padded to multiples of 4 inside and cropped back), and its
 target genre enters every decoder block by AdaIN from a learned embedding (StarGAN v2's way).
@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgenre.models.spectral_norm import SNConv, SNLinear
+from jaxgenre.models.ops.spectral_norm import SNConv, SNLinear
 
 
 def _leaky(x):

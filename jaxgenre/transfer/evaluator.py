@@ -20,8 +20,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from jaxgenre import input_pipeline, sharding
-from jaxgenre.transfer import judge as judge_lib
+from jaxgenre.core import sharding
+from jaxgenre.data import input_pipeline
+from jaxgenre.inference import judge as judge_lib
 from jaxgenre.transfer import methods as methods_lib
 from jaxgenre.transfer import metrics
 

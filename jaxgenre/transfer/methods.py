@@ -17,7 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxgenre import frontend, input_pipeline, sharding, vocoder
+from jaxgenre.audio import frontend, vocoder
+from jaxgenre.core import sharding
+from jaxgenre.data import input_pipeline
 
 BASELINES = ("identity", "random_target", "eq")
 

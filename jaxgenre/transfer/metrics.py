@@ -17,7 +17,8 @@ import numpy as np
 import scipy.linalg
 from jax.sharding import PartitionSpec as P
 
-from jaxgenre import frontend, sharding, vocoder
+from jaxgenre.audio import frontend, vocoder
+from jaxgenre.core import sharding
 
 ONSET_WINDOW_S = 0.05
 

@@ -1,0 +1,91 @@
+"""A trained style-transfer run (`configs/stargan.py`, `configs/autoencoder.py`) as a transfer
+method: audio -> fixed-reference log-mel -> averaged generator -> the same vocoder as the
+baselines (`methods.Codec`, with the run's own mel analysis) -> audio.
+
+`GeneratorMethod` plugs into `evaluator.TransferEvaluator`; `convert_long` turns audio of any
+length into a genre in overlapping windows, cross-faded (the `jaxgenre.transfer` CLI).
+"""
+import functools
+
+import jax
+import numpy as np
+from etils import epath
+
+from jaxgenre.audio import vocoder
+from jaxgenre.core import sharding
+from jaxgenre.run import rundir
+from jaxgenre.transfer import methods
+
+GENERATOR_TASKS = ("stargan", "autoencoder")
+
+
+class GeneratorMethod:
+    """Converts with the `generator_ema` weights of `checkpoint` ('best' | 'latest' | STEP).
+
+    Attributes: name ('<task>_<workdir name>', with '@<step>' unless `checkpoint` is 'best'),
+    run (`rundir.Run`), codec, class_names, sample_rate.
+    """
+    uses_target = True
+
+    def __init__(self, workdir: str, mesh: jax.sharding.Mesh, vcfg: vocoder.VocoderConfig,
+                 phase: str = "source", seed: int = 0, checkpoint: str = "best"):
+        self.run = rundir.restore(workdir, mesh, checkpoint, items=("generator_ema",),
+                                expect_tasks=GENERATOR_TASKS)
+        task = self.run.task
+        self.name = f"{self.run.config.task}_{epath.Path(workdir).resolve().name}"
+        if checkpoint != "best":
+            self.name += f"@{self.run.step}"
+        self.class_names, self.sample_rate = list(task.data.class_names), task.data.sample_rate
+        self.mesh = mesh
+        self.codec = methods.Codec(task.mel, vcfg, mesh, phase, seed)
+        data = sharding.batch_sharding(mesh)
+        self._convert_db = jax.jit(functools.partial(_convert_db, task=task),
+                                   in_shardings=(self.run.state_sharding, data, data),
+                                   out_shardings=data)
+
+    def __call__(self, audio: jax.Array, source: jax.Array, target: jax.Array) -> jax.Array:
+        """audio float32 [B, N] in [-1, 1] (or int16), target int32 [B] -> float32 [B, N]."""
+        x = methods.to_float(audio)
+        return self.codec.synthesise(self._convert_db(self.run.state, x, target), x)
+
+    def convert_long(self, audio: np.ndarray, target: int, window_seconds: float,
+                     batch_size: int = 8) -> np.ndarray:
+        """float32 [N] of any length -> float32 [N] in genre `target`.
+
+        Windows of `window_seconds` every half window, each converted on its own, then
+        overlap-added with sin^2 fades that sum to one, so no seam clicks.
+        """
+        win = max(round(window_seconds * self.sample_rate) // 2 * 2, 2)
+        hop = win // 2
+        # Half a window of silence at each end (where the first and last fades are partial),
+        # and up to the next whole hop.
+        total = max(len(audio) + 2 * hop, win)
+        total += -(total - win) % hop
+        padded = np.zeros(total, np.float32)
+        padded[hop:hop + len(audio)] = audio
+        starts = list(range(0, total - win + 1, hop))
+        windows = np.stack([padded[s:s + win] for s in starts])
+        per_batch = -(-batch_size // jax.device_count()) * jax.device_count()
+        out = []
+        data = sharding.batch_sharding(self.mesh)
+        for i in range(0, len(windows), per_batch):
+            chunk = windows[i:i + per_batch]
+            pad = per_batch - len(chunk)
+            chunk = np.concatenate([chunk, np.zeros((pad, win), np.float32)])
+            targets = np.full(per_batch, target, np.int32)
+            x, t = (jax.make_array_from_callback(a.shape, data, lambda idx, a=a: a[idx])
+                    for a in (chunk, targets))
+            y = self(x, t, t)
+            out.append(np.asarray(jax.device_get(y))[:per_batch - pad])
+        converted = np.concatenate(out)
+        fade = np.sin(np.pi * (np.arange(win) + 0.5) / win) ** 2  # sums to 1 at half overlap
+        result = np.zeros_like(padded)
+        for s, y in zip(starts, converted, strict=True):
+            result[s:s + win] += fade * y
+        return result[hop:hop + len(audio)]
+
+
+def _convert_db(state, audio, target, *, task):
+    """float32 [B, N] -> converted fixed-reference log-mel dB [B, T, M]."""
+    x = task.spectrogram(audio * 32768.0)
+    return task.to_db(task.convert(state, x, target))

@@ -1,0 +1,88 @@
+"""A genre classifier trained by `jaxgenre.train`, restored to judge audio from its waveform."""
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxgenre import models
+from jaxgenre.core import sharding
+from jaxgenre.data import input_pipeline
+from jaxgenre.run import rundir
+from jaxgenre.tasks import classifier
+
+
+class JudgeError(ValueError):
+    """The judge run cannot judge: the message names the problem and the fix."""
+
+
+class Judge:
+    """Restores a classifier run's averaged weights (`best` checkpoint by default) on this
+    process's devices.
+
+    Attributes: class_names, sample_rate, dataset (the run's data.name), config, step.
+    """
+
+    def __init__(self, workdir: str, mesh: jax.sharding.Mesh, checkpoint: str = "best"):
+        self.workdir = workdir
+        try:
+            run = rundir.restore(workdir, mesh, checkpoint, items=("ema",),
+                               expect_tasks=("classifier",))
+        except rundir.RunError as e:
+            raise JudgeError(str(e)) from None
+        self.config, self.dataset, self.step = run.config, run.data.name, run.step
+        self.class_names, self.sample_rate = list(run.data.class_names), run.data.sample_rate
+        self.state = run.state
+        data = self._data = sharding.batch_sharding(mesh)
+        self._predict = jax.jit(
+            functools.partial(judge_step, graphdef=run.task.graphdef, config=run.config,
+                              mel=run.task.mel, mesh=mesh, crop=run.data.crop_samples),
+            in_shardings=(run.state_sharding, data, data), out_shardings=(data, data))
+
+    def compile(self, batch: int, length: int) -> None:
+        """Compiles the step for audio [batch, length] without running it (jit keeps the
+        executable for the calls that follow), so a caller can time the audio alone."""
+        spec = jax.ShapeDtypeStruct
+        self._predict.lower(self.state, spec((batch, length), jnp.float32, sharding=self._data),
+                            spec((batch,), jnp.int32, sharding=self._data)).compile()
+
+    def check_labels(self, class_names, what: str) -> None:
+        """Refuses to judge data labelled differently from what the judge was trained on."""
+        if list(class_names) != self.class_names:
+            raise JudgeError(
+                f"The judge {self.workdir} was trained on {self.dataset} with labels "
+                f"{self.class_names}, but {what} has labels {list(class_names)}: train a judge on "
+                f"the same dataset (jaxgenre.train --config.data.name=...) or pick another one.")
+
+    def __call__(self, audio: jax.Array, num_samples: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """audio: float32 [B, N] in [-1, 1] at the judge's rate; num_samples: int32 [B], the real
+        audio before any zero padding; both batch-sharded.
+
+        Returns (probabilities [B, C] float32, penultimate features [B, D] float32), each the
+        mean over crops that cover the real audio, as `jaxgenre.evaluate` averages logits.
+        The probabilities are a softmax over genres, or for a multi-label run (data.label
+        'genres') one sigmoid per genre.
+        """
+        return self._predict(self.state, audio, num_samples)
+
+
+def judge_step(state, audio, num_samples, *, graphdef, config, mel, mesh, crop):
+    """Clip probabilities [B, C] and penultimate features [B, D] (float32) of audio float32
+    [B, N] with real lengths num_samples int32 [B], as `Judge.__call__` documents. Pure; N must
+    be static. mesh None traces it without sharding constraints (the SavedModel export)."""
+    b, n = audio.shape
+    # What a listener's file holds: int16 PCM (clipped), re-analysed from scratch.
+    pcm = jnp.round(jnp.clip(audio, -1.0, 32767 / 32768) * 32768.0)
+    pcm = jnp.pad(pcm, ((0, 0), (0, max(crop - n, 0))))
+    # Crops evenly spaced over each clip's real audio, as `input_pipeline.host_eval_dataset`.
+    num_crops = input_pipeline.num_eval_crops(n, crop)
+    last = jnp.maximum(num_samples - crop, 0).astype(jnp.float32)
+    starts = jnp.round(jnp.linspace(0.0, 1.0, num_crops)[None, :] * last[:, None]).astype(jnp.int32)
+    crops = jax.vmap(lambda x, s: jax.vmap(lambda t: jax.lax.dynamic_slice(x, (t,), (crop,)))(s))(
+        pcm, starts).reshape(b * num_crops, crop)
+    model = nnx.merge(graphdef, state.ema_params, state.ema_model_state)
+    x = classifier.model_input(crops, classifier.input_kind(config), config, mel, mesh)
+    logits, features = models.logits_and_features(model, x)
+    logits = logits.reshape(b, num_crops, -1).mean(axis=1)
+    probs = jax.nn.sigmoid(logits) if classifier.multi_label(config) else jax.nn.softmax(logits)
+    return probs, features.reshape(b, num_crops, -1).mean(axis=1)

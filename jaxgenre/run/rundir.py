@@ -1,0 +1,116 @@
+"""A training run read back from its --workdir: config, dataset facts, task and a restored state.
+
+The one restore sequence that evaluation, the transfer judge, a frozen classifier inside the GAN
+loss and the transfer CLI all use. Needs no dataset: the labels and rate come from the
+`dataset_info.json` the trainer writes beside `config.json`.
+"""
+import dataclasses
+import json
+from typing import Any
+
+import jax
+import ml_collections
+from absl import logging
+from etils import epath
+
+from jaxgenre import tasks
+from jaxgenre.run import checkpointing, config_versions
+
+
+class RunError(ValueError):
+    """The workdir is not (yet) a run that can be read; the message names the fix."""
+
+
+@dataclasses.dataclass
+class Run:
+    workdir: str
+    config: ml_collections.ConfigDict
+    data: tasks.DataSpec
+    task: Any  # a tasks.Task
+    state: Any  # the task's state, restored (only the requested items are real arrays)
+    state_sharding: Any
+    step: int
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = epath.Path(workdir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {workdir} a jaxgenre.train --workdir?")
+    return config_versions.with_added_keys(ml_collections.ConfigDict(json.loads(path.read_text())))
+
+
+def data_spec(workdir: str, config: ml_collections.ConfigDict) -> tasks.DataSpec:
+    path = epath.Path(workdir) / "dataset_info.json"
+    if not path.exists():
+        raise RunError(f"{path} not found: the run's labels are unknown; point at a complete "
+                       "jaxgenre.train --workdir.")
+    info = json.loads(path.read_text())
+    rate = int(info["sample_rate"])
+    return tasks.DataSpec(info["name"], tuple(info["class_names"]), rate,
+                          round(config.data.crop_seconds * rate))
+
+
+def restore(workdir: str, mesh: jax.sharding.Mesh, checkpoint: str = "best",
+            items=None, expect_tasks: tuple[str, ...] | None = None) -> Run:
+    """Restores `checkpoint` ('best' | 'latest' | a step) of the run in `workdir`.
+
+    'best' falls back to the latest step, with a warning, when no step carries the best
+    metric (e.g. runs on train+validation). items: checkpoint items to read (default all;
+    "eval": the task's `eval_items`, what its evaluators use). expect_tasks: refuse a run of
+    any other task (a classifier where a generator is wanted, and the reverse). An unreadable
+    checkpoint raises a `RunError` naming its path and the steps that do restore.
+    """
+    config = load_config(workdir)
+    if expect_tasks is not None:
+        check_task(workdir, config, expect_tasks)
+    data = data_spec(workdir, config)
+    best = best_options(config)
+    mngr = checkpointing.manager(workdir, read_only=True, **best)
+    if not mngr.all_steps():
+        raise RunError(f"The run {workdir} has no checkpoint in {mngr.directory}: train it first "
+                       f"(python -m jaxgenre.train --config ... --workdir {workdir}).")
+    if checkpoint == "best" and (best["best_metric"] is None or mngr.best_step() is None):
+        why = (f"trained on {config.data.train_split}, it keeps no best"
+               if best["best_metric"] is None else f"no step carries {best['best_metric']}")
+        logging.warning("No best checkpoint in %s (%s): using the latest, step %d.", workdir, why,
+                        mngr.latest_step())
+        checkpoint = "latest"
+    step = checkpointing.resolve_step(mngr, checkpoint)
+    task = tasks.create(config, data, mesh, training=False)
+    shapes, shardings = tasks.abstract_state(task, mesh)
+    abstract = checkpointing.abstract_with_shardings(shapes, shardings)
+    items = task.eval_items if items == "eval" else items
+    try:
+        state = checkpointing.restore(mngr, step, abstract, items)
+    except Exception as e:  # TensorStore and Orbax raise bare Exception
+        good = checkpointing.readable_steps(mngr, abstract, items)
+        raise RunError(
+            f"Checkpoint {epath.Path(mngr.directory) / str(step)} cannot be read "
+            f"({checkpointing.describe_error(e)}). Steps that restore: "
+            f"{good or 'none'}; pass one as --checkpoint STEP. (Resuming training moves "
+            "unreadable steps aside.)") from e
+    return Run(workdir, config, data, task, state, shardings, step)
+
+
+def check_task(workdir: str, config: ml_collections.ConfigDict, expect_tasks: tuple[str, ...]
+               ) -> None:
+    """Refuses a run of any task but `expect_tasks`, naming what to pass instead."""
+    name = tasks.task_name(config)
+    if name not in expect_tasks:
+        raise RunError(f"{workdir} is a {name!r} run where a {' or '.join(expect_tasks)} run is "
+                       f"needed: {_WHAT[expect_tasks[0]]}.")
+
+
+_WHAT = {"classifier": "pass a genre classifier's workdir (configs/mobilenet.py and the like)",
+         "stargan": "pass a style-transfer run's workdir (configs/stargan.py or "
+                    "configs/autoencoder.py)"}
+
+
+def best_options(config: ml_collections.ConfigDict) -> dict:
+    """The manager's best-checkpoint settings from a run's config. A run that trains on the
+    validation split keeps its checkpoints by step: its validation scores are of clips it
+    learned, so no step is honestly "best" (`best_metric` None)."""
+    trains_on_validation = "validation" in config.data.get("train_split", "train").split("+")
+    return {"best_metric": None if trains_on_validation else config.get("best_metric",
+                                                                         "val_accuracy"),
+            "best_mode": config.get("best_mode", "max")}

@@ -1,0 +1,278 @@
+"""The genre classifier as pure functions: state, model input, train step, predict step.
+
+The trainer jits these with explicit shardings. The model lives as (graphdef, State): the
+step merges it inside `jax.jit` (cheaper than `nnx.jit`, which walks the object graph each call).
+"""
+import functools
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from absl import logging
+from flax import nnx, struct
+
+from jaxgenre import models, tasks
+from jaxgenre.audio import augment, frontend
+from jaxgenre.core import sharding
+from jaxgenre.pretrained import import_dir
+from jaxgenre.tasks import optim
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything a checkpoint holds. Replicated over the mesh."""
+    ITEMS: ClassVar = {"model": ("params", "model_state"), "optimizer": ("opt_state",),
+                       "ema": ("ema_params", "ema_model_state"), "progress": ("step",)}
+    step: jax.Array  # int32 scalar: optimizer updates done
+    params: nnx.State  # nnx.Param leaves, float32
+    model_state: nnx.State  # BatchNorm statistics
+    opt_state: optax.OptState
+    ema_params: nnx.State  # exponential moving averages of params and model_state: what
+    ema_model_state: nnx.State  # evaluation uses (equal to them when optim.ema_decay = 0)
+
+
+def mel_config(config: ml_collections.ConfigDict, sample_rate: int) -> frontend.MelConfig:
+    f = config.frontend
+    return frontend.MelConfig(sample_rate=sample_rate, n_fft=f.n_fft, hop_length=f.hop_length,
+                              n_mels=f.n_mels, fmin=f.fmin, fmax=f.fmax, top_db=f.top_db,
+                              dft=f.dft, ref=f.ref, compress=f.compress,
+                              log_gain=f.log_gain)
+
+
+# config.model keys for the trainer, not the model's constructor
+_TRAINING_KEYS = ("name", "dtype", "init_from", "freeze_bn")
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int, rngs: nnx.Rngs):
+    kwargs = {k: v for k, v in config.model.items() if k not in _TRAINING_KEYS}
+    if config.model.dtype not in DTYPES:
+        raise ValueError(f"Unknown model.dtype {config.model.dtype!r}; valid: {list(DTYPES)}.")
+    return models.get(config.model.name)(num_classes, dtype=DTYPES[config.model.dtype],
+                                         rngs=rngs, **kwargs)
+
+
+def input_kind(config) -> str:
+    """'log_mel' | 'mfcc' | 'waveform': what the configured model eats."""
+    return models.get(config.model.name).input_kind
+
+
+def model_graph(config, num_classes) -> nnx.GraphDef:
+    """The model's static structure, from shapes only (no parameters allocated)."""
+    return abstract_model(config, num_classes)[0]
+
+
+def abstract_model(config, num_classes) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """`models.split` of the model, from shapes only (no parameters allocated)."""
+    return models.split(nnx.eval_shape(lambda: create_model(config, num_classes, nnx.Rngs(0))))
+
+
+def init_state(config, num_classes: int, tx: optax.GradientTransformation,
+               key: jax.Array) -> TrainState:
+    model = create_model(config, num_classes, nnx.Rngs(params=key))
+    _, params, model_state = models.split(model)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                      opt_state=tx.init(params), ema_params=params, ema_model_state=model_state)
+
+
+def abstract_state(config, num_classes: int, tx, mesh):
+    """(init function, state shapes, state shardings): shapes first, arrays where they live.
+
+    init(key) -> TrainState; jit it with `out_shardings` to create the state already replicated.
+    """
+    init = functools.partial(init_state, config, num_classes, tx)
+    shapes = jax.eval_shape(init, jax.random.key(0))
+    return init, shapes, jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
+
+
+def model_input(audio: jax.Array, kind: str, config, mel: frontend.MelConfig, mesh,
+                key: jax.Array | None = None) -> jax.Array:
+    """int16 PCM [B, N] -> what a model of `input_kind` eats; augmented when `key` is given.
+
+    waveform: float32 [B, N] in [-1, 1]. log_mel: [B, T, n_mels, 1], dB / 40 + 1 (so roughly
+    [-1, 1]), or as computed for `frontend.compress='log10_1p'` (what musicnn was trained on).
+    mfcc: [B, T, n_mfcc, 1] of the dB log-mel, / 40.
+    """
+    x = audio.astype(jnp.float32)
+    if key is not None and (kind == "waveform" or mel.ref is not None or mel.compress != "db"):
+        # A per-clip dB reference (mel.ref None) subtracts each clip's maximum and so cancels
+        # any gain: it is applied only where the model can hear it.
+        key, gain_key = jax.random.split(key)
+        x = augment.random_gain(gain_key, x, config.augment.gain_db)
+    if kind == "waveform":
+        return x / 32768.0
+    return spectrogram_input(frontend.log_mel(x, mel, mesh=mesh), kind, config, key)
+
+
+def spectrogram_input(db: jax.Array, kind: str, config, key: jax.Array | None = None
+                      ) -> jax.Array:
+    """A log-mel [B, T, n_mels] (dB relative to each clip's maximum, or log10(g x + 1) for
+    `frontend.compress='log10_1p'`) -> the input of a 'log_mel' or 'mfcc' model [B, T, F, 1], through `config.augment`'s time stretch, frequency shift and
+    SpecAugment masks when `key` is given."""
+    if kind == "mfcc":
+        x = frontend.mfcc(db, config.frontend.n_mfcc) / 40.0
+    elif config.frontend.compress == "db":
+        x = db / 40.0 + 1.0
+    else:
+        x = db
+    x = x[..., None]
+    if key is not None:
+        a = config.augment
+        resize_key, mask_key = jax.random.split(key)
+        x = augment.stretch_and_shift(resize_key, x, a.time_stretch, a.freq_shift)
+        x = augment.spec_augment(mask_key, x, a.freq_masks, a.freq_mask_width, a.time_masks,
+                                 a.time_mask_width)
+    return x
+
+
+def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mesh,
+               num_classes: int, base_key: jax.Array):
+    """One optimizer update on a global batch {audio int16 [B, N], label int32 [B], or [B, C]
+    0/1 when `multi_label(config)`}.
+
+    Returns (new state, metrics {loss, accuracy (multi-label: precision_at_1), grad_norm,
+    param_norm}: float32 scalars).
+    """
+    key = jax.random.fold_in(base_key, state.step)  # a resumed run draws the same numbers
+    aug_key, mix_key, drop_key = jax.random.split(key, 3)
+    x = model_input(batch["audio"], input_kind(config), config, mel, mesh, aug_key)
+    multi = multi_label(config)
+    labels = targets(batch["label"], num_classes, config.optim.label_smoothing, multi)
+    # Mixup mixes multi-hot targets as it mixes one-hots: a clip mixed from two tracks holds
+    # both tracks' genres, in proportion (as PANNs trains AudioSet's tags).
+    x, labels = augment.mixup(mix_key, x, labels, config.augment.mixup_alpha)
+
+    def loss_fn(params):
+        params = optim.stop_frozen_gradients(config.optim, params)
+        model = nnx.merge(graphdef, params, state.model_state, copy=True)
+        # freeze_bn: inference mode (running statistics used and kept, no dropout), as Keras
+        # fine-tunes a pretrained base with training=False
+        train = not config.model.freeze_bn
+        logits = model(x, train=train, rngs=nnx.Rngs(dropout=drop_key))
+        # multi-label: the mean over clips and genres, so the scale does not grow with C
+        loss = (optax.sigmoid_binary_cross_entropy(logits, labels) if multi
+                else optax.softmax_cross_entropy(logits, labels)).mean()
+        return loss, (logits, models.rest(model))
+
+    (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = ema_rate(config.optim.ema_decay, state.step)
+    new_state = state.replace(
+        step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state,
+        ema_params=optax.incremental_update(params, state.ema_params, 1.0 - ema),
+        ema_model_state=optax.incremental_update(model_state, state.ema_model_state, 1.0 - ema))
+    top = jnp.argmax(logits, -1)
+    hits = (jnp.take_along_axis(batch["label"], top[:, None], -1) if multi
+            else top == batch["label"])
+    metrics = {"loss": loss, train_hit_metric(config): jnp.mean(hits),
+               "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
+    return new_state, metrics
+
+
+def multi_label(config: ml_collections.ConfigDict) -> bool:
+    """`data.label == 'genres'`: one sigmoid per genre, any number of genres per clip. Runs
+    saved before `data.label` existed are single-label."""
+    return config.data.label == "genres"
+
+
+def train_hit_metric(config) -> str:
+    """The train metric of the top-scoring genre: 'accuracy' (single-label), or
+    'precision_at_1' (multi-label: the share of clips whose top genre is one of theirs)."""
+    return "precision_at_1" if multi_label(config) else "accuracy"
+
+
+def targets(label: jax.Array, num_classes: int, smoothing: float, multi: bool) -> jax.Array:
+    """Training targets float32 [B, C] from a batch's labels, label-smoothed.
+
+    Single-label (int32 [B]): the one-hot, smoothed toward uniform over the classes.
+    Multi-label (int32 [B, C] 0/1): each genre's binary target smoothed toward 0.5, as Keras'
+    `BinaryCrossentropy(label_smoothing)`. `optax.smooth_labels` (toward 1/C) suits a softmax;
+    for independent sigmoids it would soften the positives and leave the negatives near 0.
+    """
+    if multi:
+        return label.astype(jnp.float32) * (1.0 - smoothing) + 0.5 * smoothing
+    return optax.smooth_labels(jax.nn.one_hot(label, num_classes), smoothing)
+
+
+def ema_rate(decay: float, step: jax.Array) -> jax.Array:
+    """The averaging rate at `step`: `decay`, lowered early on so the first updates are not
+    drowned by the initial weights (as in `tf.train.ExponentialMovingAverage(num_updates)`)."""
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def predict_step(state: TrainState, batch: dict, *, graphdef, config, mel, mesh) -> jax.Array:
+    """Clip logits [B, C] float32: the mean of the logits of each clip's crops, from the
+    averaged weights (`ema_params`).
+
+    batch["audio"]: int16 [B, num_crops, crop_samples].
+    """
+    b, n, length = batch["audio"].shape
+    model = nnx.merge(graphdef, state.ema_params, state.ema_model_state)
+    x = model_input(batch["audio"].reshape(b * n, length), input_kind(config), config, mel, mesh)
+    return model(x, train=False).reshape(b, n, -1).mean(axis=1)
+
+
+
+class ClassifierTask:
+    """Genre classification as a `jaxgenre.tasks.Task`: the functions above, bound to a config.
+
+    `predict(state, batch)` (clip logits, for `evaluation.ClassificationEvaluator`) is the
+    model's use at evaluation time.
+    """
+    eval_items = ("ema", "progress")  # the checkpoint items evaluation reads
+
+    @property
+    def progress_metrics(self) -> tuple[str, ...]:
+        return ("loss", train_hit_metric(self.config))
+
+    def __init__(self, config: ml_collections.ConfigDict, data: tasks.DataSpec, mesh,
+                 training: bool = True):
+        del training  # the classifier builds the same either way
+        self.config, self.data, self.mesh = config, data, mesh
+        self.tx = optim.make(config.optim, config.total_steps)
+        self.graphdef, params, _ = abstract_model(config, data.num_classes)
+        optim.check_freeze(config.optim, params)
+        self.mel = mel_config(config, data.sample_rate)
+        self.init_key, self.step_key = jax.random.split(jax.random.key(config.seed))
+        self._lr = optim.schedule(config.optim, config.total_steps)
+
+    def init(self) -> TrainState:
+        return init_state(self.config, self.data.num_classes, self.tx, self.init_key)
+
+    def warm_start(self, state: TrainState) -> TrainState:
+        """A fresh state with `config.model.init_from`'s weights (see jaxgenre.pretrained.import_dir) in
+        params, statistics and their averages, on the shardings it had; as is without."""
+        source = self.config.model.init_from
+        if not source:
+            return state
+        import_dir.check_config(self.config, self.data.sample_rate)
+        params, rest, kept = import_dir.merge(jax.device_get(state.params),
+                                              jax.device_get(state.model_state),
+                                              import_dir.load(source), source)
+        logging.info("Weights from %s; newly initialised: %s", source, ", ".join(kept) or "none")
+        new = state.replace(params=params, model_state=rest, ema_params=params,
+                            ema_model_state=rest)
+        # Copied onto the shardings the fresh state had (XLA-owned buffers: the train step
+        # donates them; arrays made from host views segfaulted under pytest-xdist here).
+        return jax.device_put(new, jax.tree.map(lambda x: x.sharding, state))
+
+    def train_step(self, state: TrainState, batch: dict):
+        return train_step(state, batch, graphdef=self.graphdef, tx=self.tx, config=self.config,
+                          mel=self.mel, mesh=self.mesh, num_classes=self.data.num_classes,
+                          base_key=self.step_key)
+
+    def predict(self, state: TrainState, batch: dict) -> jax.Array:
+        return predict_step(state, batch, graphdef=self.graphdef, config=self.config,
+                            mel=self.mel, mesh=self.mesh)
+
+    def learning_rates(self, step: int) -> dict[str, float]:
+        rate = float(self._lr(step - 1))  # optax counts updates from 0
+        scale = self.config.optim.encoder_lr_scale
+        return {"learning_rate": rate, **({"encoder_learning_rate": rate * scale}
+                                          if scale != 1.0 else {})}
+
+    def num_params(self, state: TrainState) -> int:
+        return sum(x.size for x in jax.tree.leaves(state.params))

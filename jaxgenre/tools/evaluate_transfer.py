@@ -1,0 +1,185 @@
+r"""Evaluates a genre style-transfer method against the trivial baselines, judged by a classifier.
+
+  python -m jaxgenre.evaluate_transfer --method identity|random_target|eq|WORKDIR \
+      --judge CLASSIFIER_WORKDIR --output_dir DIR [--split test] [--clips N] [--targets A,B]
+
+Every clip of the split (or its first N) is turned into every other genre (or those in
+--targets); the judge, a classifier trained by `jaxgenre.train` and never one a method was
+trained with, re-analyses each output from its waveform. Writes DIR/<method>_<split>.json, a
+target-accuracy heatmap PNG, WAV + log-mel examples under DIR/examples/, and DIR/transfer_<split>.md
+with one row per method in DIR; the three baselines are always in it (computed when DIR lacks
+them for the same judge and settings).
+"""
+from jaxgenre.core import cli
+
+# First of all: before TensorFlow and JAX start their threads and loggers.
+cli.prepare_process(relaunch=__name__ == "__main__")
+
+import dataclasses
+import sys
+
+import jax
+from absl import app, flags, logging
+from etils import epath
+
+from jaxgenre import tasks
+from jaxgenre.audio import vocoder
+from jaxgenre.core import sharding
+from jaxgenre.data import input_pipeline
+from jaxgenre.inference import generator
+from jaxgenre.inference import judge as judge_lib
+from jaxgenre.run import rundir
+from jaxgenre.tasks import classifier
+from jaxgenre.transfer import evaluator as evaluator_lib
+from jaxgenre.transfer import methods as methods_lib
+from jaxgenre.transfer import report
+
+_METHOD = flags.DEFINE_string("method", None, f"One of {', '.join(methods_lib.BASELINES)}, or a "
+                              "style-transfer run's --workdir.", required=True)
+_JUDGE = flags.DEFINE_string("judge", None, "A genre classifier's jaxgenre.train --workdir.",
+                             required=True)
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where results go.", required=True)
+_SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "Split to convert.")
+_CLIPS = flags.DEFINE_integer("clips", None, "Only the split's first N clips.")
+_TARGETS = flags.DEFINE_list("targets", None, "Target genre names (default: every genre).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "The judge's checkpoint: best|latest|STEP.")
+_METHOD_CHECKPOINT = flags.DEFINE_string(
+    "method_checkpoint", "best", "A style-transfer run's checkpoint: best|latest|STEP (other "
+    "than best, the method is reported as <name>@<step>).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Clips per global batch (a multiple of the "
+                                   "device count).")
+_PHASE = flags.DEFINE_enum("phase", "source", ["source", "random"],
+                           "Griffin-Lim's initial phase: the converted clip's own, or random.")
+_GL_ITERS = flags.DEFINE_integer("gl_iters", vocoder.VocoderConfig.n_iter, "Griffin-Lim iterations.")
+_NNLS_STEPS = flags.DEFINE_integer("nnls_steps", vocoder.VocoderConfig.nnls_steps,
+                                   "Projected-gradient steps of the mel -> linear inversion.")
+_POOL = flags.DEFINE_integer("pool_per_genre", 16, "Real clips per genre of the split for "
+                             "random_target to draw from, and as many others (disjoint) that "
+                             "FD-judge compares with.")
+_EQ_CLIPS = flags.DEFINE_integer("eq_clips_per_genre", 32, "Training clips per genre for the eq "
+                                 "baseline's mean spectra.")
+_EXAMPLES = flags.DEFINE_integer("examples", 3, "Clips kept as WAV + PNG per method.")
+_SEED = flags.DEFINE_integer("seed", 0, "Random draws (random_target, random phase).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the judge run's data.data_dir.")
+
+
+def _check_method(spec: str, judge_dir: str) -> None:
+    """Refuses anything that is neither a baseline nor a style-transfer run, and a judge the
+    method was trained with, before any work."""
+    if spec in methods_lib.BASELINES:
+        return
+    workdir = epath.Path(spec)
+    hint = f"valid methods: {', '.join(methods_lib.BASELINES)}, or a style-transfer run's --workdir"
+    if not (workdir / "config.json").exists():
+        raise app.UsageError(f"Unknown method {spec!r}: {hint}.")
+    config = rundir.load_config(spec)
+    if tasks.task_name(config) not in generator.GENERATOR_TASKS:
+        raise app.UsageError(f"{spec} is a run of model {config.model.name!r}, not a "
+                             f"style-transfer run: {hint}.")
+    judge = epath.Path(judge_dir).resolve()
+    used = [epath.Path(d).resolve() for d in (config.gan.get("classifier_workdir"),
+                                              *[e.get("classifier_workdir") for e in
+                                                config.evals.values()]) if d]
+    if workdir.resolve() == judge or judge in used:
+        raise app.UsageError(f"The judge {judge_dir} was used to train or select {spec}: judge "
+                             "with a classifier the method never saw.")
+
+
+def _baseline(name: str, codec, builder, draw_pool: dict):
+    if name == "identity":
+        return methods_lib.Identity(codec)
+    if name == "random_target":
+        return methods_lib.RandomTarget(codec, {c: v["audio"] for c, v in draw_pool.items()},
+                                        _SEED.value)
+    ltas = methods_lib.long_term_spectra(builder, "train", codec, _EQ_CLIPS.value)
+    return methods_lib.Eq(codec, ltas)
+
+
+def _split_pool(clips: dict) -> tuple[dict, dict]:
+    """Alternate clips of each genre into (random_target's draws, FD-judge's reference), so that
+    random_target is never compared with the very clips it copies."""
+    def part(start):
+        return {c: {k: v[start::2] for k, v in p.items()} for c, p in clips.items()
+                if len(p["audio"]) > start}
+    return part(0), part(1)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.quiet_logs()
+    try:
+        evaluate()
+    except (judge_lib.JudgeError, FileNotFoundError, ValueError,
+            input_pipeline.DatasetUnavailableError) as e:
+        sys.exit(f"error: {e}")
+
+
+def evaluate():
+    _check_method(_METHOD.value, _JUDGE.value)
+    sharding.initialize_distributed()
+    mesh = sharding.make_mesh()
+    judge = judge_lib.Judge(_JUDGE.value, mesh, _CHECKPOINT.value)
+    data_dir = _DATA_DIR.value or judge.config.data.data_dir
+    builder = input_pipeline.load_builder(judge.dataset, data_dir, judge.config.data.manual_dir)
+    names = builder.info.features["label"].names
+    targets = None
+    if _TARGETS.value:
+        unknown = [t for t in _TARGETS.value if t not in names]
+        if unknown:
+            raise app.UsageError(f"Unknown genre(s) {unknown} in --targets; "
+                                 f"valid: {', '.join(names)}.")
+        targets = [names.index(t) for t in _TARGETS.value]
+    # The baselines' codec: the judge's mel parameters with a fixed reference, so level survives.
+    mel = dataclasses.replace(classifier.mel_config(judge.config, judge.sample_rate), ref=1.0)
+    vcfg = vocoder.VocoderConfig(n_iter=_GL_ITERS.value, nnls_steps=_NNLS_STEPS.value)
+    codec = methods_lib.Codec(mel, vcfg, mesh, _PHASE.value, _SEED.value)
+    settings = {"judge": str(epath.Path(_JUDGE.value).resolve()), "judge_step": judge.step,
+                "dataset": judge.dataset, "data_dir": data_dir, "split": _SPLIT.value,
+                "clips": _CLIPS.value, "targets": _TARGETS.value, "phase": _PHASE.value,
+                "vocoder": dataclasses.asdict(vcfg), "pool_per_genre": _POOL.value,
+                "eq_clips_per_genre": _EQ_CLIPS.value, "batch_size": _BATCH_SIZE.value,
+                "seed": _SEED.value}
+    out_dir = _OUTPUT_DIR.value
+    clip_samples = input_pipeline.longest_clip(
+        builder, _SPLIT.value if _CLIPS.value is None else f"{_SPLIT.value}[:{_CLIPS.value}]")
+    draw_pool, reference = _split_pool(
+        input_pipeline.clips_by_label(builder, _SPLIT.value, 2 * _POOL.value, clip_samples))
+    evaluator = None
+    for spec in [_METHOD.value] + [b for b in methods_lib.BASELINES if b != _METHOD.value]:
+        if spec != _METHOD.value and spec in report.read_results(out_dir, _SPLIT.value, settings):
+            continue  # this baseline is already in DIR for the same judge and settings
+        if spec in methods_lib.BASELINES:
+            method = _baseline(spec, codec, builder, draw_pool)
+        else:
+            method = generator.GeneratorMethod(spec, mesh, vcfg, _PHASE.value, _SEED.value,
+                                               _METHOD_CHECKPOINT.value)
+            judge.check_labels(method.class_names, f"the run {spec}")
+            if method.sample_rate != judge.sample_rate:
+                raise ValueError(f"{spec} works at {method.sample_rate} Hz, the judge's data at "
+                                 f"{judge.sample_rate} Hz: judge with a classifier of its dataset.")
+        if evaluator is None:
+            evaluator = evaluator_lib.TransferEvaluator(
+                judge, builder, _SPLIT.value, _BATCH_SIZE.value, mesh, codec, clip_samples,
+                reference, _CLIPS.value, targets, _EXAMPLES.value)
+        result, examples = evaluator.run(method)
+        result.update(method=method.name, settings=settings, **settings)
+        if jax.process_index() == 0:
+            stem = f"{method.name}_{_SPLIT.value}"
+            paths = [report.write_json(result, out_dir, stem),
+                     report.write_heatmap(result, out_dir, stem)]
+            paths += report.write_examples(examples, method.name, names, judge.sample_rate,
+                                           out_dir)
+            logging.info("wrote %s", ", ".join(paths))
+    if jax.process_index() == 0:
+        table = report.write_table(out_dir, _SPLIT.value, settings)
+        print(epath.Path(table).read_text(), flush=True)
+
+
+def entry_point() -> None:
+    """Parses the flags and runs `main` (the `python -m` entry point)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    entry_point()

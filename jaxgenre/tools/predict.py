@@ -1,0 +1,340 @@
+r"""Names the genres of audio files with a trained genre classifier run.
+
+  python -m jaxgenre.predict --workdir runs/demo song.mp3 music/ [--checkpoint best|latest|STEP]
+      [--top_k 3] [--output preds.csv] [--plot] [--window_seconds S] [--batch_size 16]
+
+Files of any length and any format librosa reads (resampled to the run's rate, mixed to mono);
+directories are searched at any depth for audio files (audio_files.EXTENSIONS). Each file is cut
+into windows of --window_seconds (default 10 s or the run's crop if longer; the whole file if
+shorter) overlapping by half, the last one ending at the file's end. The run's judge averages
+its crops over each window, as `jaxgenre.evaluate` does over a clip; a file's probabilities are
+the mean of its windows'. Windows of all files share fixed-shape batches, split over every
+device.
+
+Prints `path: Genre 0.83, Genre 0.10, Genre 0.04` per file (stdout), a progress bar and the
+files it skips, naming why (stderr). --output writes a CSV (path, genre, one probability column
+per genre); --plot a PNG per file of the genres over time, `<stem>_genres.png` beside the CSV
+(or in the current directory). Exits 1 when no file could be classified.
+"""
+from jaxgenre.core import cli
+
+# First of all: before TensorFlow and JAX start their threads and loggers.
+cli.prepare_process(relaunch=__name__ == "__main__")
+
+import collections
+import contextlib
+import csv
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from jaxgenre.core import sharding
+from jaxgenre.data import audio_files
+from jaxgenre.inference import judge as judge_lib
+from jaxgenre.run import rundir
+
+DEFAULT_WINDOW_SECONDS = 10.0
+
+
+@dataclasses.dataclass
+class Prediction:
+    """One file's verdict.
+
+    times: float32 [W], each window's centre in seconds from the file's start.
+    window_probabilities: float32 [W, C], the judge's probabilities per window (C = genres).
+    """
+    path: str
+    times: np.ndarray
+    window_probabilities: np.ndarray
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """float32 [C]: the mean of the windows' probabilities (each window counts the same)."""
+        return self.window_probabilities.mean(axis=0)
+
+
+@dataclasses.dataclass
+class Skipped:
+    """A file that could not be read; `reason` names the file and the problem."""
+    path: str
+    reason: str
+
+
+def window_samples(judge: judge_lib.Judge, window_seconds: float | None = None) -> int:
+    """Window length in samples at the judge's rate: `window_seconds` (default 10 s or the run's
+    crop if longer). Shorter than a crop, the judge would hear mostly zero padding: refused."""
+    crop = judge.config.data.crop_seconds
+    seconds = max(DEFAULT_WINDOW_SECONDS, crop) if window_seconds is None else window_seconds
+    if seconds < crop:
+        raise ValueError(f"--window_seconds {seconds:g} is shorter than the run's "
+                         f"{crop:g} s crop; pass {crop:g} or more.")
+    return round(seconds * judge.sample_rate)
+
+
+def window_starts(num_samples: int, window: int) -> np.ndarray:
+    """int64 [W]: where each window of `window` samples starts, every window // 2 samples, the
+    last one ending at the file's end so that every sample is heard; [0] for a file no longer
+    than a window."""
+    if num_samples <= window:
+        return np.zeros(1, np.int64)
+    hop = max(window // 2, 1)
+    return np.append(np.arange(0, num_samples - window, hop), num_samples - window)
+
+
+def round_up_batch(batch_size: int, devices: int) -> int:
+    """The smallest multiple of `devices` >= batch_size: each device gets whole rows."""
+    return -(-batch_size // devices) * devices
+
+
+class _File:
+    """A file whose windows are queued: their probabilities fill in as batches finish."""
+
+    def __init__(self, path: str, starts: np.ndarray, lengths: np.ndarray, rate: int,
+                 num_classes: int):
+        self.path, self.starts = path, starts
+        self.times = ((starts + lengths / 2) / rate).astype(np.float32)
+        self.probabilities = np.zeros((len(starts), num_classes), np.float32)
+        self.remaining = len(starts)
+
+
+class _Batcher:
+    """Packs windows of many files into batches of fixed shape [B, window] (one compilation),
+    padding the last with masked rows (zeros, length 0, results dropped).
+
+    One batch stays in flight: JAX returns before the judge finishes, so the next file decodes
+    while it runs; its results are collected when the next batch goes out, or on `flush`.
+    """
+
+    def __init__(self, judge: judge_lib.Judge, mesh: jax.sharding.Mesh,
+                 window_seconds: float | None, batch_size: int):
+        self.judge, self.window = judge, window_samples(judge, window_seconds)
+        self.batch = round_up_batch(batch_size, mesh.size)
+        self._sharding = sharding.batch_sharding(mesh)
+        self._rows = []  # (file, window index, audio float32 [<= window])
+        self._in_flight = None  # (rows, probabilities jax.Array [B, C])
+
+    def add(self, file: _File, audio: np.ndarray) -> None:
+        self._rows += [(file, i, audio[s:s + self.window]) for i, s in enumerate(file.starts)]
+        while len(self._rows) >= self.batch:
+            self._dispatch(self._rows[:self.batch])
+            del self._rows[:self.batch]
+
+    def flush(self) -> None:
+        if self._rows:
+            self._dispatch(self._rows)
+            self._rows = []
+        self._collect()
+
+    def _dispatch(self, rows) -> None:
+        audio = np.zeros((self.batch, self.window), np.float32)
+        lengths = np.zeros(self.batch, np.int32)
+        for r, (_, _, clip) in enumerate(rows):
+            audio[r, :len(clip)], lengths[r] = clip, len(clip)
+        self._collect()
+        probabilities, _ = self.judge(self._put(audio), self._put(lengths))
+        self._in_flight = (rows, probabilities)
+
+    def _collect(self) -> None:
+        if self._in_flight is None:
+            return
+        rows, probabilities = self._in_flight
+        probabilities = np.asarray(probabilities)  # waits for the judge
+        for r, (file, i, _) in enumerate(rows):
+            file.probabilities[i] = probabilities[r]
+            file.remaining -= 1
+        self._in_flight = None
+
+    def _put(self, x: np.ndarray) -> jax.Array:
+        return jax.make_array_from_callback(x.shape, self._sharding, lambda index: x[index])
+
+    def compile(self) -> None:
+        """Compiles the judge for this batch shape without running it."""
+        self.judge.compile(self.batch, self.window)
+
+
+def compile_judge(judge: judge_lib.Judge, mesh: jax.sharding.Mesh,
+                  window_seconds: float | None = None, batch_size: int = 16) -> None:
+    """Compiles what `predict_files` with the same arguments runs, without running it."""
+    _Batcher(judge, mesh, window_seconds, batch_size).compile()
+
+
+def predict_files(judge: judge_lib.Judge, mesh: jax.sharding.Mesh, paths: Iterable[str],
+                  window_seconds: float | None = None, batch_size: int = 16
+                  ) -> Iterator[Prediction | Skipped]:
+    """Judges each file in `paths` on `mesh` (the judge's), yielding a Prediction or a Skipped
+    per file, in input order.
+
+    Windows (see `window_samples`, `window_starts`) of consecutive files share batches of
+    `batch_size` rounded up to a multiple of the device count.
+    """
+    batcher = _Batcher(judge, mesh, window_seconds, batch_size)
+    queue = collections.deque()  # _File or Skipped, in input order, until done
+    for path in paths:
+        try:
+            audio = audio_files.read(path, judge.sample_rate)
+        except (FileNotFoundError, ValueError) as e:
+            queue.append(Skipped(path, str(e)))
+        else:
+            starts = window_starts(len(audio), batcher.window)
+            lengths = np.minimum(len(audio) - starts, batcher.window)
+            file = _File(path, starts, lengths, judge.sample_rate, len(judge.class_names))
+            queue.append(file)
+            batcher.add(file, audio)
+        yield from _done(queue)
+    batcher.flush()
+    yield from _done(queue)
+
+
+def _done(queue: collections.deque) -> Iterator[Prediction | Skipped]:
+    """Pops finished entries from the front of `queue`, so that results keep the input order."""
+    while queue and (isinstance(queue[0], Skipped) or queue[0].remaining == 0):
+        entry = queue.popleft()
+        yield entry if isinstance(entry, Skipped) else Prediction(entry.path, entry.times,
+                                                                  entry.probabilities)
+
+
+def format_top_k(prediction: Prediction, class_names: list[str], k: int) -> str:
+    """`path: Genre1 0.83, Genre2 0.10, Genre3 0.04`, most probable first."""
+    p = prediction.probabilities
+    order = np.argsort(-p, kind="stable")[:k]
+    return f"{prediction.path}: " + ", ".join(f"{class_names[i]} {p[i]:.2f}" for i in order)
+
+
+def plot_path(path: str, out_dir: str, taken: set[str]) -> str:
+    """`out_dir/<stem>_genres.png`, numbered when another file of the same stem took it."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name, n = f"{stem}_genres.png", 1
+    while name in taken:
+        n += 1
+        name = f"{stem}_{n}_genres.png"
+    taken.add(name)
+    return os.path.join(out_dir, name)
+
+
+def write_plot(png: str, prediction: Prediction, class_names: list[str]) -> None:
+    """One line per genre: probability against window centre (s)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for c, name in enumerate(class_names):
+        # Markers: a file of one window is one point per genre.
+        ax.plot(prediction.times, prediction.window_probabilities[:, c], marker="o",
+                markersize=3, label=name)
+    ax.set(xlabel="window centre (s)", ylabel="probability", ylim=(0, 1),
+           title=os.path.basename(prediction.path))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def predict(inputs: list[str], workdir: str, checkpoint: str = "best", top_k: int = 3,
+            output: str | None = None, plot: bool = False, window_seconds: float | None = None,
+            batch_size: int = 16) -> int:
+    """What the command line does (see the module docstring): judges every file found in
+    `inputs`, prints and writes the results; returns how many files were classified."""
+    from tqdm import tqdm
+    # The task and the files before any model is restored: wrong input fails in a second.
+    rundir.check_task(workdir, rundir.load_config(workdir), ("classifier",))
+    paths = audio_files.find(inputs)
+    if not paths:
+        raise ValueError(f"No audio files ({', '.join(audio_files.EXTENSIONS)}) in "
+                         f"{', '.join(inputs)}.")
+    mesh = sharding.make_mesh()
+    judge = judge_lib.Judge(workdir, mesh, checkpoint)
+    names = judge.class_names
+    out_dir = os.path.dirname(output) if output else os.getcwd()
+    compile_judge(judge, mesh, window_seconds, batch_size)
+    start, classified, taken = time.perf_counter(), 0, set()
+    with (_csv_rows(output, names) as write_row,
+          tqdm(total=len(paths), unit="file", file=sys.stderr, dynamic_ncols=True) as bar):
+        for result in predict_files(judge, mesh, paths, window_seconds, batch_size):
+            bar.update(1)
+            if isinstance(result, Skipped):  # the reason names the file
+                bar.write(f"skipped: {result.reason}", file=sys.stderr)
+                continue
+            classified += 1
+            bar.write(format_top_k(result, names, top_k), file=sys.stdout)
+            if write_row:
+                write_row(result)
+            if plot:
+                write_plot(plot_path(result.path, out_dir, taken), result, names)
+    _report_speed(len(paths), classified, time.perf_counter() - start)
+    return classified
+
+
+@contextlib.contextmanager
+def _csv_rows(path: str | None, class_names: list[str]):
+    """Yields a function that appends a Prediction's row to the CSV at `path` (None: no CSV, and
+    None is yielded). Rows go out as files finish: an interrupted run keeps what it judged."""
+    if not path:
+        yield None
+        return
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "genre", *class_names])
+
+        def write(p: Prediction) -> None:
+            probabilities = p.probabilities
+            writer.writerow([p.path, class_names[int(np.argmax(probabilities))],
+                             *(f"{x:.6f}" for x in probabilities)])
+            f.flush()
+        yield write
+
+
+def _report_speed(found: int, classified: int, seconds: float) -> None:
+    """Files (read or skipped) per second, from the first file read to the last one judged:
+    start-up (imports, restoring, compiling) excluded."""
+    print(f"{found} files ({classified} classified) in {seconds:.1f} s "
+          f"({found / max(seconds, 1e-9):.2f} files/s after start-up)", file=sys.stderr)
+
+
+def define_flags() -> None:
+    """The command line's flags, in absl's global FLAGS. Only the command line defines them:
+    `predict_files` is imported beside other entry points (tests, notebooks) that define
+    --workdir too, and absl refuses a flag defined twice."""
+    flags.DEFINE_string("workdir", None, "A genre classifier run's --workdir.", required=True)
+    flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
+    flags.DEFINE_integer("top_k", 3, "Genres printed per file.", lower_bound=1)
+    flags.DEFINE_string("output", None, "A CSV: one row per classified file.")
+    flags.DEFINE_bool("plot", False, "Write <stem>_genres.png per file: genre probabilities over "
+                      "time (beside --output, else in the current directory).")
+    flags.DEFINE_float("window_seconds", None, "Window judged at once (default "
+                       f"{DEFAULT_WINDOW_SECONDS:g} s or the run's crop if longer); windows "
+                       "overlap by half.")
+    flags.DEFINE_integer("batch_size", 16, "Windows judged at once, rounded up to a multiple of "
+                         "the device count.", lower_bound=1)
+
+
+def main(argv):
+    """argv: the program, then the files and directories (after `define_flags` and parsing)."""
+    cli.quiet_logs()
+    if len(argv) < 2:
+        raise app.UsageError("Pass one or more audio files or directories.")
+    f = flags.FLAGS
+    try:
+        classified = predict(argv[1:], f.workdir, f.checkpoint, f.top_k, f.output, f.plot,
+                             f.window_seconds, f.batch_size)
+    except (rundir.RunError, judge_lib.JudgeError, FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    if not classified:
+        sys.exit("error: no file could be classified (each is named above with the reason).")
+
+
+def entry_point() -> None:
+    """Parses the flags and runs `main` (the `python -m` entry point)."""
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -1,0 +1,134 @@
+r"""Turns a song into another genre with a trained style-transfer run.
+
+  python -m jaxgenre.transfer --workdir runs/stargan_demo --input song.mp3 --to Rock \
+      [--output out.wav] [--checkpoint best|latest|STEP] [--classifier CLASSIFIER_WORKDIR]
+
+Any length and any format librosa reads (resampled to the run's rate, mixed to mono), converted
+in overlapping windows cross-faded into one another; writes a WAV and a PNG of the log-mel
+before and after. `--to all` writes one WAV per genre into --output (a directory). The source
+genre is not needed; with --classifier, a genre classifier run names it for you.
+"""
+from jaxgenre.core import cli
+
+# First of all: before TensorFlow and JAX start their threads and loggers.
+cli.prepare_process(relaunch=__name__ == "__main__")
+
+import sys
+
+import numpy as np
+from absl import app, flags
+from etils import epath
+
+from jaxgenre.audio import vocoder
+from jaxgenre.core import sharding
+from jaxgenre.data import audio_files
+from jaxgenre.inference import generator
+from jaxgenre.inference import judge as judge_lib
+from jaxgenre.run import rundir
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A style-transfer run's --workdir "
+                               "(configs/stargan.py or configs/autoencoder.py).", required=True)
+_INPUT = flags.DEFINE_string("input", None, "An audio file (wav, flac, mp3, ogg, ...).",
+                             required=True)
+_TO = flags.DEFINE_string("to", None, "Target genre name, or 'all'.", required=True)
+_OUTPUT = flags.DEFINE_string("output", None, "Output WAV (default <input stem>_<genre>.wav); a "
+                              "directory with --to all (default <input stem>_transfer/).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
+_CLASSIFIER = flags.DEFINE_string("classifier", None, "A genre classifier run's --workdir: "
+                                  "prints the input's predicted genre.")
+_WINDOW = flags.DEFINE_float("window_seconds", None, "Conversion window (default: 2 x the "
+                             "run's training crop); windows overlap by half.")
+_GL_ITERS = flags.DEFINE_integer("gl_iters", vocoder.VocoderConfig.n_iter,
+                                 "Griffin-Lim iterations.")
+
+
+def _write_png(path: str, before: np.ndarray, after: np.ndarray, sample_rate: int, mel,
+               title: str) -> None:
+    import librosa
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for ax, audio, name in ((axes[0], before, "input"), (axes[1], after, title)):
+        spec = librosa.feature.melspectrogram(y=audio, sr=sample_rate, n_fft=mel.n_fft,
+                                              hop_length=mel.hop_length, n_mels=mel.n_mels)
+        ax.imshow(librosa.power_to_db(spec, ref=1.0, top_db=mel.top_db), origin="lower",
+                  aspect="auto", cmap="magma")
+        ax.set_title(name)
+        ax.set_ylabel("mel band")
+    axes[1].set_xlabel("frame")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def transfer() -> list[str]:
+    import soundfile
+    # What the run is, its genres and rate, and the input, before any model is restored.
+    config = rundir.load_config(_WORKDIR.value)
+    rundir.check_task(_WORKDIR.value, config, generator.GENERATOR_TASKS)
+    data = rundir.data_spec(_WORKDIR.value, config)
+    names = list(data.class_names)
+    if _TO.value != "all" and _TO.value not in names:
+        raise ValueError(f"Unknown genre {_TO.value!r} for --to; valid: {', '.join(names)}, all.")
+    audio = audio_files.read(_INPUT.value, data.sample_rate)
+    mesh = sharding.make_mesh()
+    method = generator.GeneratorMethod(
+        _WORKDIR.value, mesh, vocoder.VocoderConfig(n_iter=_GL_ITERS.value),
+        checkpoint=_CHECKPOINT.value)
+    if _CLASSIFIER.value:
+        judge = judge_lib.Judge(_CLASSIFIER.value, mesh)
+        judge.check_labels(names, f"the run {_WORKDIR.value}")
+        print(f"input genre (by {_CLASSIFIER.value}): {_predict(judge, audio)}")
+    stem = epath.Path(_INPUT.value).stem
+    targets = names if _TO.value == "all" else [_TO.value]
+    if _TO.value == "all":
+        out_dir = epath.Path(_OUTPUT.value or f"{stem}_transfer")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {t: out_dir / f"{t}.wav" for t in targets}
+    else:
+        paths = {targets[0]: epath.Path(_OUTPUT.value or f"{stem}_{targets[0]}.wav")}
+    window = _WINDOW.value or 2 * method.run.config.data.crop_seconds
+    written = []
+    for target in targets:
+        out = method.convert_long(audio, names.index(target), window)
+        path = paths[target]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(str(path), np.clip(out, -1.0, 1.0), method.sample_rate, subtype="PCM_16")
+        png = str(path.with_suffix(".png"))
+        _write_png(png, audio, out, method.sample_rate, method.run.task.mel, f"to {target}")
+        written += [str(path), png]
+        print(f"{target}: wrote {path} and {png}", flush=True)
+    return written
+
+
+def _predict(judge, audio: np.ndarray) -> str:
+    import jax
+    n = jax.device_count()
+    batch = np.repeat(audio[None], n, axis=0)  # one clip, on every device
+    data = sharding.batch_sharding(sharding.make_mesh())
+    x = jax.make_array_from_callback(batch.shape, data, lambda i: batch[i])
+    lengths = jax.make_array_from_callback((n,), data,
+                                           lambda i: np.full(n, len(audio), np.int32)[i])
+    probs = np.asarray(judge(x, lengths)[0])[0]
+    order = np.argsort(-probs)[:3]
+    return ", ".join(f"{judge.class_names[i]} {probs[i]:.2f}" for i in order)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.quiet_logs()
+    try:
+        transfer()
+    except (rundir.RunError, judge_lib.JudgeError, FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+def entry_point() -> None:
+    """Parses the flags and runs `main` (the `python -m` entry point)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    entry_point()
