@@ -18,8 +18,8 @@ import numpy as np
 
 from benchmarks.common import machine
 from jaxgenre.audio import frontend, vocoder
+from jaxgenre.audio.chroma import chroma_similarity
 from jaxgenre.tasks import gan_losses
-from jaxgenre.transfer import metrics
 from tfds_fma.fma import demo
 
 
@@ -48,7 +48,7 @@ def run(n_mels: int, clips: np.ndarray) -> dict[str, tuple[float, float]]:
         estimate = gan_losses.chroma_kept(power, gain, cfg)
         audio = vocoder.log_mel_to_audio(db + gain, cfg, vocoder.VocoderConfig(), clips.shape[1],
                                          phase_audio=x)
-        measured = metrics.chroma_similarity(chroma(x), chroma(audio))
+        measured = chroma_similarity(chroma(x), chroma(audio))
         out[name] = (float(np.median(measured)), float(np.median(estimate)),
                      float(np.min(measured)), float(np.max(measured)))
     return out

@@ -27,6 +27,7 @@ from jaxgenre.configs import stargan
 from benchmarks.common import machine, median_seconds
 from jaxgenre import tasks
 from jaxgenre.core import sharding
+from jaxgenre.data import spec
 from jaxgenre.models.ops import conv
 
 
@@ -46,11 +47,11 @@ def measure(size: str, steps: int, dtype: str, peak_tflops: float | None) -> dic
     config = stargan.get_config("demo" if size == "demo" else None)
     config.model.dtype = config.discriminator.dtype = dtype
     rate = 22_050
-    data = tasks.DataSpec("fma/small", tuple(f"genre{i}" for i in range(8)), rate,
+    data = spec.DataSpec("fma/small", tuple(f"genre{i}" for i in range(8)), rate,
                           round(config.data.crop_seconds * rate))
     mesh = sharding.make_mesh()
     task = tasks.create(config, data, mesh)
-    _, state_sharding = tasks.abstract_state(task, mesh)
+    _, state_sharding = sharding.abstract_state(task.init, mesh)
     state = jax.jit(task.init, out_shardings=state_sharding)()
     batch_sharding = sharding.batch_sharding(mesh)
     step = jax.jit(task.train_step,

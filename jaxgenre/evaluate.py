@@ -21,7 +21,7 @@ import sys
 from absl import app, flags
 
 from jaxgenre.core import sharding
-from jaxgenre.evaluators import classification
+from jaxgenre.evaluators import checkpoints
 from jaxgenre.run import rundir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's --workdir.", required=True)
@@ -39,7 +39,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     cli.quiet_logs()
     sharding.initialize_distributed()
-    job = classification.CheckpointEvaluator(_WORKDIR.value, _SPLIT.value, _DATA_DIR.value,
+    job = checkpoints.CheckpointEvaluator(_WORKDIR.value, _SPLIT.value, _DATA_DIR.value,
                                          _OUTPUT_DIR.value)
     try:
         if _WATCH.value:

@@ -15,7 +15,6 @@ from jaxgenre.core import cli
 cli.prepare_process(relaunch=__name__ == "__main__")
 
 import collections
-import json
 import sys
 import time
 
@@ -29,7 +28,7 @@ from ml_collections import config_flags
 
 from jaxgenre import evaluators, tasks
 from jaxgenre.core import sharding
-from jaxgenre.data import input_pipeline
+from jaxgenre.data import input_pipeline, spec
 from jaxgenre.pretrained import import_dir
 from jaxgenre.run import checkpointing, config_checks, config_versions, preemption, restarts, rundir
 
@@ -46,13 +45,21 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or Inf; training stopped, the last good checkpoint is kept."""
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Refuses a config before any work starts, with a message naming the key and the fix:
+    its task's sections, the shared ones, then the evaluators and best_metric."""
+    tasks.check_config(config)
+    config_checks.validate(config)
+    evaluators.check_config(config)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Runs training to `config.total_steps`; returns the last evaluation's scalars.
 
     Raises `preemption.Preempted` after saving the step reached when SIGTERM arrived.
     """
     config = config_versions.with_added_keys(config)
-    config_checks.validate(config)
+    check_config(config)
     workdir = epath.Path(workdir)
     # ---------------------------------------------------------------- mesh and data
     mesh = sharding.make_mesh()
@@ -61,7 +68,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     features = builder.info.features
     config_checks.validate_data(config, features)
     sample_rate = features["audio"].sample_rate
-    data = tasks.DataSpec(config.data.name, tuple(features["label"].names), sample_rate,
+    data = spec.DataSpec(config.data.name, tuple(features["label"].names), sample_rate,
                           round(config.data.crop_seconds * sample_rate))
 
     label = config.data.label
@@ -74,7 +81,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- task: models, optimizers
     task = tasks.create(config, data, mesh)
-    state_shapes, state_sharding = tasks.abstract_state(task, mesh)
+    state_shapes, state_sharding = sharding.abstract_state(task.init, mesh)
 
     # ---------------------------------------------------------------- state: restore or create
     best = rundir.best_options(config)
@@ -87,9 +94,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     changes = {}
     if saved_step is not None and (workdir / "config.json").exists():
         # before anything is written: a refused config leaves the run as it was
-        changes = restarts.check(str(workdir), config, state_shapes, saved_step, mesh)
+        changes = restarts.check(str(workdir), config, state_shapes, saved_step,
+                                 lambda saved: _state_shapes(saved, workdir, mesh))
     if jax.process_index() == 0:
-        _write_run_files(workdir, config, data, builder)
+        rundir.write(str(workdir), config, data,
+                     {k: v.num_examples for k, v in builder.info.splits.items()})
         if changes:
             restarts.record(str(workdir), changes, saved_step)
     if saved_step is not None:
@@ -101,7 +110,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     else:
         state = task.warm_start(jax.jit(task.init, out_shardings=state_sharding)())
     start_step = int(state.step)
-    logging.info("%s %s: %d parameters, %d devices, %d processes", tasks.task_name(config),
+    logging.info("%s %s: %d parameters, %d devices, %d processes", config_versions.task_name(config),
                  config.model.name, task.num_params(state), jax.device_count(),
                  jax.process_count())
     if start_step >= config.total_steps:
@@ -194,14 +203,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return val
 
 
-def _write_run_files(workdir: epath.Path, config, data: tasks.DataSpec, builder) -> None:
-    """config.json and dataset_info.json: what evaluation needs to read the run back."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json(indent=2))
-    (workdir / "dataset_info.json").write_text(
-        json.dumps({"name": config.data.name, "class_names": list(data.class_names),
-                    "sample_rate": data.sample_rate, "splits": {
-                        k: v.num_examples for k, v in builder.info.splits.items()}}, indent=2))
+def _state_shapes(config, workdir: epath.Path, mesh):
+    """The state shapes a run saved with `config` has (for `restarts.check`)."""
+    task = tasks.create(config, rundir.data_spec(str(workdir), config), mesh, training=False)
+    return jax.eval_shape(task.init)
 
 
 class _Progress:

@@ -10,6 +10,7 @@ import jax
 
 from jaxgenre import tasks
 from jaxgenre.core import sharding
+from jaxgenre.data import spec
 from jaxgenre.tasks import classifier, optim
 
 
@@ -29,9 +30,9 @@ def _classifier_step(config, mesh):
 
 def _gan_step(config, mesh):
     """The StarGAN task as the trainer builds and jits it."""
-    data_spec = tasks.DataSpec("fma/small", tuple(f"g{i}" for i in range(8)), 22050, 22050)
+    data_spec = spec.DataSpec("fma/small", tuple(f"g{i}" for i in range(8)), 22050, 22050)
     task = tasks.create(config, data_spec, mesh)
-    _, state_sharding = tasks.abstract_state(task, mesh)
+    _, state_sharding = sharding.abstract_state(task.init, mesh)
     state = jax.jit(task.init, out_shardings=state_sharding)()
     data = sharding.batch_sharding(mesh)
     step = jax.jit(task.train_step, in_shardings=(state_sharding, {"audio": data, "label": data}),

@@ -12,9 +12,9 @@ import pytest
 
 from jaxgenre import train
 from jaxgenre.core import sharding
-from jaxgenre.data import input_pipeline
-from jaxgenre.evaluators import classification
-from jaxgenre.run import config_checks, config_versions, restarts, rundir
+from jaxgenre.data import input_pipeline, spec
+from jaxgenre.evaluators import checkpoints, classification
+from jaxgenre.run import config_versions, restarts, rundir
 from jaxgenre.tasks import classifier
 from tests import train_helpers as th
 
@@ -52,7 +52,7 @@ def _corrupt(workdir: str, step: int, how: str, item: str) -> None:
 
 def test_train_on_validation_keeps_by_step_and_best_falls_back_to_latest(plain_run, caplog):
     assert th.saved_steps(plain_run) == [2, 4]
-    job = classification.CheckpointEvaluator(plain_run, "test")
+    job = checkpoints.CheckpointEvaluator(plain_run, "test")
     with caplog.at_level("WARNING"):
         result = job.evaluate("best")
     assert result["step"] == 4 and os.path.exists(os.path.join(plain_run, "eval", "test_4.json"))
@@ -62,11 +62,11 @@ def test_train_on_validation_keeps_by_step_and_best_falls_back_to_latest(plain_r
 def test_evaluate_prints_before_writing_and_takes_output_dir(plain_run, tmp_path, capsys):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
-    job = classification.CheckpointEvaluator(plain_run, "test", output_dir=str(not_a_dir / "eval"))
+    job = checkpoints.CheckpointEvaluator(plain_run, "test", output_dir=str(not_a_dir / "eval"))
     with pytest.raises(OSError, match="--output_dir"):
         job.evaluate("4")
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("accuracy:")
-    classification.CheckpointEvaluator(plain_run, "test", output_dir=str(tmp_path / "out")).evaluate("4")
+    checkpoints.CheckpointEvaluator(plain_run, "test", output_dir=str(tmp_path / "out")).evaluate("4")
     assert (tmp_path / "out" / "test_4.json").exists()
 
 
@@ -76,7 +76,7 @@ def test_evaluate_names_an_unreadable_checkpoint_and_the_steps_that_restore(plai
     workdir = _copy(plain_run, tmp_path)
     _corrupt(workdir, 4, how, "ema")  # what evaluation reads
     with pytest.raises(rundir.RunError) as err:
-        classification.CheckpointEvaluator(workdir, "test").evaluate("latest")
+        checkpoints.CheckpointEvaluator(workdir, "test").evaluate("latest")
     message = str(err.value)
     assert os.path.join("checkpoints", "4") in message and "Steps that restore: [2]" in message
 
@@ -155,7 +155,7 @@ def test_a_run_saved_before_keys_were_added_resumes(plain_run, tiny_fma, tmp_pat
 
 def test_watch_skips_a_step_deleted_before_it_was_read(plain_run, tmp_path, caplog):
     workdir = _copy(plain_run, tmp_path)
-    job = classification.CheckpointEvaluator(workdir, "validation")
+    job = checkpoints.CheckpointEvaluator(workdir, "validation")
     real_evaluate, seen = job.evaluate, []
 
     def evaluate(which):
@@ -204,7 +204,7 @@ def test_a_nan_in_any_metric_stops_training(tiny_fma, tmp_path, monkeypatch):
 ])
 def test_non_positive_batch_sizes_are_refused_up_front(tiny_fma, key, value, message):
     with pytest.raises(ValueError, match=message):
-        config_checks.validate(th.config(tiny_fma[0], **{key: value}))
+        train.check_config(th.config(tiny_fma[0], **{key: value}))
 
 
 def test_a_crop_longer_than_the_stored_clips_is_refused_up_front(tiny_fma, tmp_path):
@@ -238,8 +238,7 @@ def test_the_logged_learning_rate_is_the_one_the_update_used(tiny_fma):
 
 
 def _spec(config):
-    from jaxgenre import tasks
-    return tasks.DataSpec("fma/small", tuple(f"g{i}" for i in range(8)), 22_050,
+    return spec.DataSpec("fma/small", tuple(f"g{i}" for i in range(8)), 22_050,
                           round(config.data.crop_seconds * 22_050))
 
 

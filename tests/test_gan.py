@@ -14,7 +14,7 @@ import pytest
 import soundfile
 from flax import nnx
 
-from jaxgenre import train
+from jaxgenre import tasks, train
 from jaxgenre.core import sharding
 from jaxgenre.models import stargan
 from jaxgenre.models.ops import spectral_norm
@@ -112,7 +112,7 @@ def test_gan_run_saves_named_items_and_the_proxy_scores(gan8):
 def test_conversions_are_bounded_above_the_input(gan8):
     """A blown-up generator (every weight x 1000) converts to at most MAX_BOOST_DB above the
     input's loudest bin, so the vocoder's dB -> power stays finite."""
-    run = rundir.restore(gan8[0], sharding.make_mesh(), "latest", items=("generator_ema",),
+    run = rundir.restore(gan8[0], sharding.make_mesh(), tasks.create, "latest", items=("generator_ema",),
                        expect_tasks=("stargan",))
     loud = run.state.replace(g_ema=jax.tree.map(lambda p: p * 1e3, run.state.g_ema))
     x = jax.random.normal(jax.random.key(0), (8, 21, 64, 1))

@@ -12,8 +12,8 @@ from sklearn import metrics as skm
 
 from jaxgenre import train
 from jaxgenre.data import input_pipeline
-from jaxgenre.evaluators import classification
-from jaxgenre.run import checkpointing, config_checks, rundir
+from jaxgenre.evaluators import checkpoints, classification
+from jaxgenre.run import checkpointing, rundir
 from jaxgenre.tasks import classifier
 from tests import train_helpers as th
 
@@ -97,13 +97,13 @@ def test_metrics_match_sklearn_and_leave_out_genres_without_positives_or_negativ
 
 def test_bad_label_and_a_best_metric_it_does_not_report_are_refused():
     with pytest.raises(ValueError, match="Unknown data.label 'genre'; valid: genre_top, genres."):
-        config_checks.validate(th.config("unused", **{"data.label": "genre"}))
+        train.check_config(th.config("unused", **{"data.label": "genre"}))
     with pytest.raises(ValueError, match="best_metric 'val_accuracy' is not reported with "
                                          "data.label='genres'; valid: val_map, "):
-        config_checks.validate(th.config("unused", **{"data.label": "genres"}))
+        train.check_config(th.config("unused", **{"data.label": "genres"}))
     with pytest.raises(ValueError, match="for the classifier task; the stargan task"):
-        config_checks.validate(th.gan_config("unused", **{"data.label": "genres"}))
-    config_checks.validate(th.config("unused", **{"data.label": "genres",
+        train.check_config(th.gan_config("unused", **{"data.label": "genres"}))
+    train.check_config(th.config("unused", **{"data.label": "genres",
                                                   "best_metric": "val_map"}))
 
 
@@ -119,7 +119,7 @@ def test_a_multilabel_run_trains_and_evaluate_reports_map_and_roc_auc(tiny_fma, 
     best = checkpointing.manager(workdir, read_only=True, **rundir.best_options(config))
     assert best.best_step() == 4  # kept by val_map
 
-    result = classification.CheckpointEvaluator(workdir, "test").evaluate("best")
+    result = checkpoints.CheckpointEvaluator(workdir, "test").evaluate("best")
     assert result["step"] == 4 and result["num_examples"] == 16
     assert sum(m["support"] for m in result["per_genre"].values()) == 16  # one genre per track
     for key in ("map", "roc_auc_macro", "roc_auc_micro"):

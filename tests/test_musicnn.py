@@ -20,8 +20,8 @@ import pytest
 from flax import nnx
 
 from jaxgenre import models
-from jaxgenre.pretrained import import_dir, musicnn_original
-from jaxgenre.tools import baselines, import_weights
+from jaxgenre.pretrained import import_dir, musicnn_original, musicnn_wheel
+from jaxgenre.tools import baselines
 from tests import train_helpers as th
 
 CACHE = pathlib.Path.home() / ".cache" / "jaxgenre" / "musicnn"
@@ -106,28 +106,28 @@ def test_bad_input_is_refused_naming_the_fix(wheel, tmp_path):
     ]
     for path, variant, message in cases:
         with pytest.raises(import_dir.ImportWeightsError, match=message):
-            import_weights.import_musicnn(path, variant, str(tmp_path / "out"))
+            musicnn_wheel.import_musicnn(path, variant, str(tmp_path / "out"))
     with pytest.raises(import_dir.ImportWeightsError, match="has no import.json"):
         import_dir.load_model(str(tmp_path))
 
 
 def test_checkpoints_that_do_not_fit_are_refused_naming_each_variable(wheel):
-    _, variables = import_weights.read_wheel(wheel, "MTT_musicnn")
+    _, variables = musicnn_wheel.read_wheel(wheel, "MTT_musicnn")
     build = lambda **kwargs: nnx.eval_shape(lambda: models.get("musicnn")(50, **kwargs,
                                                                           rngs=nnx.Rngs(0)))
     narrow = build(num_filt_midend=32)
     with pytest.raises(import_dir.ImportWeightsError,
                        match=r"conv2d_5/kernel \[7, 561, 1, 64\] does not fit our "
                              r"midend/0/conv/kernel \[7, 561, 32\]"):
-        import_weights.convert(variables, narrow)
+        musicnn_wheel.convert(variables, narrow)
     model = build()
-    import_weights.convert(variables, model)  # as published, Adam's slots left out: it fits
+    musicnn_wheel.convert(variables, model)  # as published, Adam's slots left out: it fits
     variables = {**variables, "extra/kernel": np.zeros(3, np.float32)}
     del variables["dense_1/bias"]
     with pytest.raises(import_dir.ImportWeightsError,
                        match=r"no dense_1/bias \(for our dense/bias\).*extra/kernel \[3\] has no "
                              "place"):
-        import_weights.convert(variables, model)
+        musicnn_wheel.convert(variables, model)
 
 
 def test_cli_refuses_an_unknown_model_and_an_existing_output(wheel, imported):

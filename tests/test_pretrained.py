@@ -7,8 +7,9 @@ import pytest
 from flax import nnx
 from jaxgenre.configs import musicnn as musicnn_config
 
-from jaxgenre import models, tasks, train
+from jaxgenre import models, train
 from jaxgenre.core import sharding
+from jaxgenre.data import spec
 from jaxgenre.pretrained import import_dir
 from jaxgenre.tasks import classifier
 from tests import train_helpers as th
@@ -17,7 +18,7 @@ _KWARGS = {"n_mels": 96, "num_filt_frontend": 0.1, "num_filt_midend": 8,
            "num_units_backend": 16, "dropout": 0.5}  # a small musicnn: seconds on a CPU
 _FRONTEND = {"sample_rate": 22050, "n_fft": 512, "hop_length": 256, "n_mels": 96,
              "compress": "log10_1p", "log_gain": 10000.0}
-_DATA = tasks.DataSpec("fma/small", tuple(f"g{i}" for i in range(8)), 22050, 11025)
+_DATA = spec.DataSpec("fma/small", tuple(f"g{i}" for i in range(8)), 22050, 11025)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def _flat(state) -> dict:
 def _task_and_state(config):
     mesh = sharding.make_mesh()
     task = classifier.ClassifierTask(config, _DATA, mesh)
-    _, state_sharding = tasks.abstract_state(task, mesh)
+    _, state_sharding = sharding.abstract_state(task.init, mesh)
     return task, task.warm_start(jax.jit(task.init, out_shardings=state_sharding)())
 
 

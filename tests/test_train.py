@@ -12,8 +12,8 @@ import pytest
 
 from jaxgenre import train
 from jaxgenre.core import sharding
-from jaxgenre.evaluators import classification
-from jaxgenre.run import config_checks, preemption
+from jaxgenre.evaluators import checkpoints
+from jaxgenre.run import preemption
 from jaxgenre.tasks import classifier, optim
 from tests import train_helpers as th
 
@@ -139,16 +139,16 @@ def test_unknown_config_key_and_bad_value_are_refused_in_a_few_lines(tiny_fma, t
 
 def test_unknown_model_and_bad_batch_are_refused(tiny_fma):
     with pytest.raises(ValueError, match="registered models"):
-        config_checks.validate(th.config(tiny_fma[0], **{"model.name": "mobilenet"}))
+        train.check_config(th.config(tiny_fma[0], **{"model.name": "mobilenet"}))
     with pytest.raises(ValueError, match="data.train_split 'validation'; valid: train, "):
-        config_checks.validate(th.config(tiny_fma[0], **{"data.train_split": "validation"}))
+        train.check_config(th.config(tiny_fma[0], **{"data.train_split": "validation"}))
     with pytest.raises(ValueError, match="multiple of the device count"):
-        config_checks.validate(th.config(tiny_fma[0], batch_size=12))
+        train.check_config(th.config(tiny_fma[0], batch_size=12))
 
 
 def test_evaluate_restores_in_another_process_layout_and_reports(run8, capsys):
     workdir = run8[0]
-    job = classification.CheckpointEvaluator(workdir, "test")
+    job = checkpoints.CheckpointEvaluator(workdir, "test")
     result = job.evaluate("latest")
     assert result["step"] == 6 and result["num_examples"] == 16
     for key in ("accuracy", "balanced_accuracy", "top3_accuracy", "confusion_matrix", "per_genre"):
@@ -173,6 +173,6 @@ def test_evaluate_cli_restores_an_8_device_checkpoint_on_1_device(run8):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1].startswith("accuracy:")
     one_device = th.read_json(os.path.join(run8[0], "eval", "validation_6.json"))
-    eight_devices = classification.CheckpointEvaluator(run8[0], "validation").evaluate("6")
+    eight_devices = checkpoints.CheckpointEvaluator(run8[0], "validation").evaluate("6")
     assert one_device["num_examples"] == eight_devices["num_examples"] == 16
     np.testing.assert_allclose(one_device["loss"], eight_devices["loss"], rtol=1e-4)

@@ -2,6 +2,9 @@
 
 One mesh axis, 'data': batches are split over it and the training state is replicated.
 """
+from collections.abc import Callable
+from typing import Any
+
 import jax
 from absl import logging
 from jax.sharding import NamedSharding
@@ -53,3 +56,10 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
     """A full copy on every device (parameters, optimizer state, scalars)."""
     return NamedSharding(mesh, P())
+
+
+def abstract_state(init: Callable[[], Any], mesh: jax.sharding.Mesh):
+    """(shapes, shardings) of the state `init` makes: shapes without allocating, every leaf
+    replicated (data parallelism: the batch is what is split over the mesh)."""
+    shapes = jax.eval_shape(init)
+    return shapes, jax.tree.map(lambda _: replicated(mesh), shapes)

@@ -19,6 +19,9 @@ from typing import Protocol
 import jax
 import ml_collections
 
+from jaxgenre.evaluators import classification, transfer_proxy
+from jaxgenre.run import config_checks
+
 
 class Evaluator(Protocol):
     split: str
@@ -40,14 +43,12 @@ class Evaluator(Protocol):
 
 
 def _classification(entry, config, task, state_sharding, builder, mesh, split):
-    from jaxgenre.evaluators import classification
     return classification.ClassificationEvaluator(task, state_sharding, builder, split,
                                               config.eval_batch_size, mesh,
                                               config.data.label)
 
 
 def _transfer_proxy(entry, config, task, state_sharding, builder, mesh, split):
-    from jaxgenre.evaluators import transfer_proxy
     return transfer_proxy.ProxyEvaluator(task, state_sharding, builder, split, config.eval_batch_size,
                                 mesh, clips=entry.get("clips"),
                                 classifier_workdir=entry.get("classifier_workdir"),
@@ -55,6 +56,30 @@ def _transfer_proxy(entry, config, task, state_sharding, builder, mesh, split):
 
 
 _TYPES = {"classification": _classification, "transfer_proxy": _transfer_proxy}
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Refuses `config.evals` entries of unknown types or splits, and a `best_metric` that no
+    evaluator reports, listing the valid ones."""
+    config_checks.check_choices(
+        {f"evals.{name}.{key}": (value, valid) for name, entry in config.evals.items()
+         for key, value, valid in (("type", entry.type, tuple(_TYPES)),
+                                   ("split", entry.split, ("validation", "test", "train")))})
+    _check_best_metric(config)
+
+
+def _check_best_metric(config: ml_collections.ConfigDict) -> None:
+    """A best_metric of a classification evaluator must be one it reports for `label`:
+    otherwise the run fails at its first checkpoint with an evaluation."""
+    for name, entry in config.evals.items():
+        if entry.type != "classification" or not config.best_metric.startswith(name + "_"):
+            continue
+        valid = [f"{name}_{m}" for m in classification.SCALARS[config.data.label]]
+        if config.best_metric not in valid:
+            raise ValueError(
+                f"best_metric {config.best_metric!r} is not reported with data.label={config.data.label!r}; "
+                f"valid: {', '.join(valid)}. (The config argument 'multilabel' sets data.label "
+                f"'genres' with best_metric '{name}_map'.)")
 
 
 def create(config: ml_collections.ConfigDict, task, state_sharding, builder,

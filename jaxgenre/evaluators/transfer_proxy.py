@@ -25,6 +25,7 @@ from jax.experimental import multihost_utils
 from jaxgenre.audio import vocoder
 from jaxgenre.core import sharding
 from jaxgenre.data import input_pipeline
+from jaxgenre.inference import judge
 from jaxgenre.run import rundir
 from jaxgenre.tasks import gan_losses
 from jaxgenre.transfer import methods
@@ -34,13 +35,12 @@ class ProxyEvaluator:
     def __init__(self, task, state_sharding, builder, split: str, batch_size: int, mesh,
                  clips: int | None = None, classifier_workdir: str | None = None,
                  num_samples: int = 2):
-        from jaxgenre.tasks import gan  # the task module imports the evaluators' registry
         workdir = classifier_workdir or task.gan.classifier_workdir
         if not workdir:
             raise rundir.RunError("The transfer_proxy evaluator needs a genre classifier: set "
                                 "gan.classifier_workdir or evals.<name>.classifier_workdir to "
                                 "a jaxgenre.train classifier run with this config's frontend.")
-        self.classifier = gan.FrozenClassifier(workdir, mesh, task.mel, task.data.class_names)
+        self.classifier = judge.FrozenClassifier(workdir, mesh, task.mel, task.data.class_names)
         self.task, self.builder, self.mesh, self.batch_size = task, builder, mesh, batch_size
         self.split = split if clips is None else f"{split}[:{clips}]"
         self.num_samples, self.names = num_samples, list(task.data.class_names)

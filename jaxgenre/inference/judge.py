@@ -1,4 +1,12 @@
-"""A genre classifier trained by `jaxgenre.train`, restored to judge audio from its waveform."""
+"""A genre classifier trained by `jaxgenre.train`, restored for use: the one path that predict,
+export, the transfer judge and evaluator, the proxy evaluator and the GAN's frozen loss
+classifier take.
+
+  restore            the run's averaged (`ema`) weights, refusing any run but a classifier
+  Judge              waveforms of any length -> clip probabilities and embeddings (jitted)
+  judge_step         the pure function under `Judge` (the SavedModel export converts it)
+  FrozenClassifier   fixed-reference log-mels -> logits, inside the GAN's loss
+"""
 import functools
 
 import jax
@@ -6,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxgenre import models
+from jaxgenre.audio import frontend
 from jaxgenre.core import sharding
 from jaxgenre.data import input_pipeline
 from jaxgenre.run import rundir
@@ -14,6 +23,13 @@ from jaxgenre.tasks import classifier
 
 class JudgeError(ValueError):
     """The judge run cannot judge: the message names the problem and the fix."""
+
+
+def restore(workdir: str, mesh: jax.sharding.Mesh, checkpoint: str = "best") -> rundir.Run:
+    """The classifier run in `workdir` with its `ema` item restored on `mesh`; a
+    `rundir.RunError` for any other task's run or an unreadable checkpoint."""
+    return rundir.restore(workdir, mesh, classifier.ClassifierTask, checkpoint, items=("ema",),
+                          expect_tasks=("classifier",))
 
 
 class Judge:
@@ -26,8 +42,7 @@ class Judge:
     def __init__(self, workdir: str, mesh: jax.sharding.Mesh, checkpoint: str = "best"):
         self.workdir = workdir
         try:
-            run = rundir.restore(workdir, mesh, checkpoint, items=("ema",),
-                               expect_tasks=("classifier",))
+            run = restore(workdir, mesh, checkpoint)
         except rundir.RunError as e:
             raise JudgeError(str(e)) from None
         self.config, self.dataset, self.step = run.config, run.data.name, run.step
@@ -86,3 +101,47 @@ def judge_step(state, audio, num_samples, *, graphdef, config, mel, mesh, crop):
     logits = logits.reshape(b, num_crops, -1).mean(axis=1)
     probs = jax.nn.sigmoid(logits) if classifier.multi_label(config) else jax.nn.softmax(logits)
     return probs, features.reshape(b, num_crops, -1).mean(axis=1)
+
+class FrozenClassifier:
+    """A `jaxgenre.train` classifier's averaged weights, applied to fixed-reference log-mels.
+
+    The classifier must use the same mel analysis (rate, n_fft, hop, bands, range) as the
+    generator; its own input scaling (per-clip max reference, MFCC) is recomputed from the dB.
+    """
+
+    def __init__(self, workdir: str, mesh, mel: frontend.MelConfig, class_names):
+        run = restore(workdir, mesh, "best")
+        theirs = run.task.mel
+        fields = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db",
+                  "compress", "log_gain")
+        differ = [f for f in fields if getattr(theirs, f) != getattr(mel, f)]
+        if differ:
+            raise rundir.RunError(
+                f"The classifier {workdir} analyses audio differently from this run: "
+                + ", ".join(f"{f} {getattr(theirs, f)} vs {getattr(mel, f)}" for f in differ)
+                + ". Train the classifier with this config's frontend.* values.")
+        if classifier.multi_label(run.config):
+            raise rundir.RunError(f"The classifier {workdir} is multi-label (data.label=genres): "
+                                "its sigmoid genres are not the one target genre the loss and "
+                                "the proxy score need. Use a single-label (genre_top) run.")
+        if list(run.data.class_names) != list(class_names):
+            raise rundir.RunError(f"The classifier {workdir} has labels {list(run.data.class_names)},"
+                                f" this run {list(class_names)}: train it on the same dataset.")
+        self.kind = classifier.input_kind(run.config)
+        if self.kind == "waveform":
+            raise rundir.RunError(f"The classifier {workdir} reads waveforms; a generator makes "
+                                "log-mels: use a log_mel or mfcc classifier.")
+        self.graphdef, self.top_db, self.config = run.task.graphdef, mel.top_db, run.config
+        self.params = {"params": run.state.ema_params, "rest": run.state.ema_model_state}
+
+    def logits(self, params: dict, db: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """db: fixed-reference log-mel [B, T, M] float32 -> logits [B, C] float32.
+
+        With `key`, the input first goes through the classifier's own training augmentations
+        (time stretch, frequency shift, SpecAugment masks), so that a generator is rewarded for
+        what the classifier hears under them rather than for a perturbation of one exact input.
+        """
+        rel = jnp.maximum(db - db.max(axis=(1, 2), keepdims=True), -self.top_db)
+        x = classifier.spectrogram_input(rel, self.kind, self.config, key)
+        model = nnx.merge(self.graphdef, params["params"], params["rest"])
+        return model(x, train=False)

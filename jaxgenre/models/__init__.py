@@ -14,6 +14,8 @@ from flax import nnx
 
 from jaxgenre.models import cnn1d, crnn, mfcc_cnn, mobilenet, musicnn, resnet, stargan
 
+HEAD = "dense"  # every classifier's last layer: what fine-tuning re-initialises or not
+
 _REGISTRY = {
     "mobilenet_v2": mobilenet.MobileNetV2,
     "resnet18": resnet.ResNet18,

@@ -22,11 +22,9 @@ from etils import epath
 from flax import nnx
 
 from jaxgenre import models
-from jaxgenre.tasks import optim
 
 INFO_FILE = "import.json"  # the import directory's layout (jaxgenre.import_weights writes it)
 STATE_DIR = "state"
-HEAD = optim.HEAD
 
 
 class PretrainedError(ValueError):
@@ -145,7 +143,7 @@ def merge(params: nnx.State, rest: nnx.State, imported: dict, source: str
         for path, leaf in leaves:
             name = path_name(path)
             value = flat_imported.pop(name, None)
-            if name.split("/")[0] == HEAD:
+            if name.split("/")[0] == models.HEAD:
                 kept.append(name)
                 new.append(leaf)
                 continue
@@ -158,7 +156,7 @@ def merge(params: nnx.State, rest: nnx.State, imported: dict, source: str
         nnx.replace_by_pure_dict(merged, jax.tree_util.tree_unflatten(treedef, new))
         out.append(merged)
     problems += [f"the import's {name} has no place in the model" for name in flat_imported
-                 if name.split("/")[0] != HEAD]
+                 if name.split("/")[0] != models.HEAD]
     if problems:
         raise PretrainedError(f"model.init_from={source} does not fit the model: "
                               + "; ".join(problems) + ". Import weights of this model.")

@@ -10,8 +10,7 @@ import tempfile
 import librosa
 import numpy as np
 
-from jaxgenre.pretrained import import_dir
-from jaxgenre.tools import import_weights
+from jaxgenre.pretrained import import_dir, musicnn_wheel
 
 # models.py built the graph under tf.name_scope('model'); names read from the .meta.
 # Placeholder_1 is the training labels, Placeholder_2 is_training.
@@ -46,10 +45,10 @@ class OriginalMusicnn:
     def __init__(self, wheel: str, variant: str = "MSD_musicnn"):
         import tensorflow as tf
         from tensorflow.core.protobuf import meta_graph_pb2
-        if variant not in import_weights.VARIANTS:
+        if variant not in musicnn_wheel.VARIANTS:
             raise import_dir.ImportWeightsError(
-                f"Unknown variant {variant!r}; valid: {', '.join(import_weights.VARIANTS)}.")
-        read = import_weights.wheel_reader(wheel)
+                f"Unknown variant {variant!r}; valid: {', '.join(musicnn_wheel.VARIANTS)}.")
+        read = musicnn_wheel.wheel_reader(wheel)
         meta = meta_graph_pb2.MetaGraphDef.FromString(read(f"musicnn/{variant}/.meta"))
         for node in meta.graph_def.node:
             node.attr.pop("_output_shapes", None)

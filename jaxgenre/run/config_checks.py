@@ -7,10 +7,7 @@ import jax
 import ml_collections
 from absl import flags
 
-from jaxgenre import models, tasks
 from jaxgenre.data import input_pipeline
-from jaxgenre.evaluators import classification
-from jaxgenre.tasks import gan_losses
 
 
 def flatten(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict:
@@ -90,31 +87,15 @@ def _load_config_file(spec: str) -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Checks names and sizes that would otherwise fail deep inside a run."""
-    models.get(config.model.name)  # raises, listing the registered models
-    label = config.data.label
-    choices = {"task": (tasks.task_name(config), tasks.NAMES),
-               "data.label": (label, input_pipeline.LABELS),
-               "best_mode": (config.best_mode, ("max", "min")),
-               "model.dtype": (config.model.dtype, ("float32", "bfloat16")),
-               "frontend.dft": (config.frontend.dft, ("fft", "matmul")),
-               "frontend.compress": (config.frontend.compress, ("db", "log10_1p")),
-               "data.train_split": (config.data.train_split, ("train", "train+validation")),
-               **{f"evals.{name}.split": (entry.split, ("validation", "test", "train"))
-                  for name, entry in config.evals.items()}}
-    if "optim" in config:
-        choices["optim.name"] = (config.optim.name, ("adamw", "sgd"))
-    if "gan" in config:
-        models.get(config.discriminator.name)
-        choices["gan.loss"] = (config.gan.loss, gan_losses.LOSSES)
-    for key, (value, valid) in choices.items():
-        if value not in valid:
-            raise ValueError(f"Unknown {key} {value!r}; valid: {', '.join(valid)}.")
-    if label == "genres" and tasks.task_name(config) != "classifier":
-        raise ValueError(f"data.label='genres' (multi-label) is for the classifier task; the "
-                         f"{tasks.task_name(config)} task takes one genre per clip: pass "
-                         "--config.data.label=genre_top.")
-    _check_best_metric(config, label)
+    """Checks what every task's config shares (names, sizes, rates) that would otherwise fail
+    deep inside a run. The task and the evaluators check their own sections
+    (`tasks.check_config`, `evaluators.check_config`)."""
+    check_choices({"data.label": (config.data.label, input_pipeline.LABELS),
+                   "best_mode": (config.best_mode, ("max", "min")),
+                   "model.dtype": (config.model.dtype, ("float32", "bfloat16")),
+                   "frontend.dft": (config.frontend.dft, ("fft", "matmul")),
+                   "frontend.compress": (config.frontend.compress, ("db", "log10_1p")),
+                   "data.train_split": (config.data.train_split, ("train", "train+validation"))})
     for key in ("batch_size", "eval_batch_size"):
         if config[key] <= 0:
             raise ValueError(f"{key} must be positive, got {config[key]}.")
@@ -124,24 +105,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key in ("total_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
         if config[key] <= 0:
             raise ValueError(f"{key} must be positive, got {config[key]}.")
-    if "gan" in config and config.gan.n_critic < 1:
-        raise ValueError(f"gan.n_critic must be at least 1, got {config.gan.n_critic}.")
     if config.data.crop_seconds <= 0:
         raise ValueError(f"data.crop_seconds must be positive, got {config.data.crop_seconds}.")
+    for key, value in flatten(config).items():
+        if key.split(".")[-1].endswith("learning_rate") and value is not None and not value > 0:
+            raise ValueError(f"{key} must be positive, got {value}: a learning rate of zero "
+                             "or below trains nothing or climbs the loss.")
 
 
-def _check_best_metric(config: ml_collections.ConfigDict, label: str) -> None:
-    """A best_metric of a classification evaluator must be one it reports for `label`:
-    otherwise the run fails at its first checkpoint with an evaluation."""
-    for name, entry in config.evals.items():
-        if entry.type != "classification" or not config.best_metric.startswith(name + "_"):
-            continue
-        valid = [f"{name}_{m}" for m in classification.SCALARS[label]]
-        if config.best_metric not in valid:
-            raise ValueError(
-                f"best_metric {config.best_metric!r} is not reported with data.label={label!r}; "
-                f"valid: {', '.join(valid)}. (The config argument 'multilabel' sets data.label "
-                f"'genres' with best_metric '{name}_map'.)")
+def check_choices(choices: dict) -> None:
+    """choices: {config key: (value, valid values)}; refuses the first value not valid,
+    listing the valid ones."""
+    for key, (value, valid) in choices.items():
+        if value not in valid:
+            raise ValueError(f"Unknown {key} {value!r}; valid: {', '.join(valid)}.")
 
 
 def validate_data(config: ml_collections.ConfigDict, features) -> None:

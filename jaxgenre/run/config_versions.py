@@ -7,8 +7,6 @@ the key, with the value that reproduces how it was trained. Every config passes 
 """
 import ml_collections
 
-from jaxgenre import tasks
-
 # task -> {key: the value runs saved without the key were trained with}
 ADDED_KEYS = {
     "classifier": {"frontend.compress": "db", "frontend.log_gain": 10000.0,
@@ -18,12 +16,16 @@ ADDED_KEYS = {
 }
 
 
+def task_name(config: ml_collections.ConfigDict) -> str:
+    return config.get("task", "classifier")  # runs saved before tasks existed were classifiers
+
+
 def with_added_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A copy of `config` with each key added for its task that it lacks set to the value
     older runs were trained with. Keys of sections it does not have are left out."""
     config = config.copy_and_resolve_references()
     with config.unlocked():
-        for key, value in ADDED_KEYS.get(tasks.task_name(config), {}).items():
+        for key, value in ADDED_KEYS.get(task_name(config), {}).items():
             section, leaf = key.split(".")
             if section in config and leaf not in config[section]:
                 config[section][leaf] = value

@@ -12,12 +12,13 @@ saved one so evaluation can still read the run:
 """
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import ml_collections
 from etils import epath
 
-from jaxgenre import tasks
 from jaxgenre.run import config_checks, rundir
 
 # A change here is refused even if shapes fit.
@@ -37,10 +38,11 @@ def changed(saved: ml_collections.ConfigDict, new: ml_collections.ConfigDict) ->
 
 
 def check(workdir: str, config: ml_collections.ConfigDict, new_shapes, saved_step: int,
-          mesh: jax.sharding.Mesh) -> dict:
+          saved_shapes: Callable[[ml_collections.ConfigDict], Any]) -> dict:
     """Refuses a restart `config` cannot make from the run saved in `workdir` at `saved_step`.
 
     new_shapes: `jax.eval_shape` of the new task's init (the state the restore will fill).
+    saved_shapes(saved config): the same for the config the run was saved with.
     Returns the allowed changes {key: (saved, new)} (empty if none).
     """
     saved = rundir.load_config(workdir)
@@ -52,9 +54,7 @@ def check(workdir: str, config: ml_collections.ConfigDict, new_shapes, saved_ste
             f"to evaluate it, run python -m jaxgenre.evaluate --workdir {workdir}.")
     meaning = [k for k in diff if k.startswith(_MEANING_KEYS)]
     if not meaning and diff:
-        old_task = tasks.create(saved, rundir.data_spec(workdir, saved), mesh,
-                                training=False)
-        if _signature(jax.eval_shape(old_task.init)) != _signature(new_shapes):
+        if _signature(saved_shapes(saved)) != _signature(new_shapes):
             meaning = list(diff)
     if meaning:
         listed = "; ".join(f"{k}: {diff[k][0]!r} -> {diff[k][1]!r}" for k in meaning)

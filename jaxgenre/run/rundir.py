@@ -1,11 +1,15 @@
-"""A training run read back from its --workdir: config, dataset facts, task and a restored state.
+"""A run's --workdir: the files the trainer writes beside its checkpoints, and the run read back
+(config, dataset facts, task and a restored state).
 
-The one restore sequence that evaluation, the transfer judge, a frozen classifier inside the GAN
-loss and the transfer CLI all use. Needs no dataset: the labels and rate come from the
-`dataset_info.json` the trainer writes beside `config.json`.
+The one restore sequence that evaluation, the classifier's inference (predict, export, the
+transfer judge, the GAN's frozen loss classifier) and the transfer CLI all use. Needs no
+dataset: the labels and rate come from the `dataset_info.json` written beside `config.json`.
+The caller passes the task's constructor (`tasks.create` for any task), so this room needs
+none of the tasks.
 """
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -13,7 +17,8 @@ import ml_collections
 from absl import logging
 from etils import epath
 
-from jaxgenre import tasks
+from jaxgenre.core import sharding
+from jaxgenre.data import spec
 from jaxgenre.run import checkpointing, config_versions
 
 
@@ -25,8 +30,8 @@ class RunError(ValueError):
 class Run:
     workdir: str
     config: ml_collections.ConfigDict
-    data: tasks.DataSpec
-    task: Any  # a tasks.Task
+    data: spec.DataSpec
+    task: Any  # a jaxgenre.tasks.Task
     state: Any  # the task's state, restored (only the requested items are real arrays)
     state_sharding: Any
     step: int
@@ -39,21 +44,36 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return config_versions.with_added_keys(ml_collections.ConfigDict(json.loads(path.read_text())))
 
 
-def data_spec(workdir: str, config: ml_collections.ConfigDict) -> tasks.DataSpec:
+def write(workdir: str, config: ml_collections.ConfigDict, data: spec.DataSpec,
+          splits: dict[str, int]) -> None:
+    """config.json and dataset_info.json: what `load_config` and `data_spec` read back.
+    splits: {split name: examples}, for the record."""
+    path = epath.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(config.to_json(indent=2))
+    (path / "dataset_info.json").write_text(json.dumps(
+        {"name": data.name, "class_names": list(data.class_names),
+         "sample_rate": data.sample_rate, "splits": splits}, indent=2))
+
+
+def data_spec(workdir: str, config: ml_collections.ConfigDict) -> spec.DataSpec:
     path = epath.Path(workdir) / "dataset_info.json"
     if not path.exists():
         raise RunError(f"{path} not found: the run's labels are unknown; point at a complete "
                        "jaxgenre.train --workdir.")
     info = json.loads(path.read_text())
     rate = int(info["sample_rate"])
-    return tasks.DataSpec(info["name"], tuple(info["class_names"]), rate,
+    return spec.DataSpec(info["name"], tuple(info["class_names"]), rate,
                           round(config.data.crop_seconds * rate))
 
 
-def restore(workdir: str, mesh: jax.sharding.Mesh, checkpoint: str = "best",
-            items=None, expect_tasks: tuple[str, ...] | None = None) -> Run:
+def restore(workdir: str, mesh: jax.sharding.Mesh, make_task: Callable[..., Any],
+            checkpoint: str = "best", items=None,
+            expect_tasks: tuple[str, ...] | None = None) -> Run:
     """Restores `checkpoint` ('best' | 'latest' | a step) of the run in `workdir`.
 
+    make_task(config, data, mesh, training=False) -> the run's task (`tasks.create`, or one task
+    class where `expect_tasks` names only it).
     'best' falls back to the latest step, with a warning, when no step carries the best
     metric (e.g. runs on train+validation). items: checkpoint items to read (default all;
     "eval": the task's `eval_items`, what its evaluators use). expect_tasks: refuse a run of
@@ -76,8 +96,8 @@ def restore(workdir: str, mesh: jax.sharding.Mesh, checkpoint: str = "best",
                         mngr.latest_step())
         checkpoint = "latest"
     step = checkpointing.resolve_step(mngr, checkpoint)
-    task = tasks.create(config, data, mesh, training=False)
-    shapes, shardings = tasks.abstract_state(task, mesh)
+    task = make_task(config, data, mesh, training=False)
+    shapes, shardings = sharding.abstract_state(task.init, mesh)
     abstract = checkpointing.abstract_with_shardings(shapes, shardings)
     items = task.eval_items if items == "eval" else items
     try:
@@ -95,7 +115,7 @@ def restore(workdir: str, mesh: jax.sharding.Mesh, checkpoint: str = "best",
 def check_task(workdir: str, config: ml_collections.ConfigDict, expect_tasks: tuple[str, ...]
                ) -> None:
     """Refuses a run of any task but `expect_tasks`, naming what to pass instead."""
-    name = tasks.task_name(config)
+    name = config_versions.task_name(config)
     if name not in expect_tasks:
         raise RunError(f"{workdir} is a {name!r} run where a {' or '.join(expect_tasks)} run is "
                        f"needed: {_WHAT[expect_tasks[0]]}.")

@@ -12,34 +12,26 @@ Every task trains on the same batches: {"audio": int16 [B, crop_samples], "label
 (a multi-label classifier, data.label 'genres': label int32 [B, C] multi-hot), batch-sharded
 over the mesh; its state is replicated.
 """
-import dataclasses
-import importlib
 from typing import Any, Protocol
 
 import jax
 import ml_collections
 
-from jaxgenre.core import sharding
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSpec:
-    """What a task needs to know of the dataset."""
-    name: str  # e.g. 'fma/small'
-    class_names: tuple[str, ...]
-    sample_rate: int
-    crop_samples: int  # samples per training crop
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+from jaxgenre.data.spec import DataSpec
+from jaxgenre.run import config_versions
+from jaxgenre.tasks import classifier, gan
 
 
 class Task(Protocol):
-    """What the loop calls. States are flax struct dataclasses with an `ITEMS` class attribute
+    """What the loop and the run readers call. States are flax struct dataclasses with an `ITEMS` class attribute
     ({checkpoint item name: field names}, see `jaxgenre.run.checkpointing`) and a `step` field."""
     progress_metrics: tuple[str, ...]  # train metrics on the console's progress line
     eval_items: tuple[str, ...]  # checkpoint items its evaluators read (see checkpointing)
+
+    @staticmethod
+    def check_config(config: ml_collections.ConfigDict) -> None:
+        """Raises ValueError naming the key, the valid values and the fix for a config this
+        task cannot train; called before anything is built."""
 
     def init(self) -> Any:
         """A fresh state from `config.seed` (pure: the loop jits it with out_shardings)."""
@@ -62,14 +54,9 @@ class Task(Protocol):
         """Trained parameters, for the start-up line."""
 
 
-def task_name(config: ml_collections.ConfigDict) -> str:
-    return config.get("task", "classifier")  # runs saved before tasks existed were classifiers
-
-
-# name -> (module, class); imported on use, as each task module imports this one.
-_REGISTRY = {"classifier": ("jaxgenre.tasks.classifier", "ClassifierTask"),
-             "stargan": ("jaxgenre.tasks.gan", "StarGanTask"),
-             "autoencoder": ("jaxgenre.tasks.gan", "AutoencoderTask")}
+_REGISTRY = {"classifier": classifier.ClassifierTask,
+             "stargan": gan.StarGanTask,
+             "autoencoder": gan.AutoencoderTask}
 NAMES = tuple(_REGISTRY)
 
 
@@ -80,15 +67,18 @@ def create(config: ml_collections.ConfigDict, data: DataSpec, mesh: jax.sharding
     training=False: a run read back to evaluate or convert; the task may skip what only its
     loss needs (the GAN's frozen classifier).
     """
-    name = task_name(config)
+    return get(config)(config, data, mesh, training)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Refuses a config the task it names cannot train (unknown names, impossible values),
+    with the valid choices; the sections every task shares are `config_checks.validate`'s."""
+    get(config).check_config(config)
+
+
+def get(config: ml_collections.ConfigDict) -> type:
+    """The task class `config.task` names; a clear error listing the valid names otherwise."""
+    name = config_versions.task_name(config)
     if name not in _REGISTRY:
         raise ValueError(f"Unknown task {name!r}; valid: {', '.join(NAMES)}.")
-    module, cls = _REGISTRY[name]
-    return getattr(importlib.import_module(module), cls)(config, data, mesh, training)
-
-
-def abstract_state(task: Task, mesh: jax.sharding.Mesh):
-    """(shapes, shardings) of the task's state: shapes without allocating, every leaf
-    replicated (data parallelism: the batch is what is split over the mesh)."""
-    shapes = jax.eval_shape(task.init)
-    return shapes, jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
+    return _REGISTRY[name]

@@ -13,10 +13,12 @@ import optax
 from absl import logging
 from flax import nnx, struct
 
-from jaxgenre import models, tasks
+from jaxgenre import models
 from jaxgenre.audio import augment, frontend
 from jaxgenre.core import sharding
+from jaxgenre.data import spec
 from jaxgenre.pretrained import import_dir
+from jaxgenre.run import config_checks
 from jaxgenre.tasks import optim
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -228,7 +230,12 @@ class ClassifierTask:
     def progress_metrics(self) -> tuple[str, ...]:
         return ("loss", train_hit_metric(self.config))
 
-    def __init__(self, config: ml_collections.ConfigDict, data: tasks.DataSpec, mesh,
+    @staticmethod
+    def check_config(config: ml_collections.ConfigDict) -> None:
+        models.get(config.model.name)  # raises, listing the registered models
+        config_checks.check_choices({"optim.name": (config.optim.name, ("adamw", "sgd"))})
+
+    def __init__(self, config: ml_collections.ConfigDict, data: spec.DataSpec, mesh,
                  training: bool = True):
         del training  # the classifier builds the same either way
         self.config, self.data, self.mesh = config, data, mesh

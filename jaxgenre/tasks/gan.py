@@ -27,10 +27,12 @@ import ml_collections
 import optax
 from flax import nnx, struct
 
-from jaxgenre import models, tasks
+from jaxgenre import models
 from jaxgenre.audio import augment, frontend
+from jaxgenre.data import spec
+from jaxgenre.inference import judge
 from jaxgenre.models import stargan
-from jaxgenre.run import rundir
+from jaxgenre.run import config_checks
 from jaxgenre.tasks import classifier, gan_losses
 
 # A bound on conversions for audio out. A generator trained on short crops can blow up at the
@@ -62,56 +64,24 @@ def adam(learning_rate: float, cfg: ml_collections.ConfigDict) -> optax.Gradient
         else opt
 
 
-class FrozenClassifier:
-    """A `jaxgenre.train` classifier's averaged weights, applied to fixed-reference log-mels.
-
-    The classifier must use the same mel analysis (rate, n_fft, hop, bands, range) as the
-    generator; its own input scaling (per-clip max reference, MFCC) is recomputed from the dB.
-    """
-
-    def __init__(self, workdir: str, mesh, mel: frontend.MelConfig, class_names):
-        run = rundir.restore(workdir, mesh, "best", items=("ema",), expect_tasks=("classifier",))
-        theirs = run.task.mel
-        fields = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db",
-                  "compress", "log_gain")
-        differ = [f for f in fields if getattr(theirs, f) != getattr(mel, f)]
-        if differ:
-            raise rundir.RunError(
-                f"The classifier {workdir} analyses audio differently from this run: "
-                + ", ".join(f"{f} {getattr(theirs, f)} vs {getattr(mel, f)}" for f in differ)
-                + ". Train the classifier with this config's frontend.* values.")
-        if classifier.multi_label(run.config):
-            raise rundir.RunError(f"The classifier {workdir} is multi-label (data.label=genres): "
-                                "its sigmoid genres are not the one target genre the loss and "
-                                "the proxy score need. Use a single-label (genre_top) run.")
-        if list(run.data.class_names) != list(class_names):
-            raise rundir.RunError(f"The classifier {workdir} has labels {list(run.data.class_names)},"
-                                f" this run {list(class_names)}: train it on the same dataset.")
-        self.kind = classifier.input_kind(run.config)
-        if self.kind == "waveform":
-            raise rundir.RunError(f"The classifier {workdir} reads waveforms; a generator makes "
-                                "log-mels: use a log_mel or mfcc classifier.")
-        self.graphdef, self.top_db, self.config = run.task.graphdef, mel.top_db, run.config
-        self.params = {"params": run.state.ema_params, "rest": run.state.ema_model_state}
-
-    def logits(self, params: dict, db: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        """db: fixed-reference log-mel [B, T, M] float32 -> logits [B, C] float32.
-
-        With `key`, the input first goes through the classifier's own training augmentations
-        (time stretch, frequency shift, SpecAugment masks), so that a generator is rewarded for
-        what the classifier hears under them rather than for a perturbation of one exact input.
-        """
-        rel = jnp.maximum(db - db.max(axis=(1, 2), keepdims=True), -self.top_db)
-        x = classifier.spectrogram_input(rel, self.kind, self.config, key)
-        model = nnx.merge(self.graphdef, params["params"], params["rest"])
-        return model(x, train=False)
-
 
 class _StyleTransferTask:
     """What the StarGAN and the autoencoder share: models, optimizers, features, conversion."""
     eval_items = ("generator_ema", "progress")  # the checkpoint items evaluation reads
 
-    def __init__(self, config: ml_collections.ConfigDict, data: tasks.DataSpec, mesh,
+    @staticmethod
+    def check_config(config: ml_collections.ConfigDict) -> None:
+        for section in ("model", "discriminator"):
+            models.get(config[section].name)  # raises, listing the registered models
+        config_checks.check_choices({"gan.loss": (config.gan.loss, gan_losses.LOSSES)})
+        if config.data.label == "genres":
+            raise ValueError(f"data.label='genres' (multi-label) is for the classifier task; the "
+                             f"{config.task} task takes one genre per clip: pass "
+                             "--config.data.label=genre_top.")
+        if config.gan.n_critic < 1:
+            raise ValueError(f"gan.n_critic must be at least 1, got {config.gan.n_critic}.")
+
+    def __init__(self, config: ml_collections.ConfigDict, data: spec.DataSpec, mesh,
                  training: bool = True):
         self.config, self.data, self.mesh, self.gan = config, data, mesh, config.gan
         if config.frontend.get("ref") is None:
@@ -126,7 +96,7 @@ class _StyleTransferTask:
         # The loss's classifier: a run read back to convert or evaluate never needs it.
         self.frozen = None
         if training and self.gan.classifier_workdir:
-            self.frozen = FrozenClassifier(self.gan.classifier_workdir, mesh, self.mel,
+            self.frozen = judge.FrozenClassifier(self.gan.classifier_workdir, mesh, self.mel,
                                            data.class_names)
 
     def _create(self, name_cfg, rngs, **extra):

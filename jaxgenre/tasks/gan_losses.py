@@ -8,8 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgenre.audio import frontend
-from jaxgenre.transfer import metrics
+from jaxgenre.audio import chroma, frontend
 
 LOSSES = ("hinge", "nonsaturating", "wgan_gp")
 
@@ -67,7 +66,7 @@ def chroma_kept(power: jax.Array, gain_db: jax.Array, cfg: frontend.MelConfig) -
 
     The vocoder turns an edited log-mel back into audio from the input's own STFT phase, so the
     output's spectrum is close to the input's with each bin scaled by its bands' gain. That
-    spectrum's chroma against the input's, frame by frame as `metrics.chroma_similarity`, is a
+    spectrum's chroma against the input's, frame by frame as `chroma.chroma_similarity`, is a
     differentiable measure of the harmony the edit keeps.
 
     Args:
@@ -78,4 +77,4 @@ def chroma_kept(power: jax.Array, gain_db: jax.Array, cfg: frontend.MelConfig) -
     chroma_fb = frontend.chroma_filterbank(cfg)
     before = jnp.matmul(power, chroma_fb, precision=cfg.precision)
     after = jnp.matmul(power * 10.0 ** (bins_db / 10.0), chroma_fb, precision=cfg.precision)
-    return metrics.chroma_similarity(before, after)
+    return chroma.chroma_similarity(before, after)

@@ -13,7 +13,7 @@ import jax
 import ml_collections
 import optax
 
-HEAD = "dense"  # every classifier's last layer (jaxgenre.models)
+from jaxgenre import models
 
 
 def _decay_mask(params):
@@ -35,7 +35,7 @@ def param_groups(cfg: ml_collections.ConfigDict, params):
 
     def group(path, _):
         top = jax.tree_util.keystr(path[:1], simple=True)
-        if top == HEAD:
+        if top == models.HEAD:
             return "head"
         return "frozen" if probe or top in frozen else "encoder"
     return jax.tree_util.tree_map_with_path(group, params)
@@ -45,10 +45,10 @@ def check_freeze(cfg: ml_collections.ConfigDict, params) -> None:
     """Refuses `freeze` names that are not top-level modules of the model (or are its head)."""
     modules = {jax.tree_util.keystr(p[:1], simple=True)
                for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
-    unknown = sorted(set(cfg.freeze) - (modules - {HEAD}))
+    unknown = sorted(set(cfg.freeze) - (modules - {models.HEAD}))
     if unknown:
         raise ValueError(f"optim.freeze names {unknown}: not modules of this model's encoder; "
-                         f"valid: {', '.join(sorted(modules - {HEAD}))}.")
+                         f"valid: {', '.join(sorted(modules - {models.HEAD}))}.")
 
 
 def stop_frozen_gradients(cfg: ml_collections.ConfigDict, params):

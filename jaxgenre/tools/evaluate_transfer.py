@@ -22,17 +22,15 @@ import jax
 from absl import app, flags, logging
 from etils import epath
 
-from jaxgenre import tasks
 from jaxgenre.audio import vocoder
 from jaxgenre.core import sharding
 from jaxgenre.data import input_pipeline
-from jaxgenre.inference import generator
 from jaxgenre.inference import judge as judge_lib
-from jaxgenre.run import rundir
+from jaxgenre.run import config_versions, rundir
 from jaxgenre.tasks import classifier
 from jaxgenre.transfer import evaluator as evaluator_lib
+from jaxgenre.transfer import generator, report
 from jaxgenre.transfer import methods as methods_lib
-from jaxgenre.transfer import report
 
 _METHOD = flags.DEFINE_string("method", None, f"One of {', '.join(methods_lib.BASELINES)}, or a "
                               "style-transfer run's --workdir.", required=True)
@@ -73,7 +71,7 @@ def _check_method(spec: str, judge_dir: str) -> None:
     if not (workdir / "config.json").exists():
         raise app.UsageError(f"Unknown method {spec!r}: {hint}.")
     config = rundir.load_config(spec)
-    if tasks.task_name(config) not in generator.GENERATOR_TASKS:
+    if config_versions.task_name(config) not in generator.GENERATOR_TASKS:
         raise app.UsageError(f"{spec} is a run of model {config.model.name!r}, not a "
                              f"style-transfer run: {hint}.")
     judge = epath.Path(judge_dir).resolve()

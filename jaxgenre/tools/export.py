@@ -79,8 +79,7 @@ def export(workdir: str, out: str, checkpoint: str = "best", clip_seconds: float
     mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1],
                          axis_types=(jax.sharding.AxisType.Auto,))
     try:
-        run = rundir.restore(workdir, mesh, checkpoint, items=("ema",),
-                           expect_tasks=("classifier",))
+        run = judge.restore(workdir, mesh, checkpoint)
     except (ValueError, FileNotFoundError) as e:  # RunError, a bad STEP, no config.json
         raise ExportError(str(e)) from None
     clip_samples = _clip_samples(run, clip_seconds)

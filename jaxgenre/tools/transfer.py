@@ -22,9 +22,9 @@ from etils import epath
 from jaxgenre.audio import vocoder
 from jaxgenre.core import sharding
 from jaxgenre.data import audio_files
-from jaxgenre.inference import generator
 from jaxgenre.inference import judge as judge_lib
 from jaxgenre.run import rundir
+from jaxgenre.transfer import generator
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A style-transfer run's --workdir "
                                "(configs/stargan.py or configs/autoencoder.py).", required=True)

@@ -23,15 +23,6 @@ from jaxgenre.core import sharding
 ONSET_WINDOW_S = 0.05
 
 
-def chroma_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Chroma a (the input's) and b [B, T, 12] -> [B]: the cosine of each frame's pair, averaged
-    over the frames where the input sounds (its chroma norm above 1e-6 of its loudest frame's)."""
-    # +1e-30 under the roots: a silent frame has a finite gradient (0) when this is a loss.
-    norm_a, norm_b = (jnp.sqrt(jnp.sum(c * c, axis=-1) + 1e-30) for c in (a, b))
-    cosine = jnp.sum(a * b, -1) / jnp.maximum(norm_a * norm_b, 1e-12)
-    sounding = norm_a > 1e-6 * jnp.max(norm_a, axis=1, keepdims=True)
-    return jnp.sum(cosine * sounding, 1) / jnp.maximum(jnp.sum(sounding, 1), 1)
-
 
 def _content_local(source, output, mel):
     """source, output: float32 [B, N] in [-1, 1] -> (chroma similarity [B], log-mel RMS dB [B])."""
@@ -40,7 +31,7 @@ def _content_local(source, output, mel):
     def chroma(x):
         return jnp.matmul(jnp.abs(vocoder.stft(x, mel)) ** 2, chroma_fb, precision=mel.precision)
 
-    chroma_sim = chroma_similarity(chroma(source), chroma(output))
+    chroma_sim = chroma.chroma_similarity(chroma(source), chroma(output))
     diff = frontend.log_mel(source * 32768.0, mel) - frontend.log_mel(output * 32768.0, mel)
     return chroma_sim, jnp.sqrt(jnp.mean(diff ** 2, axis=(1, 2)))
 

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 from etils import epath
 
+from jaxgenre import tasks
 from jaxgenre.audio import vocoder
 from jaxgenre.core import sharding
 from jaxgenre.run import rundir
@@ -29,7 +30,7 @@ class GeneratorMethod:
 
     def __init__(self, workdir: str, mesh: jax.sharding.Mesh, vcfg: vocoder.VocoderConfig,
                  phase: str = "source", seed: int = 0, checkpoint: str = "best"):
-        self.run = rundir.restore(workdir, mesh, checkpoint, items=("generator_ema",),
+        self.run = rundir.restore(workdir, mesh, tasks.create, checkpoint, items=("generator_ema",),
                                 expect_tasks=GENERATOR_TASKS)
         task = self.run.task
         self.name = f"{self.run.config.task}_{epath.Path(workdir).resolve().name}"
