@@ -12,9 +12,10 @@ Run:
   ... --config configs/musicnn.py:demo    # fma/demo_16k, on a laptop CPU in minutes
 
 Arguments: 'probe' (only the head trains; BatchNorm statistics and dropout in inference mode),
-'demo', 'multilabel' (FMA's multi-label genres, sigmoid head). Without init_from the same network trains from scratch. Its input is musicnn's own:
-16 kHz, 96 mel bands, n_fft 512, hop 256, log10(10000 x + 1); the trainer refuses imported
-weights with another frontend or a 22 kHz dataset.
+'demo', 'multilabel' (FMA's multi-label genres, sigmoid head). Without init_from the same
+network trains from scratch. Its input is musicnn's own: 16 kHz, 96 mel bands, n_fft 512,
+hop 256, log10(10000 x + 1); the trainer refuses imported weights with another frontend or a
+22 kHz dataset.
 """
 from jaxgenre.configs import common
 

@@ -1,4 +1,5 @@
-"""`python -m jaxgenre.baselines`: runs `jaxgenre.tools.baselines` (its docstring lists the flags)."""
+"""`python -m jaxgenre.baselines`: runs `jaxgenre.tools.baselines` (its docstring has the
+flags)."""
 from jaxgenre.tools import baselines
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`python -m jaxgenre.evaluate_transfer`: runs `jaxgenre.tools.evaluate_transfer` (its docstring lists the flags)."""
+"""`python -m jaxgenre.evaluate_transfer`: runs `jaxgenre.tools.evaluate_transfer` (its docstring has the
+flags)."""
 from jaxgenre.core import cli
 
 cli.prepare_process(relaunch=__name__ == "__main__")  # before TensorFlow or JAX loads

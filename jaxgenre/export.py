@@ -1,4 +1,5 @@
-"""`python -m jaxgenre.export`: runs `jaxgenre.tools.export` (its docstring lists the flags)."""
+"""`python -m jaxgenre.export`: runs `jaxgenre.tools.export` (its docstring has the
+flags)."""
 from jaxgenre.core import cli
 
 cli.prepare_process(relaunch=__name__ == "__main__")  # before TensorFlow or JAX loads

@@ -1,4 +1,5 @@
-"""`python -m jaxgenre.import_weights`: runs `jaxgenre.tools.import_weights` (its docstring lists the flags)."""
+"""`python -m jaxgenre.import_weights`: runs `jaxgenre.tools.import_weights` (its docstring has the
+flags)."""
 from jaxgenre.core import cli
 
 cli.prepare_process(relaunch=__name__ == "__main__")  # before TensorFlow or JAX loads

@@ -178,6 +178,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 window.clear()
             is_last = step == config.total_steps
             preempted = notice.reached(step)  # on every process, every step (see preemption)
+            if preempted and is_last:
+                logging.warning("SIGTERM at the last step: the run is complete; its final "
+                                "evaluation is skipped (python -m jaxgenre.evaluate --workdir "
+                                "%s evaluates it).", workdir)
             due_eval = (step % config.eval_every_steps == 0 or is_last) and not preempted
             if due_eval or preempted or step % config.checkpoint_every_steps == 0 or is_last:
                 check(step)  # never save a state whose metrics were not finite
@@ -191,7 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if preempted or step % config.checkpoint_every_steps == 0 or is_last:
                 checkpointing.save(mngr, step, state, val if due_eval else None)
                 logging.info("step %d: checkpoint saving to %s", step, mngr.directory)
-            if preempted:
+            if preempted and not is_last:
                 mngr.wait_until_finished()
                 raise preemption.Preempted(
                     f"SIGTERM: saved step {step} in {mngr.directory}; run the same command to "

@@ -16,6 +16,7 @@ from flax import nnx
 
 from jaxgenre import tasks, train
 from jaxgenre.core import sharding
+from jaxgenre.data import spec
 from jaxgenre.models import stargan
 from jaxgenre.models.ops import spectral_norm
 from jaxgenre.run import rundir
@@ -76,6 +77,43 @@ def test_adversarial_losses_and_penalties_have_their_textbook_values():
         pytest.approx(16.0)
     with pytest.raises(ValueError, match="valid: hinge, nonsaturating, wgan_gp"):
         gan_losses.generator_loss("lsgan", fake)
+
+
+def test_confusion_loss_is_cross_entropy_to_uniform_and_bounded_below():
+    logits = jax.random.normal(jax.random.key(0), (3, 5)) * 4.0
+    log_p = logits - np.log(np.exp(np.asarray(logits)).sum(-1, keepdims=True))
+    assert float(gan_losses.confusion_loss(logits)) == pytest.approx(float(-log_p.mean()),
+                                                                     rel=1e-5)
+    uniform, confidently_wrong = jnp.zeros((2, 5)), jnp.array([[20.0, 0, 0, 0, 0]] * 2)
+    assert float(gan_losses.confusion_loss(uniform)) == pytest.approx(np.log(5))
+    assert float(gan_losses.confusion_loss(confidently_wrong)) > np.log(5) + 5
+
+
+def test_n_critic_updates_the_generator_on_its_steps_only_and_its_average_counts_them(tiny_fma):
+    """wgan_gp with n_critic 2: G (and its average) moves on steps 0 and 2 only, the D-only
+    steps report G's loss as 0, and the average's warm-up counts generator updates."""
+    config = th.gan_config(tiny_fma[0], **{"gan.loss": "wgan_gp", "gan.n_critic": 2,
+                                           "gan.r1_weight": 0.0, "gan.ema_decay": 0.9})
+    task = gan.StarGanTask(config, spec.DataSpec("fma/small", tuple(f"g{i}" for i in range(8)),
+                                                 22_050, 22_050), sharding.make_mesh())
+    step, state = jax.jit(task.train_step), jax.jit(task.init)()
+    rng = np.random.default_rng(0)
+    batch = {"audio": jnp.asarray(rng.integers(-8000, 8000, (8, 22_050)), jnp.int16),
+             "label": jnp.arange(8, dtype=jnp.int32)}
+    expected_ema, g_updates = state.g_ema, 0
+    for i in range(4):
+        before = state.g_params
+        state, metrics = step(state, batch)
+        moved = th.tree_max_abs_diff(before, state.g_params)
+        if i % 2:
+            assert moved == 0.0 and float(metrics["g_loss"]) == 0.0
+        else:
+            assert moved > 0.0 and float(metrics["g_loss"]) != 0.0
+            rate = min(0.9, (1 + g_updates) / (10 + g_updates))
+            expected_ema = jax.tree.map(lambda e, p, r=rate: r * e + (1 - r) * p, expected_ema,
+                                        state.g_params)
+            g_updates += 1
+    assert th.tree_max_abs_diff(expected_ema, state.g_ema) < 1e-6
 
 
 @pytest.fixture(scope="module")

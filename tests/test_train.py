@@ -117,6 +117,15 @@ def test_sigterm_saves_the_step_reached_and_the_restart_resumes_exactly(run8, ti
     assert th.max_abs_diff(th.params(run8[0], 6), th.params(str(tmp_path), 6)) <= TOLERANCE
 
 
+def test_sigterm_at_the_last_step_completes_the_run(tiny_fma, tmp_path, monkeypatch):
+    """A notice that arrives during the last step: the step is saved and the run ends as
+    complete (no Preempted, so the CLI exits 0, not 143)."""
+    total = th.config(tiny_fma[0]).total_steps
+    monkeypatch.setattr(preemption.Notice, "reached", lambda self, step: step == total)
+    train.train_and_evaluate(th.config(tiny_fma[0], eval_every_steps=100), str(tmp_path))
+    assert th.saved_steps(str(tmp_path))[-1] == total
+
+
 def test_nan_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_fma, tmp_path):
     config = th.config(tiny_fma[0], **{"optim.learning_rate": 1e30, "optim.grad_clip_norm": 0.0,
                                        "checkpoint_every_steps": 1, "total_steps": 20})

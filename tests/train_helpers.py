@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -171,3 +173,9 @@ def cli_exits(module: str, argvs: list[list[str]], devices: int | None = None
                           env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0 and "RESULTS" in proc.stdout, proc.stderr[-3000:]
     return [tuple(r) for r in json.loads(proc.stdout.split("RESULTS", 1)[1])]
+
+
+def tree_max_abs_diff(a, b) -> float:
+    """The largest absolute difference between the leaves of two trees of one structure."""
+    return max(float(jnp.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b),
+                                                          strict=True))

@@ -6,9 +6,9 @@ of the model's `nnx.State` as a pure dict (without `dense` when the source had n
 
 Fine-tuning: every variable of the new model
 whose path and shape the import has takes the imported value, BatchNorm statistics included;
-the classification head (`dense`, sized for the import's own tags) keeps its fresh
-initialisation when its shape differs. Anything else that does not fit stops the run, naming the
-variables, before training starts.
+the classification head (`dense`) always keeps its fresh initialisation: its outputs are the
+import's own classes (ImageNet, musicnn's tags), not our genres, even where their number agrees.
+Anything else that does not fit stops the run, naming the variables, before training starts.
 """
 import inspect
 import json

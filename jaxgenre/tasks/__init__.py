@@ -23,8 +23,9 @@ from jaxgenre.tasks import classifier, gan
 
 
 class Task(Protocol):
-    """What the loop and the run readers call. States are flax struct dataclasses with an `ITEMS` class attribute
-    ({checkpoint item name: field names}, see `jaxgenre.run.checkpointing`) and a `step` field."""
+    """What the loop and the run readers call. States are flax struct dataclasses with an
+    `ITEMS` class attribute ({checkpoint item name: field names}, see
+    `jaxgenre.run.checkpointing`) and a `step` field."""
     progress_metrics: tuple[str, ...]  # train metrics on the console's progress line
     eval_items: tuple[str, ...]  # checkpoint items its evaluators read (see checkpointing)
 

@@ -111,8 +111,9 @@ def model_input(audio: jax.Array, kind: str, config, mel: frontend.MelConfig, me
 def spectrogram_input(db: jax.Array, kind: str, config, key: jax.Array | None = None
                       ) -> jax.Array:
     """A log-mel [B, T, n_mels] (dB relative to each clip's maximum, or log10(g x + 1) for
-    `frontend.compress='log10_1p'`) -> the input of a 'log_mel' or 'mfcc' model [B, T, F, 1], through `config.augment`'s time stretch, frequency shift and
-    SpecAugment masks when `key` is given."""
+    `frontend.compress='log10_1p'`) -> the input of a 'log_mel' or 'mfcc' model [B, T, F, 1],
+    through `config.augment`'s time stretch, frequency shift and SpecAugment masks when `key`
+    is given."""
     if kind == "mfcc":
         x = frontend.mfcc(db, config.frontend.n_mfcc) / 40.0
     elif config.frontend.compress == "db":

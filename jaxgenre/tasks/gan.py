@@ -183,7 +183,8 @@ class _StyleTransferTask:
         def keep(new, old):
             return jax.tree.map(lambda a, b: jnp.where(update_g, a, b), new, old)
         g_params, g_opt = keep(g_params, state.g_params), keep(g_opt, state.g_opt)
-        rate = classifier.ema_rate(self.gan.ema_decay, state.step)
+        # The average's warm-up counts generator updates (one per n_critic steps).
+        rate = classifier.ema_rate(self.gan.ema_decay, state.step // self.gan.n_critic)
         g_ema = keep(optax.incremental_update(g_params, state.g_ema, 1.0 - rate), state.g_ema)
         return state.replace(step=state.step + 1, g_params=g_params, g_opt=g_opt,
                              d_params=d_params, d_opt=d_opt, d_rest=d_rest, g_ema=g_ema)
@@ -265,8 +266,18 @@ class StarGanTask(_StyleTransferTask):
                           "content_l1": content, "chroma_kept": chroma, "classifier_loss": cls,
                           "classifier_target_accuracy": cls_acc}
 
-        (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+        def g_step(_):
+            (loss, metrics), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+            return loss, metrics, grads
+
         update_g = state.step % gan.n_critic == 0
+        if gan.n_critic == 1:
+            g_loss, g_metrics, g_grads = g_step(None)
+        else:
+            # D-only steps skip G's forward and backward passes (lax.cond runs one branch);
+            # they report G's loss, metrics and gradients as 0.
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(g_step, None))
+            g_loss, g_metrics, g_grads = jax.lax.cond(update_g, g_step, lambda _: zeros, None)
         new_state = self._finish(state, d_params, d_opt, d_rest, g_grads, update_g)
         return new_state, {"d_loss": d_loss, "g_loss": g_loss, "d_real": d_real,
                            "d_fake": d_fake, "d_grad_norm": optax.global_norm(d_grads),
@@ -312,8 +323,7 @@ class AutoencoderTask(_StyleTransferTask):
             latent = g.encode(padded)
             recon = g.decode(latent, source)[:, :x.shape[1], :x.shape[2]]
             rec = jnp.abs(recon - x).mean()
-            confusion = -optax.softmax_cross_entropy_with_integer_labels(
-                adversary(latent), source).mean()
+            confusion = gan_losses.confusion_loss(adversary(latent))
             cls, cls_acc = self._classifier_loss(g(x, target), target, cls_key) \
                 if gan.classifier_weight else (jnp.zeros(()), jnp.zeros(()))
             loss = rec + gan.confusion_weight * confusion + gan.classifier_weight * cls

@@ -7,6 +7,7 @@ over the batch).
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxgenre.audio import chroma, frontend
 
@@ -31,6 +32,15 @@ def generator_loss(kind: str, fake: jax.Array) -> jax.Array:
     if kind in ("hinge", "wgan_gp"):
         return -fake.mean()
     raise ValueError(f"Unknown gan.loss {kind!r}; valid: {', '.join(LOSSES)}.")
+
+
+def confusion_loss(logits: jax.Array) -> jax.Array:
+    """Cross-entropy of an adversary's genre logits [B, C] to the uniform distribution, mean
+    over the batch: least (log C) when the adversary cannot tell any genre from the latent.
+    Bounded below, unlike the adversary's negated cross-entropy, which a confidently wrong
+    adversary (that still carries the genre) would minimise without end."""
+    uniform = jnp.full(logits.shape, 1.0 / logits.shape[-1], logits.dtype)
+    return optax.softmax_cross_entropy(logits, uniform).mean()
 
 
 def _input_grad_sq_norm(d_fn, x: jax.Array) -> jax.Array:

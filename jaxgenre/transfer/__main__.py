@@ -1,4 +1,4 @@
-"""`python -m jaxgenre.transfer`: runs `jaxgenre.tools.transfer` (its docstring lists the flags)."""
+"""`python -m jaxgenre.transfer`: runs `jaxgenre.tools.transfer` (its docstring has the flags)."""
 from jaxgenre.core import cli
 
 cli.prepare_process(relaunch=__name__ == "__main__")  # before TensorFlow or JAX loads
