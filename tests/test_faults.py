@@ -107,6 +107,30 @@ def test_a_restart_that_changes_the_state_or_input_is_refused_before_anything_is
     assert th.saved_steps(workdir) == [2, 4]
 
 
+@pytest.mark.parametrize("key,value", [("model.skip", False), ("gan.db_offset", -30.0),
+                                       ("gan.db_scale", 20.0)])
+def test_a_gan_restart_that_changes_what_the_weights_mean_is_refused(tiny_fma, tmp_path, key,
+                                                                     value):
+    """Keys that keep every shape but change what the saved generator computes."""
+    saved = config_versions.with_added_keys(th.gan_config(tiny_fma[0]))
+    rundir.write(str(tmp_path), saved, spec.DataSpec("fma/small", tuple("abcdefgh"), 22_050,
+                                                     22_050), {})
+    new = th.gan_config(tiny_fma[0], **{key: value})
+    assert new.model.skip is not None and new.gan.db_offset is not None
+    with pytest.raises(restarts.RestartError, match=f"cannot resume \\({key}: "):
+        restarts.check(str(tmp_path), new, {}, 2, lambda config: {})
+    assert restarts.check(str(tmp_path), th.gan_config(tiny_fma[0], total_steps=8), {}, 2,
+                          lambda config: {}) == {"total_steps": (4, 8)}
+
+
+@pytest.mark.parametrize("key", ["optim.learning_rate", "gan.g_learning_rate"])
+def test_a_learning_rate_of_zero_or_below_is_refused_up_front(tiny_fma, key):
+    make = th.gan_config if key.startswith("gan.") else th.config
+    for value in (0.0, -0.01):
+        with pytest.raises(ValueError, match=f"{key} must be positive, got {value}"):
+            train.check_config(make(tiny_fma[0], **{key: value}))
+
+
 def test_a_safe_restart_change_is_recorded_and_a_smaller_total_is_refused(plain_run, tiny_fma,
                                                                           tmp_path):
     workdir = _copy(plain_run, tmp_path)

@@ -12,7 +12,7 @@ Types:
   classification   genre accuracy of a classifier, or mAP and ROC-AUC of a multi-label one
                    (config.data.label 'genres'; `classification.ClassificationEvaluator`)
   transfer_proxy   judge-free style-transfer scores of a generator on validation clips, with
-                   spectrogram and audio summaries (`transfer.proxy.ProxyEvaluator`)
+                   spectrogram and audio summaries (`transfer_proxy.ProxyEvaluator`)
 """
 from typing import Protocol
 
@@ -49,10 +49,10 @@ def _classification(entry, config, task, state_sharding, builder, mesh, split):
 
 
 def _transfer_proxy(entry, config, task, state_sharding, builder, mesh, split):
-    return transfer_proxy.ProxyEvaluator(task, state_sharding, builder, split, config.eval_batch_size,
-                                mesh, clips=entry.get("clips"),
-                                classifier_workdir=entry.get("classifier_workdir"),
-                                num_samples=entry.get("num_samples", 2))
+    return transfer_proxy.ProxyEvaluator(task, state_sharding, builder, split,
+                                         config.eval_batch_size, mesh, clips=entry.get("clips"),
+                                         classifier_workdir=entry.get("classifier_workdir"),
+                                         num_samples=entry.get("num_samples", 2))
 
 
 _TYPES = {"classification": _classification, "transfer_proxy": _transfer_proxy}

@@ -2,7 +2,7 @@
 
 A run's `config.json` (or a user's config file) from before a key existed behaves as if it had
 the key, with the value that reproduces how it was trained. Every config passes through
-`with_added_keys` on its way in (`jaxgenre.train`, `runs.load_config`), so the code reads
+`with_added_keys` on its way in (`jaxgenre.train`, `rundir.load_config`), so the code reads
 `config.frontend.compress` and keeps no fallback values of its own.
 """
 import ml_collections

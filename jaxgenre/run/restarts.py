@@ -21,8 +21,16 @@ from etils import epath
 
 from jaxgenre.run import config_checks, rundir
 
-# A change here is refused even if shapes fit.
-_MEANING_KEYS = ("task", "data.name", "data.label", "frontend.")
+# Keys whose change makes the saved state mean something else, refused even where every shape
+# still fits (a key ending in "." stands for its whole section). The one list: a key added to
+# a config that changes what trained weights compute belongs here.
+MEANING_KEYS = (
+    "task", "data.name", "data.label",
+    "frontend.",  # the input every model was trained on
+    "model.name", "model.skip",  # the generator's residual path: its output means another thing
+    "discriminator.name",
+    "gan.db_offset", "gan.db_scale",  # the generator's input and output scaling
+)
 
 
 class RestartError(ValueError):
@@ -52,7 +60,7 @@ def check(workdir: str, config: ml_collections.ConfigDict, new_shapes, saved_ste
             f"{workdir} is already at step {saved_step}, past total_steps={config.total_steps}: "
             f"nothing to train. To train further, pass --config.total_steps above {saved_step}; "
             f"to evaluate it, run python -m jaxgenre.evaluate --workdir {workdir}.")
-    meaning = [k for k in diff if k.startswith(_MEANING_KEYS)]
+    meaning = [k for k in diff if _changes_meaning(k)]
     if not meaning and diff:
         if _signature(saved_shapes(saved)) != _signature(new_shapes):
             meaning = list(diff)
@@ -63,6 +71,10 @@ def check(workdir: str, config: ml_collections.ConfigDict, new_shapes, saved_ste
             f"resume ({listed}). Pass the saved values (see {workdir}/config.json), or start a "
             "new --workdir. Nothing in the workdir was changed.")
     return diff
+
+
+def _changes_meaning(key: str) -> bool:
+    return key in MEANING_KEYS or any(key.startswith(m) for m in MEANING_KEYS if m.endswith("."))
 
 
 def record(workdir: str, diff: dict, step: int) -> None:

@@ -1,2 +1,3 @@
-"""Genre style transfer: the methods (trivial baselines first), the genre judge and the evaluator
-that ranks them all the same way (`python -m jaxgenre.evaluate_transfer`)."""
+"""Genre style transfer: the methods (trivial baselines first, a trained generator run), the
+content metrics, and the evaluator that ranks them all under one genre judge
+(`inference.judge`), with its report (`python -m jaxgenre.evaluate_transfer`)."""
