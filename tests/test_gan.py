@@ -160,6 +160,7 @@ def test_conversions_are_bounded_above_the_input(gan8):
     assert (run.task.convert(loud, x, target).max(axis=(1, 2, 3)) <= bound + 1e-6).all()
 
 
+@pytest.mark.slow
 def test_gan_resumed_on_one_device_matches_eight_devices_uninterrupted(gan8, tiny_fma, classifiers,
                                                                        tmp_path):
     """SIGKILL after step 2, resume on 1 device: parameters equal the 8-device run's at step 4

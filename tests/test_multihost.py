@@ -6,6 +6,8 @@ import pytest
 
 from tests import train_helpers as th
 
+pytestmark = pytest.mark.slow  # several processes: the slow tier
+
 
 @pytest.mark.parametrize("task, tolerance", [
     ("classifier", 1e-5),  # float32 reductions in another order

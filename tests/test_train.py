@@ -62,6 +62,7 @@ def test_ema_params_follow_the_configured_decay(tiny_fma):
     assert gap(state.ema_params, state.params) > 1e-4  # the average lags the trained weights
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device(run8, tiny_fma, tmp_path):
     """Also: run from another directory (the config path is resolved to the installed
     configs), and the console shows our lines only: 2 start-up lines, 3 progress lines, 2
@@ -77,6 +78,7 @@ def test_eight_devices_match_one_device(run8, tiny_fma, tmp_path):
     assert diff <= TOLERANCE, diff
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(run8, tiny_fma, tmp_path):
     proc = th.cli(str(tmp_path), tiny_fma[0], devices=8, wait=False)
     deadline = time.time() + 300
@@ -92,6 +94,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(run8, tiny_fma, tmp_p
     assert th.max_abs_diff(th.params(run8[0], 6), th.params(str(tmp_path), 6)) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_step_reached_and_the_restart_resumes_exactly(run8, tiny_fma,
                                                                         tmp_path):
     """A real SIGTERM mid-run (no periodic checkpoint before the end): the step reached is

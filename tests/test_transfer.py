@@ -31,6 +31,7 @@ def _cli(*args):
     return proc.returncode, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_baselines_rank_as_they_must_and_bad_input_is_refused(tiny_fma, tmp_path):
     judge_dir = str(tmp_path / "judge")
     train.train_and_evaluate(th.config(tiny_fma[0], total_steps=80, batch_size=16,
