@@ -1,6 +1,7 @@
 """Style transfer: spectral norm, generator, losses; the GAN trained by the same trainer (devices,
 resume, NaN; processes in test_multihost.py); the transfer CLI and the evaluator taking a GAN
 run; bad input."""
+import dataclasses
 import os
 import signal
 import subprocess
@@ -15,12 +16,14 @@ import soundfile
 from flax import nnx
 
 from jaxgenre import tasks, train
+from jaxgenre.audio import frontend
 from jaxgenre.core import sharding
 from jaxgenre.data import spec
+from jaxgenre.inference import judge
 from jaxgenre.models import stargan
 from jaxgenre.models.ops import spectral_norm
 from jaxgenre.run import rundir
-from jaxgenre.tasks import gan, gan_losses
+from jaxgenre.tasks import classifier, gan, gan_losses
 from tests import train_helpers as th
 
 TOLERANCE = 1e-4  # float32, 8 devices vs 1: two optimizers and R1's second derivatives
@@ -77,6 +80,28 @@ def test_adversarial_losses_and_penalties_have_their_textbook_values():
         pytest.approx(16.0)
     with pytest.raises(ValueError, match="valid: hinge, nonsaturating, wgan_gp"):
         gan_losses.generator_loss("lsgan", fake)
+
+
+def test_the_frozen_classifier_hears_what_its_run_was_trained_on(tiny_fma, tmp_path):
+    """A classifier trained with a fixed reference (frontend.ref 1.0), fed the log-mel of a
+    generator with another one (4.0): its logits are those of the classifier's own input
+    path, whatever each clip's level (before: re-referenced to each clip's maximum)."""
+    workdir = str(tmp_path / "fixed_ref")
+    train.train_and_evaluate(th.config(tiny_fma[0], **{"frontend.ref": 1.0}, total_steps=2,
+                                       checkpoint_every_steps=2, eval_every_steps=2), workdir)
+    mesh = sharding.make_mesh()
+    run = judge.restore(workdir, mesh)
+    gan_mel = dataclasses.replace(run.task.mel, ref=4.0)
+    frozen = judge.FrozenClassifier(workdir, mesh, gan_mel, run.data.class_names)
+    rng = np.random.default_rng(0)
+    levels = np.geomspace(300, 20_000, 8)[:, None]  # clips from quiet to loud
+    audio = jnp.asarray(np.clip(rng.normal(size=(8, 22_050)) * levels, -32768, 32767), jnp.int16)
+    got = frozen.logits(frozen.params, frontend.log_mel(audio, gan_mel))
+    model = nnx.merge(run.task.graphdef, run.state.ema_params, run.state.ema_model_state)
+    x = classifier.model_input(audio, classifier.input_kind(run.config), run.config,
+                               run.task.mel, mesh)
+    want = model(x, train=False)
+    assert float(jnp.abs(got - want).max()) <= 1e-3 * float(jnp.abs(want).max())
 
 
 def test_confusion_loss_is_cross_entropy_to_uniform_and_bounded_below():
@@ -250,7 +275,7 @@ def test_the_transfer_evaluator_takes_a_gan_run_as_a_method(gan8, classifiers, t
     from tests.test_transfer import FAST
     out = str(tmp_path / "eval")
     # one process: judged by a classifier it never saw, then by the one in its loss
-    (code, log), (refused, refusal) = th.cli_exits("jaxgenre.evaluate_transfer", [
+    (code, log), (refused, refusal) = th.cli_exits("jaxgenre.tools.evaluate_transfer", [
         ["--method", gan8[0], "--judge", classifiers[1], "--method_checkpoint", "2",
          "--output_dir", out, *FAST],
         ["--method", gan8[0], "--judge", classifiers[0], "--output_dir", out, *FAST]], devices=2)

@@ -65,7 +65,7 @@ def test_a_program_relaunches_itself_once_with_the_setting(tmp_path):
     script = tmp_path / "prog.py"
     script.write_text(
         "import os, sys\n"
-        "from jaxgenre import host_memory\n"
+        "from jaxgenre.core import host_memory\n"
         "print('start', os.getpid(), flush=True)\n"
         "print('active', host_memory.configure(relaunch=True), host_memory.active(), sys.argv[1:])\n"
         "print('tunables', os.environ.get('GLIBC_TUNABLES'))\n")

@@ -79,7 +79,7 @@ def imported(keras_models, tmp_path_factory):
                      + ([f"--alpha={alpha}"] if alpha else []))
         if no_top:
             argvs.append([arch, f"--weights={no_top}", f"--out={out[arch, 'no_top']}"])
-    for code, log in th.cli_exits("jaxgenre.import_weights", argvs):
+    for code, log in th.cli_exits("jaxgenre.tools.import_weights", argvs):
         assert code == 0, log[-2000:]
     return out
 

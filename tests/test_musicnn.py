@@ -50,7 +50,7 @@ def imported(wheel, tmp_path_factory):
     out = tmp_path_factory.mktemp("musicnn")
     argvs = [["musicnn", f"--wheel={wheel}", f"--variant={v}", f"--out={out / v}"]
              for v in VARIANTS]
-    for code, log in th.cli_exits("jaxgenre.import_weights", argvs):
+    for code, log in th.cli_exits("jaxgenre.tools.import_weights", argvs):
         assert code == 0, log[-2000:]
     return {v: str(out / v) for v in VARIANTS}
 
@@ -135,7 +135,7 @@ def test_cli_refuses_an_unknown_model_and_an_existing_output(wheel, imported):
              ["musicnn", f"--wheel={wheel}", f"--out={imported['MSD_musicnn']}"],
              ["musicnn", f"--out={imported['MSD_musicnn']}y"]]
     (code_model, log_model), (code_out, log_out), (code_flag, log_flag) = th.cli_exits(
-        "jaxgenre.import_weights", argvs)
+        "jaxgenre.tools.import_weights", argvs)
     assert code_model != 0 and ("Pass the model to import: one of musicnn, mobilenet_v2, "
                                 "resnet50 (got ['vgg'])") in log_model, log_model
     assert code_flag != 0 and "musicnn needs --wheel" in log_flag, log_flag

@@ -56,7 +56,7 @@ def test_windows_cover_every_sample_directories_are_searched_and_reading_names_e
     assert predict.window_starts(22 * RATE, 10 * RATE).tolist() == [0, 5 * RATE, 10 * RATE,
                                                                     12 * RATE]
     assert predict.window_starts(3 * RATE, 10 * RATE).tolist() == [0]
-    assert predict.round_up_batch(3, 2) == 4 and predict.round_up_batch(16, 8) == 16
+    assert sharding.round_up(3, 2) == 4 and sharding.round_up(16, 8) == 16
     found = audio_files.find([music, "missing.mp3"])
     assert [os.path.relpath(p, music) for p in found[:-1]] == [
         "broken.mp3", "long.mp3", os.path.join("sub", "empty.wav"), os.path.join("sub", "short.mp3")]
@@ -150,6 +150,6 @@ def test_runs_that_cannot_predict_and_files_that_cannot_be_read_are_refused_clea
              ([classifier_run, str(empty_dir)], "No audio files"),
              ([classifier_run, os.path.join(music, "broken.mp3")], "no file could be classified")]
     argvs = [["--workdir", workdir, *rest] for (workdir, *rest), _ in cases]
-    results = th.cli_exits("jaxgenre.predict", argvs, devices=2)
+    results = th.cli_exits("jaxgenre.tools.predict", argvs, devices=2)
     for (_, message), (code, log) in zip(cases, results, strict=True):
         assert code != 0 and message in log and "Traceback" not in log, log[-2000:]

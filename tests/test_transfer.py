@@ -69,7 +69,7 @@ def test_baselines_rank_as_they_must_and_bad_input_is_refused(tiny_fma, tmp_path
     assert len([w for w in wavs if w.endswith(".wav")]) == 2
 
     # bad input: an unknown method, an unknown genre
-    (code, log), (code2, log2) = th.cli_exits("jaxgenre.evaluate_transfer", [
+    (code, log), (code2, log2) = th.cli_exits("jaxgenre.tools.evaluate_transfer", [
         ["--method", "cyclegan", "--judge", judge_dir, "--output_dir", out, *FAST],
         ["--method", "eq", "--targets", "Jazz", "--judge", judge_dir, "--output_dir", out, *FAST]],
         devices=2)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -63,3 +64,20 @@ def abstract_state(init: Callable[[], Any], mesh: jax.sharding.Mesh):
     replicated (data parallelism: the batch is what is split over the mesh)."""
     shapes = jax.eval_shape(init)
     return shapes, jax.tree.map(lambda _: replicated(mesh), shapes)
+
+
+def round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` >= n: a batch that gives each device whole rows."""
+    return -(-n // multiple) * multiple
+
+
+def pad_rows(x: np.ndarray, multiple: int) -> np.ndarray:
+    """x [n, ...] with zero rows appended up to a multiple of `multiple` rows."""
+    pad = round_up(len(x), multiple) - len(x)
+    return np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+
+
+def from_host(x: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
+    """A global array of x [B, ...], batch-sharded over `mesh`, from a host array that every
+    process holds in full (B a multiple of the device count: see `pad_rows`)."""
+    return jax.make_array_from_callback(x.shape, batch_sharding(mesh), lambda index: x[index])

@@ -11,6 +11,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxgenre import models
@@ -102,11 +103,13 @@ def judge_step(state, audio, num_samples, *, graphdef, config, mel, mesh, crop):
     probs = jax.nn.sigmoid(logits) if classifier.multi_label(config) else jax.nn.softmax(logits)
     return probs, features.reshape(b, num_crops, -1).mean(axis=1)
 
+
 class FrozenClassifier:
     """A `jaxgenre.train` classifier's averaged weights, applied to fixed-reference log-mels.
 
     The classifier must use the same mel analysis (rate, n_fft, hop, bands, range) as the
-    generator; its own input scaling (per-clip max reference, MFCC) is recomputed from the dB.
+    generator; its own input scaling is recomputed from the dB: its reference (each clip's
+    maximum, or its own fixed power), then MFCC where it reads those.
     """
 
     def __init__(self, workdir: str, mesh, mel: frontend.MelConfig, class_names):
@@ -132,6 +135,10 @@ class FrozenClassifier:
             raise rundir.RunError(f"The classifier {workdir} reads waveforms; a generator makes "
                                 "log-mels: use a log_mel or mfcc classifier.")
         self.graphdef, self.top_db, self.config = run.task.graphdef, mel.top_db, run.config
+        # dB relative to the generator's fixed power -> relative to the classifier's own
+        self.compress, self.per_clip_ref = theirs.compress, theirs.ref is None
+        self.ref_shift_db = 0.0 if self.per_clip_ref else 10.0 * float(
+            np.log10(mel.ref / theirs.ref))
         self.params = {"params": run.state.ema_params, "rest": run.state.ema_model_state}
 
     def logits(self, params: dict, db: jax.Array, key: jax.Array | None = None) -> jax.Array:
@@ -141,7 +148,10 @@ class FrozenClassifier:
         (time stretch, frequency shift, SpecAugment masks), so that a generator is rewarded for
         what the classifier hears under them rather than for a perturbation of one exact input.
         """
-        rel = jnp.maximum(db - db.max(axis=(1, 2), keepdims=True), -self.top_db)
-        x = classifier.spectrogram_input(rel, self.kind, self.config, key)
+        if self.compress == "db":  # log10(g x + 1) has no reference to move
+            db = db - db.max(axis=(1, 2), keepdims=True) if self.per_clip_ref \
+                else db + self.ref_shift_db
+            db = jnp.maximum(db, db.max(axis=(1, 2), keepdims=True) - self.top_db)
+        x = classifier.spectrogram_input(db, self.kind, self.config, key)
         model = nnx.merge(self.graphdef, params["params"], params["rest"])
         return model(x, train=False)

@@ -87,11 +87,6 @@ def window_starts(num_samples: int, window: int) -> np.ndarray:
     return np.append(np.arange(0, num_samples - window, hop), num_samples - window)
 
 
-def round_up_batch(batch_size: int, devices: int) -> int:
-    """The smallest multiple of `devices` >= batch_size: each device gets whole rows."""
-    return -(-batch_size // devices) * devices
-
-
 class _File:
     """A file whose windows are queued: their probabilities fill in as batches finish."""
 
@@ -114,8 +109,8 @@ class _Batcher:
     def __init__(self, judge: judge_lib.Judge, mesh: jax.sharding.Mesh,
                  window_seconds: float | None, batch_size: int):
         self.judge, self.window = judge, window_samples(judge, window_seconds)
-        self.batch = round_up_batch(batch_size, mesh.size)
-        self._sharding = sharding.batch_sharding(mesh)
+        self.batch = sharding.round_up(batch_size, mesh.size)
+        self._mesh = mesh
         self._rows = []  # (file, window index, audio float32 [<= window])
         self._in_flight = None  # (rows, probabilities jax.Array [B, C])
 
@@ -137,7 +132,8 @@ class _Batcher:
         for r, (_, _, clip) in enumerate(rows):
             audio[r, :len(clip)], lengths[r] = clip, len(clip)
         self._collect()
-        probabilities, _ = self.judge(self._put(audio), self._put(lengths))
+        probabilities, _ = self.judge(sharding.from_host(audio, self._mesh),
+                                      sharding.from_host(lengths, self._mesh))
         self._in_flight = (rows, probabilities)
 
     def _collect(self) -> None:
@@ -149,9 +145,6 @@ class _Batcher:
             file.probabilities[i] = probabilities[r]
             file.remaining -= 1
         self._in_flight = None
-
-    def _put(self, x: np.ndarray) -> jax.Array:
-        return jax.make_array_from_callback(x.shape, self._sharding, lambda index: x[index])
 
     def compile(self) -> None:
         """Compiles the judge for this batch shape without running it."""

@@ -105,12 +105,10 @@ def transfer() -> list[str]:
 def _predict(judge, audio: np.ndarray) -> str:
     import jax
     n = jax.device_count()
+    mesh = sharding.make_mesh()
     batch = np.repeat(audio[None], n, axis=0)  # one clip, on every device
-    data = sharding.batch_sharding(sharding.make_mesh())
-    x = jax.make_array_from_callback(batch.shape, data, lambda i: batch[i])
-    lengths = jax.make_array_from_callback((n,), data,
-                                           lambda i: np.full(n, len(audio), np.int32)[i])
-    probs = np.asarray(judge(x, lengths)[0])[0]
+    lengths = np.full(n, len(audio), np.int32)
+    probs = np.asarray(judge(sharding.from_host(batch, mesh), sharding.from_host(lengths, mesh))[0])[0]
     order = np.argsort(-probs)[:3]
     return ", ".join(f"{judge.class_names[i]} {probs[i]:.2f}" for i in order)
 

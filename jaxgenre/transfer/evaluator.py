@@ -72,18 +72,14 @@ class TransferEvaluator:
     def _features(self, clips: np.ndarray, num_samples: np.ndarray) -> np.ndarray:
         """Judge features [n, D] of int16 clips [n, N] with real lengths [n], in padded global
         batches (every process holds the same clips)."""
-        n = len(clips)
-        pad = -n % self.batch_size
-        audio = np.concatenate([clips, np.zeros((pad,) + clips.shape[1:], clips.dtype)])
-        audio = audio.astype(np.float32) / 32768.0
-        lengths = np.concatenate([num_samples, np.zeros(pad, num_samples.dtype)]).astype(np.int32)
-        data = sharding.batch_sharding(self.mesh)
+        audio = sharding.pad_rows(clips.astype(np.float32) / 32768.0, self.batch_size)
+        lengths = sharding.pad_rows(num_samples.astype(np.int32), self.batch_size)
         out = []
         for i in range(0, len(audio), self.batch_size):
-            batch = [jax.make_array_from_callback(x.shape, data, lambda idx, x=x: x[idx])
-                     for x in (audio[i:i + self.batch_size], lengths[i:i + self.batch_size])]
+            batch = [sharding.from_host(x[i:i + self.batch_size], self.mesh)
+                     for x in (audio, lengths)]
             out.append(multihost_utils.process_allgather(self.judge(*batch)[1], tiled=True))
-        return np.concatenate(out)[:n]
+        return np.concatenate(out)[:len(clips)]
 
     def _num_batches(self) -> int:
         shard = input_pipeline.host_shard(self.builder, self.split, 0, jax.process_count())

@@ -66,18 +66,13 @@ class GeneratorMethod:
         padded[hop:hop + len(audio)] = audio
         starts = list(range(0, total - win + 1, hop))
         windows = np.stack([padded[s:s + win] for s in starts])
-        per_batch = -(-batch_size // jax.device_count()) * jax.device_count()
+        per_batch = sharding.round_up(batch_size, jax.device_count())
+        targets = sharding.from_host(np.full(per_batch, target, np.int32), self.mesh)
         out = []
-        data = sharding.batch_sharding(self.mesh)
         for i in range(0, len(windows), per_batch):
             chunk = windows[i:i + per_batch]
-            pad = per_batch - len(chunk)
-            chunk = np.concatenate([chunk, np.zeros((pad, win), np.float32)])
-            targets = np.full(per_batch, target, np.int32)
-            x, t = (jax.make_array_from_callback(a.shape, data, lambda idx, a=a: a[idx])
-                    for a in (chunk, targets))
-            y = self(x, t, t)
-            out.append(np.asarray(jax.device_get(y))[:per_batch - pad])
+            x = sharding.from_host(sharding.pad_rows(chunk, per_batch), self.mesh)
+            out.append(np.asarray(jax.device_get(self(x, targets, targets)))[:len(chunk)])
         converted = np.concatenate(out)
         fade = np.sin(np.pi * (np.arange(win) + 0.5) / win) ** 2  # sums to 1 at half overlap
         result = np.zeros_like(padded)

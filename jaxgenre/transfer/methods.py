@@ -103,7 +103,6 @@ class RandomTarget:
     def __init__(self, codec: Codec, pool: dict[int, np.ndarray], seed: int = 0):
         self.codec, self.pool = codec, pool
         self.rng = np.random.default_rng(seed)  # the same draws on every process
-        self.sharding = sharding.batch_sharding(codec.mesh)
 
     def __call__(self, audio, source, target):
         targets = np.asarray(multihost_utils.process_allgather(target, tiled=True))
@@ -112,7 +111,7 @@ class RandomTarget:
             raise ValueError(f"No clip of label(s) {missing} in the evaluation split to draw from.")
         chosen = np.stack([self.pool[t][self.rng.integers(len(self.pool[t]))] for t in targets])
         chosen = chosen.astype(np.float32) / 32768.0
-        clips = jax.make_array_from_callback(chosen.shape, self.sharding, lambda idx: chosen[idx])
+        clips = sharding.from_host(chosen, self.codec.mesh)
         return self.codec.synthesise(self.codec.analyse(clips), clips)
 
 
