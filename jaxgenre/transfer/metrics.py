@@ -17,21 +17,16 @@ import numpy as np
 import scipy.linalg
 from jax.sharding import PartitionSpec as P
 
-from jaxgenre.audio import frontend, vocoder
+from jaxgenre.audio import chroma, frontend
 from jaxgenre.core import sharding
 
 ONSET_WINDOW_S = 0.05
 
 
-
 def _content_local(source, output, mel):
     """source, output: float32 [B, N] in [-1, 1] -> (chroma similarity [B], log-mel RMS dB [B])."""
-    chroma_fb = frontend.chroma_filterbank(mel)
-
-    def chroma(x):
-        return jnp.matmul(jnp.abs(vocoder.stft(x, mel)) ** 2, chroma_fb, precision=mel.precision)
-
-    chroma_sim = chroma.chroma_similarity(chroma(source), chroma(output))
+    chroma_sim = chroma.chroma_similarity(chroma.chromagram(source, mel),
+                                          chroma.chromagram(output, mel))
     diff = frontend.log_mel(source * 32768.0, mel) - frontend.log_mel(output * 32768.0, mel)
     return chroma_sim, jnp.sqrt(jnp.mean(diff ** 2, axis=(1, 2)))
 
