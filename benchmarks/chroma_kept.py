@@ -40,7 +40,7 @@ def run(n_mels: int, clips: np.ndarray) -> dict[str, tuple[float, float]]:
     chroma_fb = frontend.chroma_filterbank(cfg)
 
     def chroma(audio):
-        return jnp.abs(vocoder.stft(audio, cfg)) ** 2 @ chroma_fb
+        return jnp.abs(frontend.stft(audio, cfg)) ** 2 @ chroma_fb
 
     out = {}
     for name, edit in edits(db.shape[1], n_mels).items():

@@ -73,7 +73,7 @@ def main():
     to_mag = jax.jit(lambda d: vocoder.mel_to_magnitude(vocoder.db_to_mel_power(d, cfg), cfg,
                                                         vcfg.nnls_steps))
     with_phase = jax.jit(lambda m, x: vocoder.istft(
-        m * vocoder.unit_phase(vocoder.stft(x, cfg)), cfg, num_samples))
+        m * vocoder.unit_phase(frontend.stft(x, cfg)), cfg, num_samples))
     gl_true = jax.jit(lambda m, k: vocoder.griffin_lim(
         m, cfg, vcfg, num_samples, jnp.exp(2j * np.pi * jax.random.uniform(k, m.shape))))
     invert = jax.jit(lambda d, k: vocoder.log_mel_to_audio(d, cfg, vcfg, num_samples, key=k))

@@ -3,12 +3,12 @@ GAN's harmony loss term keeps (`jaxgenre.transfer.metrics`, `jaxgenre.tasks.gan_
 import jax
 import jax.numpy as jnp
 
-from jaxgenre.audio import frontend, vocoder
+from jaxgenre.audio import frontend
 
 
 def chromagram(audio: jax.Array, mel: frontend.MelConfig) -> jax.Array:
     """float32 [B, N] in [-1, 1] -> chroma [B, T, 12]: |STFT|^2 through librosa's chroma filters."""
-    return jnp.matmul(jnp.abs(vocoder.stft(audio, mel)) ** 2, frontend.chroma_filterbank(mel),
+    return jnp.matmul(jnp.abs(frontend.stft(audio, mel)) ** 2, frontend.chroma_filterbank(mel),
                       precision=mel.precision)
 
 

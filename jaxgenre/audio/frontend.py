@@ -79,13 +79,21 @@ def window(n_fft: int) -> np.ndarray:
     return librosa.filters.get_window("hann", n_fft, fftbins=True).astype(np.float32)
 
 
-def _power_spectrum(framed: jax.Array, cfg: MelConfig) -> jax.Array:
-    """|DFT|^2 of windowed frames: [..., n_fft] -> [..., n_fft // 2 + 1], float32."""
-    framed = framed * window(cfg.n_fft)
+def stft(audio: jax.Array, cfg: MelConfig) -> jax.Array:
+    """The one STFT (the vocoder inverts it): float [B, N] -> complex64 [B, T, n_fft // 2 + 1],
+    centered zero-padded frames under a periodic Hann window, as librosa's
+    `stft(pad_mode='constant')`."""
+    return jnp.fft.rfft(frames(audio, cfg.n_fft, cfg.hop_length) * window(cfg.n_fft), axis=-1)
+
+
+def _power_spectrum(audio: jax.Array, cfg: MelConfig) -> jax.Array:
+    """|STFT|^2 of float audio [B, N] -> [B, T, n_fft // 2 + 1] float32, by `cfg.dft`: the FFT,
+    or the DFT as two matmuls (which stay sharded and run on matrix units)."""
     if cfg.dft == "fft":
-        spec = jnp.fft.rfft(framed, axis=-1)
+        spec = stft(audio, cfg)
         return spec.real ** 2 + spec.imag ** 2
     if cfg.dft == "matmul":
+        framed = frames(audio, cfg.n_fft, cfg.hop_length) * window(cfg.n_fft)
         phase = 2 * np.pi * np.outer(np.arange(cfg.n_fft), np.arange(cfg.n_fft // 2 + 1)) / cfg.n_fft
         re = jnp.matmul(framed, np.cos(phase).astype(np.float32), precision=cfg.precision)
         im = jnp.matmul(framed, np.sin(phase).astype(np.float32), precision=cfg.precision)
@@ -120,7 +128,7 @@ def chroma_filterbank(cfg: MelConfig) -> np.ndarray:
 
 def _power_local(audio: jax.Array, cfg: MelConfig) -> jax.Array:
     x = audio.astype(jnp.float32) / 32768.0  # int16 PCM -> librosa's float scale
-    return _power_spectrum(frames(x, cfg.n_fft, cfg.hop_length), cfg)
+    return _power_spectrum(x, cfg)
 
 
 def compress(power: jax.Array, cfg: MelConfig) -> jax.Array:

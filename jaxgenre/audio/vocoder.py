@@ -38,12 +38,6 @@ class VocoderConfig:
     nnls_steps: int = 100
 
 
-def stft(audio: jax.Array, cfg: frontend.MelConfig) -> jax.Array:
-    """Complex STFT as the frontend takes it: float [B, N] -> complex64 [B, T, n_fft // 2 + 1]."""
-    return jnp.fft.rfft(frontend.frames(audio, cfg.n_fft, cfg.hop_length) * frontend.window(cfg.n_fft),
-                        axis=-1)
-
-
 def _window_sumsquare(cfg: frontend.MelConfig, num_frames: int) -> np.ndarray:
     """Overlap-added squared window over `num_frames` frames: [(num_frames - 1) * hop + n_fft]."""
     w2 = frontend.window(cfg.n_fft).astype(np.float64) ** 2
@@ -118,7 +112,7 @@ def griffin_lim(magnitude: jax.Array, cfg: frontend.MelConfig, vcfg: VocoderConf
 
     def body(_, carry):
         angles, previous = carry
-        rebuilt = stft(istft(angles, cfg, num_samples), cfg)
+        rebuilt = frontend.stft(istft(angles, cfg, num_samples), cfg)
         update = rebuilt - rate * previous
         return magnitude * update / (jnp.abs(update) + eps), rebuilt
 
@@ -140,7 +134,7 @@ def _invert_local(db, keys, phase_audio, cfg, vcfg, num_samples):
         angle = jax.vmap(lambda k: jax.random.uniform(k, magnitude.shape[1:], maxval=2 * np.pi))(keys)
         phase = jnp.exp(1j * angle).astype(jnp.complex64)
     else:
-        phase = unit_phase(stft(phase_audio.astype(jnp.float32), cfg))
+        phase = unit_phase(frontend.stft(phase_audio.astype(jnp.float32), cfg))
     return griffin_lim(magnitude, cfg, vcfg, num_samples, phase)
 
 

@@ -31,7 +31,7 @@ class ClassificationEvaluator:
 
     Args:
       task: a `classifier.ClassifierTask` (its `predict`: (state, {audio int16 [B, crops, N]})
-        -> clip logits [B, C] float32).
+        -> (clip logits [B, C], features [B, D]) float32).
       state_sharding: the state's shardings (the predict step is jitted with them).
       builder, split, batch_size (clips, global), mesh: where the clips come from.
       label: config.data.label, 'genre_top' (`classification_metrics`) or 'genres'
@@ -45,7 +45,8 @@ class ClassificationEvaluator:
         self.crop_samples = task.data.crop_samples
         self.class_names = list(task.data.class_names)
         data = sharding.batch_sharding(mesh)
-        self.predict_fn = jax.jit(task.predict, in_shardings=(state_sharding, {"audio": data}),
+        self.predict_fn = jax.jit(lambda state, batch: task.predict(state, batch)[0],
+                                  in_shardings=(state_sharding, {"audio": data}),
                                   out_shardings=data)
 
     def predict(self, state) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxgenre import models
 from jaxgenre.audio import frontend
 from jaxgenre.core import sharding
 from jaxgenre.data import input_pipeline
@@ -95,13 +94,11 @@ def judge_step(state, audio, num_samples, *, graphdef, config, mel, mesh, crop):
     last = jnp.maximum(num_samples - crop, 0).astype(jnp.float32)
     starts = jnp.round(jnp.linspace(0.0, 1.0, num_crops)[None, :] * last[:, None]).astype(jnp.int32)
     crops = jax.vmap(lambda x, s: jax.vmap(lambda t: jax.lax.dynamic_slice(x, (t,), (crop,)))(s))(
-        pcm, starts).reshape(b * num_crops, crop)
-    model = nnx.merge(graphdef, state.ema_params, state.ema_model_state)
-    x = classifier.model_input(crops, classifier.input_kind(config), config, mel, mesh)
-    logits, features = models.logits_and_features(model, x)
-    logits = logits.reshape(b, num_crops, -1).mean(axis=1)
+        pcm, starts)
+    logits, features = classifier.predict_step(state, {"audio": crops}, graphdef=graphdef,
+                                               config=config, mel=mel, mesh=mesh)
     probs = jax.nn.sigmoid(logits) if classifier.multi_label(config) else jax.nn.softmax(logits)
-    return probs, features.reshape(b, num_crops, -1).mean(axis=1)
+    return probs, features
 
 
 class FrozenClassifier:

@@ -10,6 +10,7 @@ documented in `models.stargan`.
 """
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 
 from jaxgenre.models import cnn1d, crnn, mfcc_cnn, mobilenet, musicnn, resnet, stargan
@@ -34,6 +35,22 @@ _REGISTRY.update({
     "stargan_discriminator": stargan.Discriminator,
     "latent_classifier": stargan.LatentClassifier,
 })
+
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def create(section: ml_collections.ConfigDict, num_classes: int, rngs: nnx.Rngs,
+           trainer_keys: tuple[str, ...] = (), **extra) -> nnx.Module:
+    """The model a config section names (`config.model`, `config.discriminator`): the class
+    registered as its `name`, its `dtype` ('float32' default, or 'bfloat16') for the
+    computation, every other key of the section but `trainer_keys` (read by the trainer, not
+    the model) as a constructor keyword, and `extra` ones."""
+    dtype = section.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown model.dtype {dtype!r}; valid: {', '.join(DTYPES)}.")
+    kwargs = {k: v for k, v in section.items() if k not in ("name", "dtype", *trainer_keys)}
+    return get(section.name)(num_classes, dtype=DTYPES[dtype], rngs=rngs, **kwargs, **extra)
 
 
 def get(name: str) -> type[nnx.Module]:

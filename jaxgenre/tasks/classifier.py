@@ -21,8 +21,6 @@ from jaxgenre.pretrained import import_dir
 from jaxgenre.run import config_checks
 from jaxgenre.tasks import optim
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
 
 class TrainState(struct.PyTreeNode):
     """Everything a checkpoint holds. Replicated over the mesh."""
@@ -44,16 +42,8 @@ def mel_config(config: ml_collections.ConfigDict, sample_rate: int) -> frontend.
                               log_gain=f.log_gain)
 
 
-# config.model keys for the trainer, not the model's constructor
-_TRAINING_KEYS = ("name", "dtype", "init_from", "freeze_bn")
-
-
 def create_model(config: ml_collections.ConfigDict, num_classes: int, rngs: nnx.Rngs):
-    kwargs = {k: v for k, v in config.model.items() if k not in _TRAINING_KEYS}
-    if config.model.dtype not in DTYPES:
-        raise ValueError(f"Unknown model.dtype {config.model.dtype!r}; valid: {list(DTYPES)}.")
-    return models.get(config.model.name)(num_classes, dtype=DTYPES[config.model.dtype],
-                                         rngs=rngs, **kwargs)
+    return models.create(config.model, num_classes, rngs, trainer_keys=("init_from", "freeze_bn"))
 
 
 def input_kind(config) -> str:
@@ -206,16 +196,19 @@ def ema_rate(decay: float, step: jax.Array) -> jax.Array:
     return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
-def predict_step(state: TrainState, batch: dict, *, graphdef, config, mel, mesh) -> jax.Array:
-    """Clip logits [B, C] float32: the mean of the logits of each clip's crops, from the
-    averaged weights (`ema_params`).
+def predict_step(state: TrainState, batch: dict, *, graphdef, config, mel, mesh
+                 ) -> tuple[jax.Array, jax.Array]:
+    """(clip logits [B, C], penultimate features [B, D]), float32: each the mean over the clip's
+    crops, from the averaged weights (`ema_params`). The one forward pass of a trained
+    classifier: evaluation, the judge, predict and the export all take it.
 
-    batch["audio"]: int16 [B, num_crops, crop_samples].
+    batch["audio"]: PCM [B, num_crops, crop_samples], int16 (or float32 on the int16 scale).
     """
     b, n, length = batch["audio"].shape
     model = nnx.merge(graphdef, state.ema_params, state.ema_model_state)
     x = model_input(batch["audio"].reshape(b * n, length), input_kind(config), config, mel, mesh)
-    return model(x, train=False).reshape(b, n, -1).mean(axis=1)
+    logits, features = models.logits_and_features(model, x)
+    return logits.reshape(b, n, -1).mean(axis=1), features.reshape(b, n, -1).mean(axis=1)
 
 
 
@@ -272,7 +265,7 @@ class ClassifierTask:
                           mel=self.mel, mesh=self.mesh, num_classes=self.data.num_classes,
                           base_key=self.step_key)
 
-    def predict(self, state: TrainState, batch: dict) -> jax.Array:
+    def predict(self, state: TrainState, batch: dict) -> tuple[jax.Array, jax.Array]:
         return predict_step(state, batch, graphdef=self.graphdef, config=self.config,
                             mel=self.mel, mesh=self.mesh)
 

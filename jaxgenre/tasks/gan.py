@@ -33,7 +33,7 @@ from jaxgenre.data import spec
 from jaxgenre.inference import judge
 from jaxgenre.models import stargan
 from jaxgenre.run import config_checks
-from jaxgenre.tasks import classifier, gan_losses
+from jaxgenre.tasks import classifier, gan_losses, optim
 
 # A bound on conversions for audio out. A generator trained on short crops can blow up at the
 # edges of a long input (a dev-set run gave +390 dB in the last 8 frames of some 30 s clips, where
@@ -55,13 +55,6 @@ class GanState(struct.PyTreeNode):
     g_opt: optax.OptState
     d_opt: optax.OptState
     g_ema: nnx.State  # exponential moving average of g_params: what converts at evaluation
-
-
-def adam(learning_rate: float, cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Constant-rate Adam with GAN betas (StarGAN v2: 0.0, 0.99) and global-norm clipping."""
-    opt = optax.adam(learning_rate, b1=cfg.beta1, b2=cfg.beta2)
-    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt) if cfg.grad_clip_norm \
-        else opt
 
 
 
@@ -88,8 +81,8 @@ class _StyleTransferTask:
             raise ValueError("Style transfer needs a fixed-reference log-mel: set frontend.ref "
                              "(e.g. 1.0) so the level survives the round trip to audio.")
         self.mel = classifier.mel_config(config, data.sample_rate)
-        self.g_tx = adam(self.gan.g_learning_rate, self.gan)
-        self.d_tx = adam(self.gan.d_learning_rate, self.gan)
+        self.g_tx = optim.constant_adam(self.gan.g_learning_rate, self.gan)
+        self.d_tx = optim.constant_adam(self.gan.d_learning_rate, self.gan)
         self.init_key, self.step_key = jax.random.split(jax.random.key(config.seed))
         g, d = self._models(self.init_key, abstract=True)
         self.g_graph, self.d_graph = models.split(g)[0], models.split(d)[0]
@@ -99,18 +92,14 @@ class _StyleTransferTask:
             self.frozen = judge.FrozenClassifier(self.gan.classifier_workdir, mesh, self.mel,
                                            data.class_names)
 
-    def _create(self, name_cfg, rngs, **extra):
-        kwargs = {k: v for k, v in name_cfg.items() if k not in ("name", "dtype")}
-        dtype = classifier.DTYPES[name_cfg.get("dtype", "float32")]
-        return models.get(name_cfg.name)(self.data.num_classes, dtype=dtype, rngs=rngs,
-                                         **kwargs, **extra)
-
     def _models(self, key: jax.Array, abstract: bool = False):
         """(generator, discriminator), or their abstract shapes."""
         def make():
             rngs = nnx.Rngs(params=key)
-            return (self._create(self.config.model, rngs),
-                    self._create(self.config.discriminator, rngs, **self._d_extra()))
+            num_classes = self.data.num_classes
+            return (models.create(self.config.model, num_classes, rngs),
+                    models.create(self.config.discriminator, num_classes, rngs,
+                                  **self._d_extra()))
         return nnx.eval_shape(make) if abstract else make()
 
     def _d_extra(self) -> dict:

@@ -78,7 +78,19 @@ def make(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTran
         opt = optax.multi_transform(
             {"head": opt, "encoder": encoder, "frozen": optax.set_to_zero()},
             functools.partial(param_groups, cfg))
-    if cfg.grad_clip_norm:  # over all gradients, before the split
-        opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
-    return opt
+    return with_clipping(opt, cfg.grad_clip_norm)  # over all gradients, before the split
+
+
+def constant_adam(learning_rate: float, cfg: ml_collections.ConfigDict
+                  ) -> optax.GradientTransformation:
+    """The GAN's optimizers: constant-rate Adam with `cfg.beta1`, `cfg.beta2` (StarGAN v2: 0.0,
+    0.99) and `cfg.grad_clip_norm`. `cfg` is `config.gan`."""
+    return with_clipping(optax.adam(learning_rate, b1=cfg.beta1, b2=cfg.beta2),
+                         cfg.grad_clip_norm)
+
+
+def with_clipping(opt: optax.GradientTransformation, grad_clip_norm: float
+                  ) -> optax.GradientTransformation:
+    """`opt` after clipping the gradients' global norm to `grad_clip_norm` (0: `opt` as is)."""
+    return optax.chain(optax.clip_by_global_norm(grad_clip_norm), opt) if grad_clip_norm else opt
 
