@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from jaxgenre.audio import windows
 from jaxgenre.core import sharding
 from jaxgenre.data import audio_files
 from jaxgenre.inference import judge as judge_lib
@@ -50,12 +51,24 @@ def _cli(*args):
     return proc.returncode, proc.stdout, proc.stderr
 
 
+@pytest.mark.parametrize("length,window", [(12_345, 100), (12_345, 1_000), (12_345, 20_000),
+                                           (1, 2)])
+def test_crossfaded_windows_join_back_into_the_signal(length, window):
+    """Unchanged windows overlap-add to the input exactly: the fades sum to one everywhere."""
+    x = np.random.default_rng(0).normal(size=length).astype(np.float32)
+    cut = windows.crossfade_cut(x, window)
+    assert cut.shape[1] == window
+    np.testing.assert_allclose(windows.crossfade_join(cut, length), x, atol=1e-6)
+    faded = windows.crossfade_join(cut[:, ::-1], length)  # a change in one window is heard
+    assert np.abs(faded - x).max() > 0.1
+
+
 def test_windows_cover_every_sample_directories_are_searched_and_reading_names_errors(music):
-    assert predict.window_starts(25 * RATE, 10 * RATE).tolist() == [0, 5 * RATE, 10 * RATE,
+    assert windows.covering_starts(25 * RATE, 10 * RATE).tolist() == [0, 5 * RATE, 10 * RATE,
                                                                     15 * RATE]
-    assert predict.window_starts(22 * RATE, 10 * RATE).tolist() == [0, 5 * RATE, 10 * RATE,
+    assert windows.covering_starts(22 * RATE, 10 * RATE).tolist() == [0, 5 * RATE, 10 * RATE,
                                                                     12 * RATE]
-    assert predict.window_starts(3 * RATE, 10 * RATE).tolist() == [0]
+    assert windows.covering_starts(3 * RATE, 10 * RATE).tolist() == [0]
     assert sharding.round_up(3, 2) == 4 and sharding.round_up(16, 8) == 16
     found = audio_files.find([music, "missing.mp3"])
     assert [os.path.relpath(p, music) for p in found[:-1]] == [
@@ -109,7 +122,7 @@ def test_file_probabilities_are_the_mean_of_the_judges_window_probabilities(clas
     long, short = results[0], results[2]
     window = 4 * RATE
     audio = audio_files.read(paths[0], RATE)
-    starts = predict.window_starts(len(audio), window)
+    starts = windows.covering_starts(len(audio), window)
     assert len(starts) == 12 and long.window_probabilities.shape == (12, len(judge.class_names))
     np.testing.assert_allclose(long.times, (starts + window / 2) / RATE, rtol=1e-6)
     alone = np.stack([_judge_alone(judge, mesh, audio[s:s + window]) for s in starts])

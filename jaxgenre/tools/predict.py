@@ -16,6 +16,7 @@ files it skips, naming why (stderr). --output writes a CSV (path, genre, one pro
 per genre); --plot a PNG per file of the genres over time, `<stem>_genres.png` beside the CSV
 (or in the current directory). Exits 1 when no file could be classified.
 """
+from jaxgenre.audio import windows
 from jaxgenre.core import cli
 
 # First of all: before TensorFlow and JAX start their threads and loggers.
@@ -75,16 +76,6 @@ def window_samples(judge: judge_lib.Judge, window_seconds: float | None = None) 
         raise ValueError(f"--window_seconds {seconds:g} is shorter than the run's "
                          f"{crop:g} s crop; pass {crop:g} or more.")
     return round(seconds * judge.sample_rate)
-
-
-def window_starts(num_samples: int, window: int) -> np.ndarray:
-    """int64 [W]: where each window of `window` samples starts, every window // 2 samples, the
-    last one ending at the file's end so that every sample is heard; [0] for a file no longer
-    than a window."""
-    if num_samples <= window:
-        return np.zeros(1, np.int64)
-    hop = max(window // 2, 1)
-    return np.append(np.arange(0, num_samples - window, hop), num_samples - window)
 
 
 class _File:
@@ -163,7 +154,7 @@ def predict_files(judge: judge_lib.Judge, mesh: jax.sharding.Mesh, paths: Iterab
     """Judges each file in `paths` on `mesh` (the judge's), yielding a Prediction or a Skipped
     per file, in input order.
 
-    Windows (see `window_samples`, `window_starts`) of consecutive files share batches of
+    Windows (see `window_samples`, `windows.covering_starts`) of consecutive files share batches of
     `batch_size` rounded up to a multiple of the device count.
     """
     batcher = _Batcher(judge, mesh, window_seconds, batch_size)
@@ -174,7 +165,7 @@ def predict_files(judge: judge_lib.Judge, mesh: jax.sharding.Mesh, paths: Iterab
         except (FileNotFoundError, ValueError) as e:
             queue.append(Skipped(path, str(e)))
         else:
-            starts = window_starts(len(audio), batcher.window)
+            starts = windows.covering_starts(len(audio), batcher.window)
             lengths = np.minimum(len(audio) - starts, batcher.window)
             file = _File(path, starts, lengths, judge.sample_rate, len(judge.class_names))
             queue.append(file)

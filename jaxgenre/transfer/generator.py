@@ -12,7 +12,7 @@ import numpy as np
 from etils import epath
 
 from jaxgenre import tasks
-from jaxgenre.audio import vocoder
+from jaxgenre.audio import vocoder, windows
 from jaxgenre.core import sharding
 from jaxgenre.run import rundir
 from jaxgenre.transfer import methods
@@ -56,29 +56,16 @@ class GeneratorMethod:
         Windows of `window_seconds` every half window, each converted on its own, then
         overlap-added with sin^2 fades that sum to one, so no seam clicks.
         """
-        win = max(round(window_seconds * self.sample_rate) // 2 * 2, 2)
-        hop = win // 2
-        # Half a window of silence at each end (where the first and last fades are partial),
-        # and up to the next whole hop.
-        total = max(len(audio) + 2 * hop, win)
-        total += -(total - win) % hop
-        padded = np.zeros(total, np.float32)
-        padded[hop:hop + len(audio)] = audio
-        starts = list(range(0, total - win + 1, hop))
-        windows = np.stack([padded[s:s + win] for s in starts])
+        cut = windows.crossfade_cut(
+            audio, max(round(window_seconds * self.sample_rate) // 2 * 2, 2))
         per_batch = sharding.round_up(batch_size, jax.device_count())
         targets = sharding.from_host(np.full(per_batch, target, np.int32), self.mesh)
         out = []
-        for i in range(0, len(windows), per_batch):
-            chunk = windows[i:i + per_batch]
+        for i in range(0, len(cut), per_batch):
+            chunk = cut[i:i + per_batch]
             x = sharding.from_host(sharding.pad_rows(chunk, per_batch), self.mesh)
             out.append(np.asarray(jax.device_get(self(x, targets, targets)))[:len(chunk)])
-        converted = np.concatenate(out)
-        fade = np.sin(np.pi * (np.arange(win) + 0.5) / win) ** 2  # sums to 1 at half overlap
-        result = np.zeros_like(padded)
-        for s, y in zip(starts, converted, strict=True):
-            result[s:s + win] += fade * y
-        return result[hop:hop + len(audio)]
+        return windows.crossfade_join(np.concatenate(out), len(audio))
 
 
 def _convert_db(state, audio, target, *, task):
