@@ -9,14 +9,15 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile
 
 from jaxgenre import train
 from jaxgenre.audio import vocoder
 from jaxgenre.core import sharding
-from jaxgenre.data import input_pipeline
+from jaxgenre.data import audio_files, input_pipeline
 from jaxgenre.inference import judge
 from jaxgenre.tasks import classifier
-from jaxgenre.transfer import evaluator, methods
+from jaxgenre.transfer import evaluator, methods, report
 from tests import train_helpers as th
 
 FAST = ["--clips", "8", "--gl_iters", "8", "--nnls_steps", "20", "--batch_size", "8",
@@ -124,3 +125,20 @@ def test_frechet_distance_is_zero_for_the_same_set_and_grows_with_a_shift():
     x = np.random.default_rng(0).normal(size=(200, 4))
     assert abs(metrics.frechet_distance(x, x)) < 1e-6
     assert metrics.frechet_distance(x, x + 1.0) == pytest.approx(4.0, rel=1e-6)
+
+
+def test_loud_outputs_are_scaled_not_clipped_and_the_gain_is_stated(tmp_path):
+    """A conversion peaking at 13x full scale is written scaled, proportional to what was made
+    (before: clipped to +-1 in every burst), the gain in its PNG's title."""
+    rng = np.random.default_rng(0)
+    quiet = (0.1 * rng.normal(size=4000)).astype(np.float32)
+    loud = 13.3 * quiet
+    scaled, gain_db = audio_files.peak_safe(loud)
+    assert np.abs(scaled).max() == pytest.approx(audio_files.PEAK)
+    assert gain_db == pytest.approx(20 * np.log10(audio_files.PEAK / np.abs(loud).max()))
+    assert audio_files.peak_safe(quiet) == (quiet, 0.0)
+    example = evaluator.Example(track_id=7, source=0, target=1, input=quiet, output=loud)
+    wav_path = report.write_examples([example], "m", ["a", "b"], 22_050, str(tmp_path))[0]
+    wav, _ = soundfile.read(wav_path)
+    assert np.abs(wav).max() < 1.0
+    assert np.corrcoef(wav, loud)[0, 1] > 0.9999

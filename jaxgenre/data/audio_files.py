@@ -1,10 +1,13 @@
 """Audio files from a user: found in directories and read at a run's rate, with errors that name
-the file and the problem (the transfer and predict CLIs share them)."""
+the file and the problem (the transfer and predict CLIs share them), and audio made safe to
+write as 16-bit PCM."""
 import os
 import warnings
 
 import numpy as np
 from etils import epath
+
+PEAK = 32767 / 32768  # the largest int16 sample, on the float scale
 
 # What `find` collects from a directory; a file named on its own is read whatever its name.
 EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aiff", ".aif", ".au")
@@ -46,3 +49,13 @@ def read(path: str, sample_rate: int) -> np.ndarray:
     if audio.size == 0:
         raise ValueError(f"{path} holds no audio samples.")
     return audio.astype(np.float32)
+
+
+
+def peak_safe(audio: np.ndarray) -> tuple[np.ndarray, float]:
+    """(audio scaled down to peak at `PEAK` where it would clip as 16-bit PCM, the gain applied
+    in dB: 0.0 where nothing was changed). Never scaled up; never clipped."""
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak <= PEAK:
+        return audio, 0.0
+    return (audio * (PEAK / peak)).astype(np.float32), float(20.0 * np.log10(PEAK / peak))

@@ -24,7 +24,7 @@ from jaxgenre.core import sharding
 from jaxgenre.data import audio_files
 from jaxgenre.inference import judge as judge_lib
 from jaxgenre.run import rundir
-from jaxgenre.transfer import generator
+from jaxgenre.transfer import generator, report
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A style-transfer run's --workdir "
                                "(configs/stargan.py or configs/autoencoder.py).", required=True)
@@ -40,26 +40,6 @@ _WINDOW = flags.DEFINE_float("window_seconds", None, "Conversion window (default
                              "run's training crop); windows overlap by half.")
 _GL_ITERS = flags.DEFINE_integer("gl_iters", vocoder.VocoderConfig.n_iter,
                                  "Griffin-Lim iterations.")
-
-
-def _write_png(path: str, before: np.ndarray, after: np.ndarray, sample_rate: int, mel,
-               title: str) -> None:
-    import librosa
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-    for ax, audio, name in ((axes[0], before, "input"), (axes[1], after, title)):
-        spec = librosa.feature.melspectrogram(y=audio, sr=sample_rate, n_fft=mel.n_fft,
-                                              hop_length=mel.hop_length, n_mels=mel.n_mels)
-        ax.imshow(librosa.power_to_db(spec, ref=1.0, top_db=mel.top_db), origin="lower",
-                  aspect="auto", cmap="magma")
-        ax.set_title(name)
-        ax.set_ylabel("mel band")
-    axes[1].set_xlabel("frame")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def transfer() -> list[str]:
@@ -94,11 +74,16 @@ def transfer() -> list[str]:
         out = method.convert_long(audio, names.index(target), window)
         path = paths[target]
         path.parent.mkdir(parents=True, exist_ok=True)
-        soundfile.write(str(path), np.clip(out, -1.0, 1.0), method.sample_rate, subtype="PCM_16")
+        out, gain_db = audio_files.peak_safe(out)
+        soundfile.write(str(path), out, method.sample_rate, subtype="PCM_16")
         png = str(path.with_suffix(".png"))
-        _write_png(png, audio, out, method.sample_rate, method.run.task.mel, f"to {target}")
+        mel = method.run.task.mel
+        report.write_before_after(png, audio, out, method.sample_rate, ("input", f"to {target}"),
+                                  mel.n_fft, mel.hop_length, mel.n_mels, mel.top_db)
         written += [str(path), png]
-        print(f"{target}: wrote {path} and {png}", flush=True)
+        level = (f" (scaled by {gain_db:.1f} dB: its peak would have clipped)" if gain_db
+                 else "")
+        print(f"{target}: wrote {path}{level} and {png}", flush=True)
     return written
 
 

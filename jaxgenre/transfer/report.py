@@ -7,6 +7,8 @@ import numpy as np
 import soundfile as sf
 from etils import epath
 
+from jaxgenre.data import audio_files
+
 TABLE_COLUMNS = (  # (key, header, format)
     ("target_accuracy", "target acc.", "{:.3f}"), ("target_probability", "target prob.", "{:.3f}"),
     ("ceiling_accuracy", "ceiling", "{:.3f}"), ("ceiling_balanced_accuracy", "ceiling (bal.)", "{:.3f}"),
@@ -97,10 +99,30 @@ def write_heatmap(result: dict, out_dir: str, name: str) -> str:
     return str(path)
 
 
+def write_before_after(path: str, before: np.ndarray, after: np.ndarray, sample_rate: int,
+                       titles: tuple[str, str], n_fft: int = 2048, hop_length: int = 512,
+                       n_mels: int = 128, top_db: float = 80.0) -> None:
+    """A PNG of two float32 [N] signals' log-mels (dB re 1.0), one above the other."""
+    plt = _plt()
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for ax, audio, title in zip(axes, (before, after), titles, strict=True):
+        mel = librosa.feature.melspectrogram(y=audio, sr=sample_rate, n_fft=n_fft,
+                                             hop_length=hop_length, n_mels=n_mels)
+        ax.imshow(librosa.power_to_db(mel, ref=1.0, top_db=top_db), origin="lower",
+                  aspect="auto", cmap="magma")
+        ax.set_title(title)
+        ax.set_ylabel("mel band")
+    axes[1].set_xlabel("frame")
+    fig.tight_layout()
+    with epath.Path(path).open("wb") as f:
+        fig.savefig(f, dpi=100)
+    plt.close(fig)
+
+
 def write_examples(examples, method: str, genres, sample_rate: int, out_dir: str) -> list[str]:
     """examples/<track>_input.wav, examples/<method>/<track>_<src>-to-<tgt>.wav and a PNG with
-    the input's and the output's log-mels one above the other."""
-    plt = _plt()
+    the input's and the output's log-mels one above the other. An output that would clip is
+    scaled down, the gain in its PNG's title."""
     root = epath.Path(out_dir) / "examples"
     (root / method).mkdir(parents=True, exist_ok=True)
     paths = []
@@ -110,21 +132,12 @@ def write_examples(examples, method: str, genres, sample_rate: int, out_dir: str
         if not input_wav.exists():
             with input_wav.open("wb") as f:
                 sf.write(f, ex.input, sample_rate, format="WAV", subtype="PCM_16")
+        output, gain_db = audio_files.peak_safe(ex.output)
+        title = f"{method} -> {genres[ex.target]}" + (f" (gain {gain_db:.1f} dB)" if gain_db else "")
         with (root / method / f"{stem}.wav").open("wb") as f:
-            sf.write(f, np.clip(ex.output, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
-        fig, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
-        for ax, audio, title in ((axes[0], ex.input, f"input ({genres[ex.source]})"),
-                                 (axes[1], ex.output, f"{method} -> {genres[ex.target]}")):
-            mel = librosa.feature.melspectrogram(y=audio, sr=sample_rate)
-            ax.imshow(librosa.power_to_db(mel, ref=1.0, top_db=80.0), origin="lower",
-                      aspect="auto", cmap="magma")
-            ax.set_title(title)
-            ax.set_ylabel("mel band")
-        axes[1].set_xlabel("frame")
-        fig.tight_layout()
+            sf.write(f, output, sample_rate, format="WAV", subtype="PCM_16")
         png = root / method / f"{stem}.png"
-        with png.open("wb") as f:
-            fig.savefig(f, dpi=100)
-        plt.close(fig)
+        write_before_after(str(png), ex.input, output, sample_rate,
+                           (f"input ({genres[ex.source]})", title))
         paths += [str(root / method / f"{stem}.wav"), str(png)]
     return paths
