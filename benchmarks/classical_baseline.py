@@ -9,6 +9,7 @@ command they name.
 import argparse
 
 from benchmarks.common import machine
+from jaxgenre.data import input_pipeline
 from jaxgenre.tools import baselines
 
 
@@ -18,7 +19,8 @@ def main():
     ap.add_argument("--dataset", default="fma/small")
     a = ap.parse_args()
     try:
-        builder = baselines.load_builder(a.dataset, a.data_dir)
+        builder = input_pipeline.load_builder(a.dataset, a.data_dir, build=False,
+                                                    flag="--dataset")
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from e
     print(f"machine: {machine()}")

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from jaxgenre.data import input_pipeline
 from jaxgenre.tools import baselines
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,11 +60,14 @@ def test_bad_input_is_refused_naming_the_fix(tmp_path):
     valid = "logistic_regression, knn, naive_bayes, svm_rbf, gradient_boosting"
     with pytest.raises(ValueError, match=f"forest; valid: {valid}"):
         baselines.parse_models(["svm_rbf", "forest"])
-    with pytest.raises(ValueError, match="Unknown dataset 'fma/tiny'"):
-        baselines.load_builder("fma/tiny", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="python -m tfds_fma.build --config small_16k "
-                                                "--manual_dir FMA_DIR --data_dir"):
-        baselines.load_builder("fma/small_16k", str(tmp_path))
+    with pytest.raises(input_pipeline.DatasetUnavailableError,
+                       match=r"Unknown dataset 'fma/tiny' \(--dataset\)"):
+        input_pipeline.load_builder("fma/tiny", str(tmp_path), build=False, flag="--dataset")
+    with pytest.raises(input_pipeline.DatasetUnavailableError,
+                       match="python -m tfds_fma.build --config small_16k --manual_dir FMA_DIR "
+                             "--data_dir"):
+        input_pipeline.load_builder("fma/small_16k", str(tmp_path), build=False)
+    assert not (tmp_path / "fma").exists()  # nothing was built
     # The command line refuses a model before it looks for the (here missing) dataset.
     rc, _, stderr = _cli("--data_dir", str(tmp_path), "--models", "svm_rbf,forest")
     assert rc == 1 and f"error: Unknown model(s) forest; valid: {valid}." in stderr

@@ -46,15 +46,25 @@ def unknown_dataset(name: str, error: Exception, flag: str) -> str:
             f"{', '.join('fma/' + c.name for c in tfds_fma.Builder.BUILDER_CONFIGS)}.")
 
 
-def load_builder(name: str, data_dir: str | None, manual_dir: str | None = None
-                 ) -> tfds.core.DatasetBuilder:
-    """The TFDS builder for `name`, built on first use (by process 0) if it is not yet built."""
+def load_builder(name: str, data_dir: str | None, manual_dir: str | None = None,
+                 build: bool = True, flag: str = "data.name") -> tfds.core.DatasetBuilder:
+    """The TFDS builder for `name`, built on first use (by process 0) if it is not yet built.
+
+    build=False: a tool that only reads refuses a dataset not built yet, with the command that
+    builds it. flag: where the user set `name`, for the error.
+    """
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
-        raise DatasetUnavailableError(unknown_dataset(name, e, "data.name")) from e
+        raise DatasetUnavailableError(unknown_dataset(name, e, flag)) from e
     if builder.is_prepared():
         return builder
+    if not build:
+        config = builder.builder_config
+        manual = "" if config.synthetic else " --manual_dir FMA_DIR"
+        raise DatasetUnavailableError(
+            f"{name} is not built in {data_dir}; build it with:\n"
+            f"  python -m tfds_fma.build --config {config.name}{manual} --data_dir {data_dir}")
     if jax.process_index() == 0:
         try:
             builder.download_and_prepare(

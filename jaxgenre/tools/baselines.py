@@ -130,21 +130,6 @@ class Split:
     track_ids: np.ndarray
 
 
-def load_builder(dataset: str, data_dir: str) -> tfds.core.DatasetBuilder:
-    """The built dataset; refused, with the command that builds it, when it is not built."""
-    try:
-        builder = tfds.builder(dataset, data_dir=data_dir)
-    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
-        raise ValueError(input_pipeline.unknown_dataset(dataset, e, "--dataset")) from e
-    if not builder.is_prepared():
-        config = builder.builder_config
-        manual = "" if config.synthetic else " --manual_dir FMA_DIR"
-        raise FileNotFoundError(
-            f"{dataset} is not built in {data_dir}; build it with:\n"
-            f"  python -m tfds_fma.build --config {config.name}{manual} --data_dir {data_dir}")
-    return builder
-
-
 def extract(builder: tfds.core.DatasetBuilder, features: str, workers: int | None = None,
             musicnn_wheel: str | None = None) -> dict[str, Split]:
     """Features of every labelled clip of each split, computed on `workers` threads (default
@@ -334,8 +319,9 @@ def main(argv):
     # Bad input is refused before the features, which take minutes.
     try:
         models = parse_models(f.models)
-        builder = load_builder(f.dataset, f.data_dir)
-    except (ValueError, FileNotFoundError) as e:
+        builder = input_pipeline.load_builder(f.dataset, f.data_dir, build=False,
+                                               flag="--dataset")
+    except (ValueError, input_pipeline.DatasetUnavailableError) as e:
         sys.exit(f"error: {e}")
     try:
         report = run(builder, f.features, models, f.workers, f.musicnn_wheel)
