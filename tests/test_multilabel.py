@@ -15,6 +15,7 @@ from jaxgenre.data import input_pipeline
 from jaxgenre.evaluators import checkpoints, classification
 from jaxgenre.run import checkpointing, rundir
 from jaxgenre.tasks import classifier
+from jaxgenre.tools import export
 from tests import train_helpers as th
 
 
@@ -129,6 +130,19 @@ def test_a_multilabel_run_trains_and_evaluate_reports_map_and_roc_auc(tiny_fma, 
     assert saved["map"] == result["map"] and saved["per_genre"] == result["per_genre"]
     assert not os.path.exists(os.path.join(workdir, "eval", "test_4.png"))  # no confusion matrix
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("mAP:")
+
+    # Exported, it names every genre at or above one half (not one argmax genre).
+    out = str(tmp_path / "export")
+    export.export(workdir, out, platforms=("cpu",))
+    serve = tf.saved_model.load(out).signatures["serving_default"]
+    result = serve(waveform=tf.constant(np.random.default_rng(0).normal(
+        scale=0.1, size=(3, 22_050)).astype(np.float32)))
+    assert set(result) == {"probabilities", "genres", "genre_names"}
+    probabilities, genres = result["probabilities"].numpy(), result["genres"].numpy()
+    np.testing.assert_array_equal(genres, probabilities >= 0.5)
+    names = input_pipeline.load_builder("fma/small", tiny_fma[0]).info.features["label"].names
+    assert [s.decode() for s in result["genre_names"].numpy()] == [
+        ",".join(n for n, g in zip(names, row, strict=True) if g) for row in genres]
 
 
 def test_metrics_of_a_one_clip_split_are_nan_where_undefined_not_an_error():

@@ -15,10 +15,12 @@ Signatures:
   serving_default(waveform float32 [batch, samples] in [-1, 1] at the run's sample rate)
   classify_padded(waveform float32 [batch, samples], num_samples int32 [batch])
 both -> probabilities float32 [batch, num_genres], genre int32 [batch] (argmax),
-genre_name string [batch]. Any batch and any length: the graph inside works on clips of the
-dataset's stored length (`clip_samples`, e.g. 30 s for FMA; --clip_seconds overrides it), so
-each clip is zero-padded to it, or cut to its first `clip_samples` samples, as the dataset
-stores clips; the crops cover only the real audio (its length, or `num_samples` per clip).
+genre_name string [batch]; for a multi-label run instead probabilities, genres bool
+[batch, num_genres] (each genre's probability >= 0.5: any number per clip) and genre_names
+string [batch] (those genres' names, comma-separated). Any batch and any length: the graph
+inside works on clips of the dataset's stored length (`clip_samples`, e.g. 30 s for FMA;
+--clip_seconds overrides it), so each clip is zero-padded to it, or cut to its first
+`clip_samples` samples, as the dataset stores clips; the crops cover only the real audio (its length, or `num_samples` per clip).
 
 DIR also gets `export_info.json` (genres, sample_rate, clip_samples, source workdir, step,
 model, signatures). The module keeps `genres`, `sample_rate` and `clip_samples` as variables.
@@ -44,6 +46,7 @@ from jax.experimental import jax2tf
 import tfds_fma  # noqa: F401  (registers the `fma` datasets with TFDS, for their clip length)
 from jaxgenre.inference import judge
 from jaxgenre.run import rundir
+from jaxgenre.tasks import classifier
 
 INFO_FILE = "export_info.json"
 PLATFORMS = ("cpu", "cuda")
@@ -101,7 +104,8 @@ def export(workdir: str, out: str, checkpoint: str = "best", clip_seconds: float
     converted = jax2tf.convert(probabilities, polymorphic_shapes=[None, f"(b, {clip_samples})",
                                                                   "(b,)"],
                                with_gradient=False, native_serialization_platforms=platforms)
-    module = _ServingModule(converted, leaves, genres, rate, clip_samples)
+    multi = classifier.multi_label(run.config)
+    module = _ServingModule(converted, leaves, genres, rate, clip_samples, multi)
     signatures = {"serving_default": module.serving_default.get_concrete_function(),
                   "classify_padded": module.classify_padded.get_concrete_function()}
     tf.saved_model.save(module, out, signatures=signatures)
@@ -115,7 +119,9 @@ def export(workdir: str, out: str, checkpoint: str = "best", clip_seconds: float
                 "classify_padded": {"inputs": {"waveform": "float32 [batch, samples]",
                                                "num_samples": "int32 [batch]"}},
                 "outputs": {"probabilities": f"float32 [batch, {len(genres)}]",
-                            "genre": "int32 [batch]", "genre_name": "string [batch]"}}}
+                            **({"genres": f"bool [batch, {len(genres)}]",
+                                "genre_names": "string [batch]"} if multi else
+                               {"genre": "int32 [batch]", "genre_name": "string [batch]"})}}}
     with open(os.path.join(out, INFO_FILE), "w") as f:
         json.dump(info, f, indent=2)
     logging.info("Exported step %d of %s to %s in %.1f s.", run.step, workdir, out,
@@ -146,7 +152,7 @@ class _ServingModule(tf.Module):
     """The SavedModel's root: the averaged weights as variables, the labels, two signatures."""
 
     def __init__(self, converted, leaves, genres: list[str], sample_rate: int,
-                 clip_samples: int):
+                 clip_samples: int, multi_label: bool):
         super().__init__(name="jaxgenre")
         self._converted = converted
         # Variables, not constants in the graph: the GraphDef stays small (< 2 GB limit).
@@ -154,7 +160,7 @@ class _ServingModule(tf.Module):
         self.genres = tf.Variable(genres, trainable=False, dtype=tf.string)
         self.sample_rate = tf.Variable(sample_rate, trainable=False, dtype=tf.int32)
         self.clip_samples = tf.Variable(clip_samples, trainable=False, dtype=tf.int32)
-        self._length = clip_samples
+        self._length, self._multi_label = clip_samples, multi_label
 
     @tf.function(autograph=False, input_signature=[
         tf.TensorSpec([None, None], tf.float32, name="waveform")])
@@ -162,9 +168,10 @@ class _ServingModule(tf.Module):
         """waveform: float32 [batch, samples] in [-1, 1] at `sample_rate`, all real audio.
 
         Returns {probabilities: float32 [batch, num_genres], genre: int32 [batch],
-        genre_name: string [batch]}. Clips longer than `clip_samples` are cut to their first
-        `clip_samples` samples; shorter ones are padded with zeros that no crop reaches. An
-        empty batch is an error (symbolic dimensions are >= 1).
+        genre_name: string [batch]}, or for a multi-label run {probabilities, genres: bool
+        [batch, num_genres], genre_names: string [batch]}. Clips longer than `clip_samples`
+        are cut to their first `clip_samples` samples; shorter ones are padded with zeros that
+        no crop reaches. An empty batch is an error (symbolic dimensions are >= 1).
         """
         batch, samples = tf.shape(waveform)[0], tf.shape(waveform)[1]
         return self._classify(waveform, tf.fill([batch], samples))
@@ -189,6 +196,11 @@ class _ServingModule(tf.Module):
         audio = tf.ensure_shape(audio, [None, length])
         num_samples = tf.clip_by_value(num_samples, 0, kept)
         probabilities = self._converted(self.weights, audio, num_samples)
+        if self._multi_label:  # independent sigmoids: every genre at or above one half
+            genres = probabilities >= 0.5
+            names = tf.ragged.boolean_mask(tf.broadcast_to(self.genres, tf.shape(genres)), genres)
+            return {"probabilities": probabilities, "genres": genres,
+                    "genre_names": tf.strings.reduce_join(names, axis=-1, separator=",")}
         genre = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {"probabilities": probabilities, "genre": genre,
                 "genre_name": tf.gather(self.genres, genre)}
