@@ -20,7 +20,8 @@ genre_name string [batch]; for a multi-label run instead probabilities, genres b
 string [batch] (those genres' names, comma-separated). Any batch and any length: the graph
 inside works on clips of the dataset's stored length (`clip_samples`, e.g. 30 s for FMA;
 --clip_seconds overrides it), so each clip is zero-padded to it, or cut to its first
-`clip_samples` samples, as the dataset stores clips; the crops cover only the real audio (its length, or `num_samples` per clip).
+`clip_samples` samples, as the dataset stores clips; the crops cover only the real audio
+(its length, or `num_samples` per clip).
 
 DIR also gets `export_info.json` (genres, sample_rate, clip_samples, source workdir, step,
 model, signatures). The module keeps `genres`, `sample_rate` and `clip_samples` as variables.
