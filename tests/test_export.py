@@ -10,9 +10,11 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy import special
 
 from jaxgenre.core import sharding
 from jaxgenre.data import input_pipeline
+from jaxgenre.evaluators import classification
 from jaxgenre.inference import judge
 from jaxgenre.tools import export
 from tests import train_helpers as th
@@ -80,6 +82,28 @@ def test_the_saved_model_classifies_real_clips_as_the_judge(exported, tiny_fma):
                         - expected).max())
     print(f"max abs difference to Judge: {max(diffs):.2e}")
     assert max(diffs) <= TOLERANCE, diffs
+
+
+def test_the_judge_places_crops_as_the_evaluation_does(tiny_classifier, tiny_fma):
+    """The judge (and so predict and the export) hears each whole clip as evaluation does: its
+    probabilities are the softmax of `ClassificationEvaluator`'s crop-averaged logits."""
+    mesh = sharding.make_mesh()
+    builder = input_pipeline.load_builder("fma/small", tiny_fma[0])
+    run = judge.restore(tiny_classifier, mesh)
+    evaluator = classification.ClassificationEvaluator(run.task, run.state_sharding, builder,
+                                                       "test", 8, mesh)
+    logits, labels = evaluator.predict(run.state)
+    reference = judge.Judge(tiny_classifier, mesh)
+    probabilities, judged_labels = [], []
+    for batch in input_pipeline.clip_batches(builder, "test", 8, mesh):
+        audio = batch["audio"].astype(jax.numpy.float32) / 32768.0
+        out = np.asarray(reference(audio, batch["num_samples"])[0])
+        keep = np.asarray(batch["mask"])
+        probabilities.append(out[keep])
+        judged_labels.append(np.asarray(batch["label"])[keep])
+    np.testing.assert_array_equal(np.concatenate(judged_labels), labels)
+    np.testing.assert_allclose(np.concatenate(probabilities), special.softmax(logits, axis=-1),
+                               atol=1e-5)
 
 
 def test_labels_and_rate_round_trip(exported, tiny_fma):
