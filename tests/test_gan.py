@@ -16,7 +16,7 @@ import soundfile
 from flax import nnx
 
 from jaxgenre import tasks, train
-from jaxgenre.audio import frontend
+from jaxgenre.audio import frontend, vocoder
 from jaxgenre.core import sharding
 from jaxgenre.data import spec
 from jaxgenre.inference import judge
@@ -24,6 +24,7 @@ from jaxgenre.models import stargan
 from jaxgenre.models.ops import spectral_norm
 from jaxgenre.run import rundir
 from jaxgenre.tasks import classifier, gan, gan_losses
+from jaxgenre.transfer import generator
 from tests import train_helpers as th
 
 TOLERANCE = 1e-4  # float32, 8 devices vs 1: two optimizers and R1's second derivatives
@@ -183,6 +184,27 @@ def test_gan_run_saves_named_items_and_the_proxy_scores(gan8):
     assert 0.0 < val["val_chroma_kept"] <= 1.0
     d_rest = th.params(workdir, 4, "d_rest", gan.GanState)
     assert d_rest and all(k.endswith("/u/value") for k in d_rest)  # spectral-norm vectors
+
+
+def test_the_autoencoder_trains_with_its_latent_adversary_and_converts(tiny_fma, classifiers,
+                                                                       tmp_path):
+    """The autoencoder task end to end: trained with the latent confusion term, scored by the
+    proxy, its run read back as a transfer method whose conversions depend on the target."""
+    workdir = str(tmp_path / "autoencoder")
+    val = train.train_and_evaluate(th.autoencoder_config(
+        tiny_fma[0], **{"gan.classifier_workdir": classifiers[0]}), workdir)
+    assert th.saved_steps(workdir) == [2, 4]
+    assert val["val_change_db"] > 0.0 and 0.0 < val["val_chroma_kept"] <= 1.0
+    d_params = th.params(workdir, 4, "d_params", gan.GanState)
+    assert d_params and all(k.startswith(("/conv/", "/dense/")) for k in d_params)
+    method = generator.GeneratorMethod(workdir, sharding.make_mesh(), vocoder.VocoderConfig(n_iter=2))
+    assert method.name.startswith("autoencoder_")
+    audio = jnp.asarray(np.random.default_rng(0).normal(scale=0.1, size=(8, 22_050)),
+                        jnp.float32)
+    source = jnp.zeros(8, jnp.int32)
+    to_source, to_other = (np.asarray(method(audio, source, target))
+                           for target in (source, source + 1))
+    assert np.isfinite(to_other).all() and np.abs(to_other - to_source).max() > 1e-4
 
 
 def test_conversions_are_bounded_above_the_input(gan8):

@@ -64,6 +64,14 @@ def gan_config(data_dir: str, **extra):
     return _apply(stargan.get_config("demo"), gan_overrides(data_dir, **extra))
 
 
+def autoencoder_config(data_dir: str, **extra):
+    """The small StarGAN's sizes for the autoencoder (its latent classifier as the adversary)."""
+    from jaxgenre.configs import autoencoder
+    values = {k: v for k, v in gan_overrides(data_dir, **extra).items()
+              if k != "discriminator.num_layers"}
+    return _apply(autoencoder.get_config("demo"), values)
+
+
 def cli(workdir: str, data_dir: str, devices: int = 1, extra_args=(), wait=True, gan=False,
         cwd: str = ROOT, **extra):
     """Runs `python -m jaxgenre.train` on `devices` fake CPU devices (the small classifier, or
