@@ -16,6 +16,7 @@ from jax.experimental import multihost_utils
 from scipy import special
 from sklearn import metrics as skm
 
+from jaxgenre import tasks
 from jaxgenre.core import sharding
 from jaxgenre.data import input_pipeline
 
@@ -38,8 +39,8 @@ class ClassificationEvaluator:
         (`multilabel_metrics`).
     """
 
-    def __init__(self, task, state_sharding, builder, split: str, batch_size: int, mesh,
-                 label: str = "genre_top"):
+    def __init__(self, task: tasks.GenreClassifier, state_sharding, builder, split: str,
+                 batch_size: int, mesh, label: str = "genre_top"):
         self.builder, self.split, self.batch_size, self.mesh = builder, split, batch_size, mesh
         self.label = label
         self.crop_samples = task.data.crop_samples

@@ -22,6 +22,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
+from jaxgenre import tasks
 from jaxgenre.audio import vocoder
 from jaxgenre.core import sharding
 from jaxgenre.data import input_pipeline
@@ -32,9 +33,9 @@ from jaxgenre.transfer import methods
 
 
 class ProxyEvaluator:
-    def __init__(self, task, state_sharding, builder, split: str, batch_size: int, mesh,
-                 clips: int | None = None, classifier_workdir: str | None = None,
-                 num_samples: int = 2):
+    def __init__(self, task: tasks.StyleTransfer, state_sharding, builder, split: str,
+                 batch_size: int, mesh, clips: int | None = None,
+                 classifier_workdir: str | None = None, num_samples: int = 2):
         workdir = classifier_workdir or task.gan.classifier_workdir
         if not workdir:
             raise rundir.RunError("The transfer_proxy evaluator needs a genre classifier: set "

@@ -26,6 +26,7 @@ class Task(Protocol):
     """What the loop and the run readers call. States are flax struct dataclasses with an
     `ITEMS` class attribute ({checkpoint item name: field names}, see
     `jaxgenre.run.checkpointing`) and a `step` field."""
+    data: DataSpec
     progress_metrics: tuple[str, ...]  # train metrics on the console's progress line
     eval_items: tuple[str, ...]  # checkpoint items its evaluators read (see checkpointing)
 
@@ -53,6 +54,38 @@ class Task(Protocol):
 
     def num_params(self, state) -> int:
         """Trained parameters, for the start-up line."""
+
+
+class GenreClassifier(Task, Protocol):
+    """What the classification evaluator calls of a classifier task (`classifier`)."""
+
+    def predict(self, state, batch: dict) -> tuple[jax.Array, jax.Array]:
+        """{audio: int16 [B, crops, crop_samples]} -> (clip logits [B, C], penultimate
+        features [B, D]), float32, from the averaged weights. Pure; jitted by the caller."""
+
+
+class StyleTransfer(Task, Protocol):
+    """What the transfer proxy evaluator and the generator method call of a style-transfer
+    task (`gan.StarGanTask`, `gan.AutoencoderTask`). Spectrograms: generator input
+    [B, T, M, 1] float32; dB: fixed-reference log-mel [B, T, M] float32."""
+    mel: Any  # frontend.MelConfig of the generator's analysis (fixed `ref`)
+    gan: ml_collections.ConfigDict  # config.gan (classifier_workdir, db scaling, weights)
+
+    def power(self, audio: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """int16 PCM [B, N] -> |STFT|^2 [B, T, n_fft // 2 + 1]; a random gain with `key`."""
+
+    def from_power(self, power: jax.Array) -> jax.Array:
+        """|STFT|^2 -> generator input."""
+
+    def spectrogram(self, audio: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """int16 PCM [B, N] -> generator input."""
+
+    def convert(self, state, x: jax.Array, target: jax.Array) -> jax.Array:
+        """Generator input, target genres int32 [B] -> converted generator output, by the
+        averaged generator."""
+
+    def to_db(self, x: jax.Array) -> jax.Array:
+        """Generator input or output -> dB."""
 
 
 _REGISTRY = {"classifier": classifier.ClassifierTask,
