@@ -41,3 +41,18 @@ def tiny_classifier(tiny_fma, tmp_path_factory):
     train.train_and_evaluate(th.config(tiny_fma[0], total_steps=4, checkpoint_every_steps=4,
                                        eval_every_steps=4), workdir)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def classifiers(tiny_fma, tmp_path_factory):
+    """Two small classifier runs with the style-transfer tests' frontend: (for the GAN's loss
+    and scores, a judge). Made once per test worker."""
+    from jaxgenre import train
+    from tests import train_helpers as th
+    dirs = []
+    for seed in (0, 1):
+        workdir = str(tmp_path_factory.mktemp(f"classifier{seed}"))
+        train.train_and_evaluate(th.config(tiny_fma[0], seed=seed, total_steps=4,
+                                           checkpoint_every_steps=4, eval_every_steps=4), workdir)
+        dirs.append(workdir)
+    return dirs

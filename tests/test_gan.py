@@ -1,7 +1,6 @@
-"""Style transfer: spectral norm, generator, losses; the GAN trained by the same trainer (devices,
-resume, NaN; processes in test_multihost.py); the transfer CLI and the evaluator taking a GAN
-run; bad input."""
-import dataclasses
+"""The StarGAN trained by the same trainer (devices, resume, NaN; processes in
+test_multihost.py; its parts in test_gan_parts.py); the transfer CLI and the evaluator taking a
+GAN run; bad input."""
 import os
 import signal
 import subprocess
@@ -13,18 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import soundfile
-from flax import nnx
 
 from jaxgenre import tasks, train
-from jaxgenre.audio import frontend, vocoder
 from jaxgenre.core import sharding
-from jaxgenre.data import spec
-from jaxgenre.inference import judge
-from jaxgenre.models import stargan
-from jaxgenre.models.ops import spectral_norm
 from jaxgenre.run import rundir
-from jaxgenre.tasks import classifier, gan, gan_losses
-from jaxgenre.transfer import generator
+from jaxgenre.tasks import gan
 from tests import train_helpers as th
 
 TOLERANCE = 1e-4  # float32, 8 devices vs 1: two optimizers and R1's second derivatives
@@ -33,134 +25,6 @@ TOLERANCE = 1e-4  # float32, 8 devices vs 1: two optimizers and R1's second deri
 # learning rate whatever their size, so they carry nothing to compare between runs.
 NORMED_BIASES = ("/down1/bias/value", "/down2/bias/value", "/up1/bias/value",
                  "/up2/bias/value", "/conv1/bias/value")
-
-
-def test_spectral_norm_divides_by_the_largest_singular_value_and_never_writes_back():
-    layer = spectral_norm.SNConv(6, 5, 3, rngs=nnx.Rngs(0))
-    w = np.asarray(layer.kernel.value).copy()
-    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 6))
-    for _ in range(30):  # power iteration converges on u
-        layer(x, update=True)
-    assert np.array_equal(np.asarray(layer.kernel.value), w)  # the Param holds the raw W
-    sigma = np.linalg.svd(w.reshape(-1, 5), compute_uv=False)[0]
-    normalised, _ = spectral_norm.normalised_weight(layer.kernel.value, layer.u.value, False)
-    assert np.linalg.svd(np.asarray(normalised).reshape(-1, 5), compute_uv=False)[0] == \
-        pytest.approx(1.0, abs=1e-3)
-    assert float(jnp.abs(normalised - w / sigma).max()) < 1e-3
-    u = np.asarray(layer.u.value).copy()
-    layer(x, update=False)  # inference leaves u alone
-    assert np.array_equal(np.asarray(layer.u.value), u)
-    grads = jax.grad(lambda k: spectral_norm.normalised_weight(k, layer.u.value, False)[0].sum())(
-        layer.kernel.value)
-    # d sum(W / sigma) / dW = 1 / sigma - sum(W) / sigma^2 * v u^T, with sigma = v^T W u: the
-    # second term is there only if the gradient flows through sigma too
-    mat, u = np.asarray(w, np.float64).reshape(-1, 5), np.asarray(layer.u.value, np.float64)
-    v = mat @ u / np.linalg.norm(mat @ u)
-    sigma_u = v @ mat @ u
-    expected = 1.0 / sigma_u - mat.sum() / sigma_u ** 2 * np.outer(v, u)
-    np.testing.assert_allclose(np.asarray(grads).reshape(-1, 5), expected, rtol=1e-3, atol=1e-5)
-
-
-def test_generator_starts_as_identity_on_any_length_and_the_discriminator_has_no_batchnorm():
-    g = stargan.Generator(8, rngs=nnx.Rngs(0), channels=4, encoder_blocks=1, decoder_blocks=1,
-                          style_dim=8)
-    for frames in (37, 40):  # not a multiple of 4, and one
-        x = jax.random.normal(jax.random.key(frames), (2, frames, 30, 1))
-        y = g(x, jnp.array([1, 5]))
-        assert y.shape == x.shape and float(jnp.abs(y - x).max()) == 0.0
-    d = stargan.Discriminator(8, rngs=nnx.Rngs(0), channels=4, num_layers=2)
-    assert not jax.tree.leaves(nnx.state(d, nnx.BatchStat))
-    assert d(x, jnp.array([1, 5])).shape == (2,)
-
-
-def test_adversarial_losses_and_penalties_have_their_textbook_values():
-    real, fake = jnp.array([2.0, 0.5]), jnp.array([-2.0, 0.0])
-    assert float(gan_losses.discriminator_loss("hinge", real, fake)) == pytest.approx(0.25 + 0.5)
-    assert float(gan_losses.generator_loss("hinge", fake)) == pytest.approx(1.0)
-    assert float(gan_losses.discriminator_loss("nonsaturating", real, fake)) == pytest.approx(
-        float(jnp.mean(jax.nn.softplus(-real)) + jnp.mean(jax.nn.softplus(fake))))
-    assert float(gan_losses.discriminator_loss("wgan_gp", real, fake)) == pytest.approx(-2.25)
-    w = jnp.array([3.0, 4.0])  # a linear critic: grad = w, ||w|| = 5
-    x = jnp.ones((4, 2))
-    assert float(gan_losses.r1_penalty(lambda v: v @ w, x)) == pytest.approx(12.5)
-    assert float(gan_losses.gradient_penalty(lambda v: v @ w, x, -x, jax.random.key(0))) == \
-        pytest.approx(16.0)
-    assert float(gan_losses.generator_loss("nonsaturating", fake)) == pytest.approx(
-        np.mean(np.log1p(np.exp([2.0, 0.0]))))  # -log sigmoid(f), averaged
-    assert float(gan_losses.generator_loss("wgan_gp", fake)) == pytest.approx(1.0)  # -mean f
-    with pytest.raises(ValueError, match="valid: hinge, nonsaturating, wgan_gp"):
-        gan_losses.generator_loss("lsgan", fake)
-
-
-def test_the_frozen_classifier_hears_what_its_run_was_trained_on(tiny_fma, tmp_path):
-    """A classifier trained with a fixed reference (frontend.ref 1.0), fed the log-mel of a
-    generator with another one (4.0): its logits are those of the classifier's own input
-    path, whatever each clip's level (before: re-referenced to each clip's maximum)."""
-    workdir = str(tmp_path / "fixed_ref")
-    train.train_and_evaluate(th.config(tiny_fma[0], **{"frontend.ref": 1.0}, total_steps=2,
-                                       checkpoint_every_steps=2, eval_every_steps=2), workdir)
-    mesh = sharding.make_mesh()
-    run = judge.restore(workdir, mesh)
-    gan_mel = dataclasses.replace(run.task.mel, ref=4.0)
-    frozen = judge.FrozenClassifier(workdir, mesh, gan_mel, run.data.class_names)
-    rng = np.random.default_rng(0)
-    levels = np.geomspace(300, 20_000, 8)[:, None]  # clips from quiet to loud
-    audio = jnp.asarray(np.clip(rng.normal(size=(8, 22_050)) * levels, -32768, 32767), jnp.int16)
-    got = frozen.logits(frozen.params, frontend.log_mel(audio, gan_mel))
-    model = nnx.merge(run.task.graphdef, run.state.ema_params, run.state.ema_model_state)
-    x = classifier.model_input(audio, classifier.input_kind(run.config), run.config,
-                               run.task.mel, mesh)
-    want = model(x, train=False)
-    assert float(jnp.abs(got - want).max()) <= 1e-3 * float(jnp.abs(want).max())
-
-
-def test_confusion_loss_is_cross_entropy_to_uniform_and_bounded_below():
-    logits = jax.random.normal(jax.random.key(0), (3, 5)) * 4.0
-    log_p = logits - np.log(np.exp(np.asarray(logits)).sum(-1, keepdims=True))
-    assert float(gan_losses.confusion_loss(logits)) == pytest.approx(float(-log_p.mean()),
-                                                                     rel=1e-5)
-    uniform, confidently_wrong = jnp.zeros((2, 5)), jnp.array([[20.0, 0, 0, 0, 0]] * 2)
-    assert float(gan_losses.confusion_loss(uniform)) == pytest.approx(np.log(5))
-    assert float(gan_losses.confusion_loss(confidently_wrong)) > np.log(5) + 5
-
-
-def test_n_critic_updates_the_generator_on_its_steps_only_and_its_average_counts_them(tiny_fma):
-    """wgan_gp with n_critic 2: G (and its average) moves on steps 0 and 2 only, the D-only
-    steps report G's loss as 0, and the average's warm-up counts generator updates."""
-    config = th.gan_config(tiny_fma[0], **{"gan.loss": "wgan_gp", "gan.n_critic": 2,
-                                           "gan.r1_weight": 0.0, "gan.ema_decay": 0.9})
-    task = gan.StarGanTask(config, spec.DataSpec("fma/small", tuple(f"g{i}" for i in range(8)),
-                                                 22_050, 22_050), sharding.make_mesh())
-    step, state = jax.jit(task.train_step), jax.jit(task.init)()
-    rng = np.random.default_rng(0)
-    batch = {"audio": jnp.asarray(rng.integers(-8000, 8000, (8, 22_050)), jnp.int16),
-             "label": jnp.arange(8, dtype=jnp.int32)}
-    expected_ema, g_updates = state.g_ema, 0
-    for i in range(4):
-        before = state.g_params
-        state, metrics = step(state, batch)
-        moved = th.tree_max_abs_diff(before, state.g_params)
-        if i % 2:
-            assert moved == 0.0 and float(metrics["g_loss"]) == 0.0
-        else:
-            assert moved > 0.0 and float(metrics["g_loss"]) != 0.0
-            rate = min(0.9, (1 + g_updates) / (10 + g_updates))
-            expected_ema = jax.tree.map(lambda e, p, r=rate: r * e + (1 - r) * p, expected_ema,
-                                        state.g_params)
-            g_updates += 1
-    assert th.tree_max_abs_diff(expected_ema, state.g_ema) < 1e-6
-
-
-@pytest.fixture(scope="module")
-def classifiers(tiny_fma, tmp_path_factory):
-    """Two small classifier runs with the GAN's frontend: (for the loss and scores, a judge)."""
-    dirs = []
-    for seed in (0, 1):
-        workdir = str(tmp_path_factory.mktemp(f"classifier{seed}"))
-        train.train_and_evaluate(th.config(tiny_fma[0], seed=seed, total_steps=4,
-                                           checkpoint_every_steps=4, eval_every_steps=4), workdir)
-        dirs.append(workdir)
-    return dirs
 
 
 @pytest.fixture(scope="module")
@@ -184,27 +48,6 @@ def test_gan_run_saves_named_items_and_the_proxy_scores(gan8):
     assert 0.0 < val["val_chroma_kept"] <= 1.0
     d_rest = th.params(workdir, 4, "d_rest", gan.GanState)
     assert d_rest and all(k.endswith("/u/value") for k in d_rest)  # spectral-norm vectors
-
-
-def test_the_autoencoder_trains_with_its_latent_adversary_and_converts(tiny_fma, classifiers,
-                                                                       tmp_path):
-    """The autoencoder task end to end: trained with the latent confusion term, scored by the
-    proxy, its run read back as a transfer method whose conversions depend on the target."""
-    workdir = str(tmp_path / "autoencoder")
-    val = train.train_and_evaluate(th.autoencoder_config(
-        tiny_fma[0], **{"gan.classifier_workdir": classifiers[0]}), workdir)
-    assert th.saved_steps(workdir) == [2, 4]
-    assert val["val_change_db"] > 0.0 and 0.0 < val["val_chroma_kept"] <= 1.0
-    d_params = th.params(workdir, 4, "d_params", gan.GanState)
-    assert d_params and all(k.startswith(("/conv/", "/dense/")) for k in d_params)
-    method = generator.GeneratorMethod(workdir, sharding.make_mesh(), vocoder.VocoderConfig(n_iter=2))
-    assert method.name.startswith("autoencoder_")
-    audio = jnp.asarray(np.random.default_rng(0).normal(scale=0.1, size=(8, 22_050)),
-                        jnp.float32)
-    source = jnp.zeros(8, jnp.int32)
-    to_source, to_other = (np.asarray(method(audio, source, target))
-                           for target in (source, source + 1))
-    assert np.isfinite(to_other).all() and np.abs(to_other - to_source).max() > 1e-4
 
 
 def test_conversions_are_bounded_above_the_input(gan8):
@@ -308,16 +151,32 @@ def test_transfer_cli_converts_any_length_and_refuses_bad_input(gan8, classifier
 
 def test_the_transfer_evaluator_takes_a_gan_run_as_a_method(gan8, classifiers, tmp_path):
     from tests.test_transfer import FAST
-    out = str(tmp_path / "eval")
-    # one process: judged by a classifier it never saw, then by the one in its loss
-    (code, log), (refused, refusal) = th.cli_exits("jaxgenre.tools.evaluate_transfer", [
-        ["--method", gan8[0], "--judge", classifiers[1], "--method_checkpoint", "2",
-         "--output_dir", out, *FAST],
-        ["--method", gan8[0], "--judge", classifiers[0], "--output_dir", out, *FAST]], devices=2)
+    out, out_two = str(tmp_path / "eval"), str(tmp_path / "eval_two_targets")
+    genres = th.read_json(os.path.join(classifiers[1], "dataset_info.json"))["class_names"]
+    # one process: judged by a classifier it never saw (all targets, then two), then by the
+    # one in its loss
+    (code, log), (code_two, log_two), (refused, refusal) = th.cli_exits(
+        "jaxgenre.tools.evaluate_transfer", [
+            ["--method", gan8[0], "--judge", classifiers[1], "--method_checkpoint", "2",
+             "--output_dir", out, *FAST],
+            ["--method", gan8[0], "--judge", classifiers[1], "--method_checkpoint", "2",
+             "--targets", f"{genres[0]},{genres[3]}", "--output_dir", out_two, *FAST],
+            ["--method", gan8[0], "--judge", classifiers[0], "--output_dir", out, *FAST]],
+        devices=2)
     assert code == 0, log[-3000:]
+    assert code_two == 0, log_two[-3000:]
     name = f"stargan_{os.path.basename(gan8[0])}@2"  # a step other than the best is named
     result = th.read_json(os.path.join(out, f"{name}_test.json"))
-    assert result["num_pairs"] == 8 * 7 and 0.0 <= result["target_accuracy"] <= 1.0
+    assert result["num_pairs"] == 8 * 7
+    hits = result["target_accuracy"] * result["num_pairs"]
+    assert hits == pytest.approx(round(hits), abs=1e-6)  # a count of judged pairs
+    two = th.read_json(os.path.join(out_two, f"{name}_test.json"))
+    assert {p["target"] for p in two["per_pair"].values()} == {genres[0], genres[3]}
+    assert two["num_pairs"] == sum(p["num_pairs"] for p in two["per_pair"].values()) < 8 * 7
+    for key, pair in two["per_pair"].items():  # the same pairs as in the run on every target
+        assert pair["num_pairs"] == result["per_pair"][key]["num_pairs"], key
+        assert pair["target_accuracy"] == pytest.approx(
+            result["per_pair"][key]["target_accuracy"]), key
     with open(os.path.join(out, "transfer_test.md")) as f:
         table = f.read()
     assert all(f"| {m} |" in table for m in ("identity", "random_target", "eq", name))

@@ -1,0 +1,113 @@
+"""Style transfer's parts on their own: spectral norm, the generator and discriminator, the
+adversarial and confusion losses against formulas written out, and the StarGAN step with
+n_critic (the generator and its average move on generator steps only)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxgenre.core import sharding
+from jaxgenre.data import spec
+from jaxgenre.models import stargan
+from jaxgenre.models.ops import spectral_norm
+from jaxgenre.tasks import gan, gan_losses
+from tests import train_helpers as th
+
+
+def test_spectral_norm_divides_by_the_largest_singular_value_and_never_writes_back():
+    layer = spectral_norm.SNConv(6, 5, 3, rngs=nnx.Rngs(0))
+    w = np.asarray(layer.kernel.value).copy()
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 6))
+    for _ in range(30):  # power iteration converges on u
+        layer(x, update=True)
+    assert np.array_equal(np.asarray(layer.kernel.value), w)  # the Param holds the raw W
+    sigma = np.linalg.svd(w.reshape(-1, 5), compute_uv=False)[0]
+    normalised, _ = spectral_norm.normalised_weight(layer.kernel.value, layer.u.value, False)
+    assert np.linalg.svd(np.asarray(normalised).reshape(-1, 5), compute_uv=False)[0] == \
+        pytest.approx(1.0, abs=1e-3)
+    assert float(jnp.abs(normalised - w / sigma).max()) < 1e-3
+    u = np.asarray(layer.u.value).copy()
+    layer(x, update=False)  # inference leaves u alone
+    assert np.array_equal(np.asarray(layer.u.value), u)
+    grads = jax.grad(lambda k: spectral_norm.normalised_weight(k, layer.u.value, False)[0].sum())(
+        layer.kernel.value)
+    # d sum(W / sigma) / dW = 1 / sigma - sum(W) / sigma^2 * v u^T, with sigma = v^T W u: the
+    # second term is there only if the gradient flows through sigma too
+    mat, u = np.asarray(w, np.float64).reshape(-1, 5), np.asarray(layer.u.value, np.float64)
+    v = mat @ u / np.linalg.norm(mat @ u)
+    sigma_u = v @ mat @ u
+    expected = 1.0 / sigma_u - mat.sum() / sigma_u ** 2 * np.outer(v, u)
+    np.testing.assert_allclose(np.asarray(grads).reshape(-1, 5), expected, rtol=1e-3, atol=1e-5)
+
+
+
+def test_generator_starts_as_identity_on_any_length_and_the_discriminator_has_no_batchnorm():
+    g = stargan.Generator(8, rngs=nnx.Rngs(0), channels=4, encoder_blocks=1, decoder_blocks=1,
+                          style_dim=8)
+    for frames in (37, 40):  # not a multiple of 4, and one
+        x = jax.random.normal(jax.random.key(frames), (2, frames, 30, 1))
+        y = g(x, jnp.array([1, 5]))
+        assert y.shape == x.shape and float(jnp.abs(y - x).max()) == 0.0
+    d = stargan.Discriminator(8, rngs=nnx.Rngs(0), channels=4, num_layers=2)
+    assert not jax.tree.leaves(nnx.state(d, nnx.BatchStat))
+    assert d(x, jnp.array([1, 5])).shape == (2,)
+
+
+
+def test_adversarial_losses_and_penalties_have_their_textbook_values():
+    real, fake = jnp.array([2.0, 0.5]), jnp.array([-2.0, 0.0])
+    assert float(gan_losses.discriminator_loss("hinge", real, fake)) == pytest.approx(0.25 + 0.5)
+    assert float(gan_losses.generator_loss("hinge", fake)) == pytest.approx(1.0)
+    assert float(gan_losses.discriminator_loss("nonsaturating", real, fake)) == pytest.approx(
+        float(jnp.mean(jax.nn.softplus(-real)) + jnp.mean(jax.nn.softplus(fake))))
+    assert float(gan_losses.discriminator_loss("wgan_gp", real, fake)) == pytest.approx(-2.25)
+    w = jnp.array([3.0, 4.0])  # a linear critic: grad = w, ||w|| = 5
+    x = jnp.ones((4, 2))
+    assert float(gan_losses.r1_penalty(lambda v: v @ w, x)) == pytest.approx(12.5)
+    assert float(gan_losses.gradient_penalty(lambda v: v @ w, x, -x, jax.random.key(0))) == \
+        pytest.approx(16.0)
+    assert float(gan_losses.generator_loss("nonsaturating", fake)) == pytest.approx(
+        np.mean(np.log1p(np.exp([2.0, 0.0]))))  # -log sigmoid(f), averaged
+    assert float(gan_losses.generator_loss("wgan_gp", fake)) == pytest.approx(1.0)  # -mean f
+    with pytest.raises(ValueError, match="valid: hinge, nonsaturating, wgan_gp"):
+        gan_losses.generator_loss("lsgan", fake)
+
+
+
+def test_confusion_loss_is_cross_entropy_to_uniform_and_bounded_below():
+    logits = jax.random.normal(jax.random.key(0), (3, 5)) * 4.0
+    log_p = logits - np.log(np.exp(np.asarray(logits)).sum(-1, keepdims=True))
+    assert float(gan_losses.confusion_loss(logits)) == pytest.approx(float(-log_p.mean()),
+                                                                     rel=1e-5)
+    uniform, confidently_wrong = jnp.zeros((2, 5)), jnp.array([[20.0, 0, 0, 0, 0]] * 2)
+    assert float(gan_losses.confusion_loss(uniform)) == pytest.approx(np.log(5))
+    assert float(gan_losses.confusion_loss(confidently_wrong)) > np.log(5) + 5
+
+
+
+def test_n_critic_updates_the_generator_on_its_steps_only_and_its_average_counts_them(tiny_fma):
+    """wgan_gp with n_critic 2: G (and its average) moves on steps 0 and 2 only, the D-only
+    steps report G's loss as 0, and the average's warm-up counts generator updates."""
+    config = th.gan_config(tiny_fma[0], **{"gan.loss": "wgan_gp", "gan.n_critic": 2,
+                                           "gan.r1_weight": 0.0, "gan.ema_decay": 0.9})
+    task = gan.StarGanTask(config, spec.DataSpec("fma/small", tuple(f"g{i}" for i in range(8)),
+                                                 22_050, 22_050), sharding.make_mesh())
+    step, state = jax.jit(task.train_step), jax.jit(task.init)()
+    rng = np.random.default_rng(0)
+    batch = {"audio": jnp.asarray(rng.integers(-8000, 8000, (8, 22_050)), jnp.int16),
+             "label": jnp.arange(8, dtype=jnp.int32)}
+    expected_ema, g_updates = state.g_ema, 0
+    for i in range(4):
+        before = state.g_params
+        state, metrics = step(state, batch)
+        moved = th.tree_max_abs_diff(before, state.g_params)
+        if i % 2:
+            assert moved == 0.0 and float(metrics["g_loss"]) == 0.0
+        else:
+            assert moved > 0.0 and float(metrics["g_loss"]) != 0.0
+            rate = min(0.9, (1 + g_updates) / (10 + g_updates))
+            expected_ema = jax.tree.map(lambda e, p, r=rate: r * e + (1 - r) * p, expected_ema,
+                                        state.g_params)
+            g_updates += 1
+    assert th.tree_max_abs_diff(expected_ema, state.g_ema) < 1e-6
