@@ -2,7 +2,7 @@
 at the demo and default sizes of `configs/stargan.py`, as the trainer jits it.
 
   python -m benchmarks.gan_step [--sizes demo,default] [--steps 5] [--dtype float32]
-                                [--d_conv ours,xla]
+                                [--d_conv ours,xla] [--loss hinge|nonsaturating|wgan_gp]
 
 One step = one D update (hinge + R1) and one G update (adversarial, cycle, identity), plus the
 frontend on the raw crops, on this machine's devices with the trainer's shardings. Without a
@@ -11,7 +11,9 @@ step time, the FLOPs XLA counts for the step and the FLOP rate they imply; on a 
 --peak_tflops, the model FLOP utilisation (MFU). No peer: no public JAX or PyTorch StarGAN of
 this configuration exists to run side by side. `--d_conv ours,xla` times the step twice in one
 run: with the discriminator's convolutions as shipped (`conv.space_to_depth_conv`) and as XLA's
-strided convolution (what `SNConv` ran before), and prints the ratio.
+strided convolution (what `SNConv` ran before), and prints the ratio. `--loss wgan_gp` (with
+its n_critic 5: one G update per 5 D updates) times whole cycles of n_critic steps and reports
+the time per step over a cycle.
 """
 import argparse
 import contextlib
@@ -43,8 +45,9 @@ def discriminator_conv(kind: str):
         conv.space_to_depth_conv = saved
 
 
-def measure(size: str, steps: int, dtype: str, peak_tflops: float | None) -> dict:
-    config = stargan.get_config("demo" if size == "demo" else None)
+def measure(size: str, steps: int, dtype: str, peak_tflops: float | None,
+            loss: str = "hinge") -> dict:
+    config = stargan.get_config(",".join(w for w in ("demo" if size == "demo" else "", loss) if w))
     config.model.dtype = config.discriminator.dtype = dtype
     rate = 22_050
     data = spec.DataSpec("fma/small", tuple(f"genre{i}" for i in range(8)), rate,
@@ -64,14 +67,17 @@ def measure(size: str, steps: int, dtype: str, peak_tflops: float | None) -> dic
     flops = step.lower(state, batch).compile().cost_analysis().get("flops", float("nan"))
     holder = {"state": state}
 
+    cycle = config.gan.n_critic  # steps per generator update
+
     def run():
-        holder["state"], metrics = step(holder["state"], batch)
+        for _ in range(cycle):
+            holder["state"], metrics = step(holder["state"], batch)
         jax.block_until_ready(metrics)
 
     run()  # compile and warm up
-    seconds = median_seconds(run, steps)
-    out = {"size": size, "batch": config.batch_size, "crop_s": config.data.crop_seconds,
-           "n_mels": config.frontend.n_mels, "step_s": seconds, "steps_per_s": 1 / seconds,
+    seconds = median_seconds(run, steps) / cycle
+    out = {"size": size, "loss": loss, "n_critic": cycle, "batch": config.batch_size,
+           "crop_s": config.data.crop_seconds, "n_mels": config.frontend.n_mels, "step_s": seconds, "steps_per_s": 1 / seconds,
            "examples_per_s": config.batch_size / seconds, "gflop_per_step": flops / 1e9,
            "achieved_tflops": flops / seconds / 1e12}
     if peak_tflops:
@@ -87,6 +93,7 @@ def main():
     parser.add_argument("--d_conv", default="ours",
                         help="Comma-separated: ours (as shipped), xla (XLA's strided convolution "
                              "in the discriminator); with both, the ratio xla / ours is printed.")
+    parser.add_argument("--loss", default="hinge", choices=["hinge", "nonsaturating", "wgan_gp"])
     parser.add_argument("--peak_tflops", type=float, default=None,
                         help="The device's peak dense TFLOP/s in --dtype, for MFU.")
     args = parser.parse_args()
@@ -98,7 +105,7 @@ def main():
         seconds = {}
         for kind in kinds:
             with discriminator_conv(kind):
-                r = measure(size, args.steps, args.dtype, args.peak_tflops)
+                r = measure(size, args.steps, args.dtype, args.peak_tflops, args.loss)
             seconds[kind] = r["step_s"]
             print(_line(r, kind, args.steps), flush=True)
         if {"ours", "xla"} <= seconds.keys():
@@ -107,8 +114,9 @@ def main():
 
 
 def _line(r: dict, kind: str, steps: int) -> str:
-    line = (f"{r['size']:>8} (D conv: {kind}): batch {r['batch']}, {r['crop_s']} s crops, "
-            f"{r['n_mels']} mels: {r['step_s']:.3f} s/step (median of {steps}), {r['steps_per_s']:.2f} "
+    line = (f"{r['size']:>8} (D conv: {kind}, {r['loss']}, n_critic {r['n_critic']}): batch "
+            f"{r['batch']}, {r['crop_s']} s crops, {r['n_mels']} mels: {r['step_s']:.3f} s/step "
+            f"(median of {steps} cycles of {r['n_critic']}), {r['steps_per_s']:.2f} "
             f"steps/s, {r['examples_per_s']:.1f} examples/s, {r['gflop_per_step']:.0f} "
             f"GFLOP/step, {r['achieved_tflops'] * 1e3:.0f} GFLOP/s")
     if "mfu" in r:
