@@ -78,7 +78,8 @@ def measure(size: str, steps: int, dtype: str, peak_tflops: float | None,
     seconds = median_seconds(run, steps) / cycle
     out = {"size": size, "loss": loss, "n_critic": cycle, "batch": config.batch_size,
            "crop_s": config.data.crop_seconds, "n_mels": config.frontend.n_mels,
-           "step_s": seconds, "steps_per_s": 1 / seconds, "examples_per_s": config.batch_size / seconds, "gflop_per_step": flops / 1e9,
+           "step_s": seconds, "steps_per_s": 1 / seconds,
+           "examples_per_s": config.batch_size / seconds, "gflop_per_step": flops / 1e9,
            "achieved_tflops": flops / seconds / 1e12}
     if peak_tflops:
         out["mfu"] = out["achieved_tflops"] / peak_tflops
