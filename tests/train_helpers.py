@@ -73,16 +73,18 @@ def autoencoder_config(data_dir: str, **extra):
 
 
 def cli(workdir: str, data_dir: str, devices: int = 1, extra_args=(), wait=True, gan=False,
-        cwd: str = ROOT, **extra):
+        cwd: str = ROOT, log=None, **extra):
     """Runs `python -m jaxgenre.train` on `devices` fake CPU devices (the small classifier, or
-    with gan=True the small StarGAN), from `cwd` (the config path stays `configs/...`)."""
+    with gan=True the small StarGAN), from `cwd` (the config path stays `configs/...`). The
+    console goes to a pipe, or to the open file `log` (processes nobody reads while they run:
+    a full pipe would block them)."""
     spec = "configs/stargan.py:demo" if gan else "configs/mfcc_cnn.py:demo"
     values = gan_overrides(data_dir, **extra) if gan else overrides(data_dir, **extra)
     args = [sys.executable, "-m", "jaxgenre.train", "--config", spec, "--workdir", workdir]
     args += [f"--config.{k}={v}" for k, v in values.items()]
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    proc = subprocess.Popen(args + list(extra_args), cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(args + list(extra_args), cwd=cwd, env=env,
+                            stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not wait:
         return proc
     out, _ = proc.communicate(timeout=600)
