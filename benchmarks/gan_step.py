@@ -12,8 +12,8 @@ step time, the FLOPs XLA counts for the step and the FLOP rate they imply; on a 
 this configuration exists to run side by side. `--d_conv ours,xla` times the step twice in one
 run: with the discriminator's convolutions as shipped (`conv.space_to_depth_conv`) and as XLA's
 strided convolution (what `SNConv` ran before), and prints the ratio. `--loss wgan_gp` (with
-its n_critic 5: one G update per 5 D updates) times whole cycles of n_critic steps and reports
-the time per step over a cycle.
+its n_critic 5: one G update per 5 D updates) times whole cycles of n_critic steps as the trainer
+runs them (`Task.train_steps`) and reports the time and FLOPs per step over a cycle.
 """
 import argparse
 import contextlib
@@ -57,26 +57,29 @@ def measure(size: str, steps: int, dtype: str, peak_tflops: float | None,
     _, state_sharding = sharding.abstract_state(task.init, mesh)
     state = jax.jit(task.init, out_shardings=state_sharding)()
     batch_sharding = sharding.batch_sharding(mesh)
-    step = jax.jit(task.train_step,
-                   in_shardings=(state_sharding, {"audio": batch_sharding, "label": batch_sharding}),
-                   out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
+    step_fns, jitted = task.train_steps(), {}  # as the trainer: each distinct one compiled once
+    for fn in step_fns:
+        jitted.setdefault(id(fn), jax.jit(
+            fn, in_shardings=(state_sharding, {"audio": batch_sharding, "label": batch_sharding}),
+            out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,)))
+    cycle = [jitted[id(fn)] for fn in step_fns]
     rng = np.random.default_rng(0)
     batch = {"audio": rng.integers(-8000, 8000, (config.batch_size, data.crop_samples), np.int16),
              "label": rng.integers(0, 8, config.batch_size).astype(np.int32)}
     batch = jax.device_put(batch, batch_sharding)
-    flops = step.lower(state, batch).compile().cost_analysis().get("flops", float("nan"))
+    # FLOPs per step over a cycle (a D-only step has no G passes)
+    flops = sum(fn.lower(state, batch).compile().cost_analysis().get("flops", float("nan"))
+                for fn in cycle) / len(cycle)  # each distinct one compiles once, cached
     holder = {"state": state}
 
-    cycle = config.gan.n_critic  # steps per generator update
-
     def run():
-        for _ in range(cycle):
-            holder["state"], metrics = step(holder["state"], batch)
+        for fn in cycle:
+            holder["state"], metrics = fn(holder["state"], batch)
         jax.block_until_ready(metrics)
 
     run()  # compile and warm up
-    seconds = median_seconds(run, steps) / cycle
-    out = {"size": size, "loss": loss, "n_critic": cycle, "batch": config.batch_size,
+    seconds = median_seconds(run, steps) / len(cycle)
+    out = {"size": size, "loss": loss, "n_critic": len(cycle), "batch": config.batch_size,
            "crop_s": config.data.crop_seconds, "n_mels": config.frontend.n_mels,
            "step_s": seconds, "steps_per_s": 1 / seconds,
            "examples_per_s": config.batch_size / seconds, "gflop_per_step": flops / 1e9,

@@ -120,10 +120,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---------------------------------------------------------------- jitted step, evaluators
     data_sharding = sharding.batch_sharding(mesh)
-    train_step = jax.jit(
-        task.train_step,
-        in_shardings=(state_sharding, {"audio": data_sharding, "label": data_sharding}),
-        out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
+    step_fns, jitted = task.train_steps(), {}  # each distinct update function compiled once
+    for fn in step_fns:
+        jitted.setdefault(id(fn), jax.jit(
+            fn, in_shardings=(state_sharding, {"audio": data_sharding, "label": data_sharding}),
+            out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,)))
+    update_cycle = [jitted[id(fn)] for fn in step_fns]
     evals = evaluators.create(config, task, state_sharding, builder, mesh)
     writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
 
@@ -166,12 +168,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     try:
         for step in range(start_step + 1, config.total_steps + 1):
-            state, metrics = train_step(state, next(batches))
+            state, metrics = update_cycle[(step - 1) % len(update_cycle)](state, next(batches))
             pending.append((step, metrics))
             check(step - 1)  # one step behind, so the host never waits on the device here
             if step % config.log_every_steps == 0 or step == config.total_steps:
                 check(step)
-                summary = {f"train_{k}": float(np.mean([m[k] for m in window])) for k in window[0]}
+                # each metric over the steps that report it (a D-only step has no G metrics)
+                names = dict.fromkeys(k for m in window for k in m)
+                summary = {f"train_{k}": float(np.mean([m[k] for m in window if k in m]))
+                           for k in names}
                 summary.update(progress.update(step), **task.learning_rates(step))
                 writer.write_scalars(step, summary)
                 logging.info("%s", progress.line(step, summary))
@@ -230,7 +235,7 @@ class _Progress:
     def line(self, step: int, s: dict) -> str:
         done = int(30 * step / self.total)
         eta = int(s["eta_seconds"])
-        values = " ".join(f"{k} {s[f'train_{k}']:.4f}" for k in self.metrics)
+        values = " ".join(f"{k} {s[f'train_{k}']:.4f}" for k in self.metrics if f"train_{k}" in s)
         return (f"[{'#' * done}{'.' * (30 - done)}] step {step}/{self.total} {values} "
                 f"{s['steps_per_sec']:.2f} steps/s {s['examples_per_sec']:.1f} ex/s "
                 f"ETA {eta // 3600}h{eta % 3600 // 60:02d}m{eta % 60:02d}s")

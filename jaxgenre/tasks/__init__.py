@@ -12,6 +12,7 @@ Every task trains on the same batches: {"audio": int16 [B, crop_samples], "label
 (a multi-label classifier, data.label 'genres': label int32 [B, C] multi-hot), batch-sharded
 over the mesh; its state is replicated.
 """
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
@@ -47,6 +48,13 @@ class Task(Protocol):
         of them stops training, so include the loss and gradient norms). Pure; jitted
         by the loop with the state's and the batch's shardings; random numbers come from
         `config.seed` folded with `state.step`, so a resumed run draws the same ones."""
+
+    def train_steps(self) -> tuple[Callable, ...]:
+        """The update functions (like `train_step`) the loop cycles through, one per step: step
+        s runs `train_steps()[(s - 1) % len]`. `(self.train_step,)` for most tasks; the StarGAN
+        with n_critic k: its full step, then k - 1 discriminator-only steps. A function that
+        repeats is the same object (jitted once). Its metrics may leave out what it does not
+        compute (a D-only step: G's)."""
 
     def learning_rates(self, step: int) -> dict[str, float]:
         """The learning rates the update that produced `step` used (step 1: the schedules'

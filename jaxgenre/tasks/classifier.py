@@ -265,6 +265,9 @@ class ClassifierTask:
                           mel=self.mel, mesh=self.mesh, num_classes=self.data.num_classes,
                           base_key=self.step_key)
 
+    def train_steps(self) -> tuple:
+        return (self.train_step,)
+
     def predict(self, state: TrainState, batch: dict) -> tuple[jax.Array, jax.Array]:
         return predict_step(state, batch, graphdef=self.graphdef, config=self.config,
                             mel=self.mel, mesh=self.mesh)

@@ -165,18 +165,18 @@ class _StyleTransferTask:
         updates, d_opt = self.d_tx.update(d_grads, state.d_opt, state.d_params)
         return optax.apply_updates(state.d_params, updates), d_opt
 
-    def _finish(self, state, d_params, d_opt, d_rest, g_grads, update_g):
-        """Applies G's update (only when `update_g`) and the EMA; returns the new state."""
+    def _finish(self, state, d_params, d_opt, d_rest, g_grads):
+        """Applies G's update and the EMA; returns the new state."""
         g_updates, g_opt = self.g_tx.update(g_grads, state.g_opt, state.g_params)
         g_params = optax.apply_updates(state.g_params, g_updates)
-        def keep(new, old):
-            return jax.tree.map(lambda a, b: jnp.where(update_g, a, b), new, old)
-        g_params, g_opt = keep(g_params, state.g_params), keep(g_opt, state.g_opt)
         # The average's warm-up counts generator updates (one per n_critic steps).
         rate = classifier.ema_rate(self.gan.ema_decay, state.step // self.gan.n_critic)
-        g_ema = keep(optax.incremental_update(g_params, state.g_ema, 1.0 - rate), state.g_ema)
+        g_ema = optax.incremental_update(g_params, state.g_ema, 1.0 - rate)
         return state.replace(step=state.step + 1, g_params=g_params, g_opt=g_opt,
                              d_params=d_params, d_opt=d_opt, d_rest=d_rest, g_ema=g_ema)
+
+    def train_steps(self) -> tuple:
+        return (self.train_step,)
 
     def warm_start(self, state: GanState) -> GanState:
         return state  # the frozen loss classifier is restored in __init__; nothing else
@@ -208,7 +208,15 @@ class StarGanTask(_StyleTransferTask):
     """One conditional generator for every genre, a multi-task discriminator."""
     progress_metrics = ("d_loss", "g_loss", "d_real", "d_fake", "cycle_l1")
 
-    def train_step(self, state: GanState, batch: dict):
+    def train_steps(self) -> tuple:
+        """The full step (D, then G), then n_critic - 1 discriminator-only steps: separate
+        functions, as XLA:CPU ran the same cycle under one `lax.cond` 2.5x slower per step
+        (benchmarks.gan_step --loss wgan_gp)."""
+        d_only = functools.partial(self.train_step, update_g=False)
+        return (self.train_step,) + (d_only,) * (self.gan.n_critic - 1)
+
+    def train_step(self, state: GanState, batch: dict, update_g: bool = True):
+        """update_g=False: a discriminator-only step (G, its optimizer and average kept)."""
         gan = self.gan
         key = jax.random.fold_in(self.step_key, state.step)
         gain_key, target_key, gp_key = jax.random.split(key, 3)
@@ -236,8 +244,15 @@ class StarGanTask(_StyleTransferTask):
         (d_loss, (d_rest, d_real, d_fake)), d_grads = jax.value_and_grad(
             d_loss_fn, has_aux=True)(state.d_params)
 
-        # ---- generator: fool D for the target genre, keep the content (cycle, identity)
         d_params, d_opt = self._update_d(state, d_grads)
+        d_metrics = {"d_loss": d_loss, "d_real": d_real, "d_fake": d_fake,
+                     "d_grad_norm": optax.global_norm(d_grads)}
+        if not update_g:
+            new_state = state.replace(step=state.step + 1, d_params=d_params, d_opt=d_opt,
+                                      d_rest=d_rest)
+            return new_state, {**d_metrics, **_param_norms(new_state)}
+
+        # ---- generator: fool D for the target genre, keep the content (cycle, identity)
         d = nnx.merge(self.d_graph, d_params, d_rest)
 
         def g_loss_fn(g_params):
@@ -255,23 +270,10 @@ class StarGanTask(_StyleTransferTask):
                           "content_l1": content, "chroma_kept": chroma, "classifier_loss": cls,
                           "classifier_target_accuracy": cls_acc}
 
-        def g_step(_):
-            (loss, metrics), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
-            return loss, metrics, grads
-
-        update_g = state.step % gan.n_critic == 0
-        if gan.n_critic == 1:
-            g_loss, g_metrics, g_grads = g_step(None)
-        else:
-            # D-only steps skip G's forward and backward passes (lax.cond runs one branch);
-            # they report G's loss, metrics and gradients as 0.
-            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(g_step, None))
-            g_loss, g_metrics, g_grads = jax.lax.cond(update_g, g_step, lambda _: zeros, None)
-        new_state = self._finish(state, d_params, d_opt, d_rest, g_grads, update_g)
-        return new_state, {"d_loss": d_loss, "g_loss": g_loss, "d_real": d_real,
-                           "d_fake": d_fake, "d_grad_norm": optax.global_norm(d_grads),
-                           "g_grad_norm": optax.global_norm(g_grads), **g_metrics,
-                           **_param_norms(new_state)}
+        (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+        new_state = self._finish(state, d_params, d_opt, d_rest, g_grads)
+        return new_state, {**d_metrics, "g_loss": g_loss, "g_grad_norm": optax.global_norm(g_grads),
+                           **g_metrics, **_param_norms(new_state)}
 
 
 class AutoencoderTask(_StyleTransferTask):
@@ -321,7 +323,7 @@ class AutoencoderTask(_StyleTransferTask):
 
         (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
         d_params, d_opt = self._update_d(state, d_grads)
-        new_state = self._finish(state, d_params, d_opt, state.d_rest, g_grads, True)
+        new_state = self._finish(state, d_params, d_opt, state.d_rest, g_grads)
         return new_state, {"g_loss": g_loss, "d_loss": d_loss, "latent_accuracy": latent_acc,
                            "g_grad_norm": optax.global_norm(g_grads), **g_metrics,
                            **_param_norms(new_state)}
