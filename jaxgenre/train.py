@@ -71,14 +71,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     data = spec.DataSpec(config.data.name, tuple(features["label"].names), sample_rate,
                           round(config.data.crop_seconds * sample_rate))
 
-    label = config.data.label
-    unlabeled = input_pipeline.unlabeled_examples(builder, config.data.train_split)
-    if unlabeled and label == "genre_top":
-        logging.warning("%d of %d %s examples have no single genre (label -1): single-label "
-                        "training leaves them out.", unlabeled,
-                        builder.info.splits[config.data.train_split].num_examples,
-                        config.data.train_split)
-
     # ---------------------------------------------------------------- task: models, optimizers
     task = tasks.create(config, data, mesh)
     state_shapes, state_sharding = sharding.abstract_state(task.init, mesh)
@@ -143,7 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # ---------------------------------------------------------------- train loop
     batches = input_pipeline.train_batches(builder, config.data.train_split, config.batch_size,
                                            data.crop_samples, config.seed, start_step, mesh,
-                                           config.data.shuffle_buffer, label)
+                                           config.data.shuffle_buffer, config.data.label)
     progress = _Progress(start_step, config.total_steps, config.batch_size,
                          task.progress_metrics)
     notice = preemption.Notice()

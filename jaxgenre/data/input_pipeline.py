@@ -27,6 +27,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 from jax.experimental import multihost_utils
 
 import tfds_fma  # registers the `fma` dataset with TFDS
@@ -348,7 +349,13 @@ def train_batches(builder, split: str, global_batch: int, crop_samples: int, see
                   start_step: int, mesh: jax.sharding.Mesh, shuffle_buffer: int = 1024,
                   label: str = "genre_top") -> Iterator[dict]:
     """Global training batches from `start_step` on: audio [B, crop] int16, label int32 [B]
-    ('genre_top') or [B, C] ('genres')."""
+    ('genre_top') or [B, C] ('genres'). Warns of the examples single-label training leaves
+    out (no single genre)."""
+    unlabeled = unlabeled_examples(builder, split)
+    if unlabeled and label == "genre_top":
+        logging.warning("%d of %d %s examples have no single genre (label -1): single-label "
+                        "training leaves them out.", unlabeled,
+                        builder.info.splits[split].num_examples, split)
     ds = host_train_dataset(builder, split, host_batch_size(global_batch), crop_samples, seed,
                             start_step, jax.process_index(), jax.process_count(), shuffle_buffer,
                             label)
