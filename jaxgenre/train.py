@@ -82,7 +82,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         "so checkpoints are kept by step (the latest %d), not by %s.",
                         config.data.train_split, config.keep_best + 1, config.best_metric)
     mngr = checkpointing.manager(str(workdir), config.keep_best, **best)
-    saved_step = mngr.latest_step()
+    saved = checkpointing.saved_steps(mngr)  # damaged ones too: the restore moves them aside
+    saved_step = saved[-1] if saved else None
     changes = {}
     if saved_step is not None and (workdir / "config.json").exists():
         # before anything is written: a refused config leaves the run as it was

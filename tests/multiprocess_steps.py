@@ -71,3 +71,35 @@ def main(out, num_processes, process_id, port, task="classifier"):
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:])
+
+
+def resume_newest_readable(workdir: str, out: str, num_processes: str, process_id: str,
+                           port: str) -> None:
+    """Resumes the run in `workdir` as `jaxgenre.train` does (manager, then the newest step every
+    process reads), as process `process_id` of `num_processes`; then gathers the step each
+    process took (a collective, as training's first step is) and process 0 writes them to `out`
+    (a JSON list, by process).
+
+    usage: python -c "import sys; from tests import multiprocess_steps as m;
+                      m.resume_newest_readable(*sys.argv[1:])" WORKDIR OUT.json N ID PORT
+    """
+    sharding.initialize_distributed(f"localhost:{port}", int(num_processes), int(process_id))
+    import json
+
+    import numpy as np
+    from etils import epath
+    from jax.experimental import multihost_utils
+
+    from jaxgenre.run import checkpointing, rundir
+    config = rundir.load_config(workdir)
+    mesh = sharding.make_mesh()
+    task = tasks.create(config, rundir.data_spec(workdir, config), mesh)
+    shapes, shardings = sharding.abstract_state(task.init, mesh)
+    mngr = checkpointing.manager(workdir, config.keep_best, **rundir.best_options(config))
+    _, step = checkpointing.restore_newest_readable(
+        mngr, checkpointing.abstract_with_shardings(shapes, shardings),
+        epath.Path(workdir) / "unreadable_checkpoints")
+    steps = multihost_utils.process_allgather(np.int32(step))
+    if jax.process_index() == 0:
+        with open(out, "w") as f:
+            json.dump([int(s) for s in steps], f)

@@ -58,17 +58,17 @@ class CheckpointEvaluator:
 
     def watch(self, poll_seconds: int) -> None:
         """Evaluates each new checkpoint until one at or past the run's `total_steps` (read
-        again at every poll: a resumed run may have raised it) is done."""
+        again at every poll: a resumed run may have raised it) is done. A damaged step stops it
+        with the `rundir.RunError` that names the step."""
         done = set()
         while True:
-            self.mngr.reload()
             total = rundir.load_config(self.workdir).total_steps
-            for step in sorted(set(self.mngr.all_steps()) - done):
+            # damaged steps too: evaluating one raises the error that names it
+            for step in sorted(set(checkpointing.saved_steps(self.mngr)) - done):
                 try:
                     self.evaluate(str(step))
                 except (FileNotFoundError, ValueError, rundir.RunError) as e:
-                    self.mngr.reload()
-                    if step in self.mngr.all_steps():
+                    if step in checkpointing.saved_steps(self.mngr):
                         raise
                     # the trainer's manager deleted it (kept neither latest nor best) meanwhile
                     logging.info("step %d was deleted before it was read; skipped (%s)", step,

@@ -77,8 +77,10 @@ def restore(workdir: str, mesh: jax.sharding.Mesh, make_task: Callable[..., Any]
     'best' falls back to the latest step, with a warning, when no step carries the best
     metric (e.g. runs on train+validation). items: checkpoint items to read (default all;
     "eval": the task's `eval_items`, what its evaluators use). expect_tasks: refuse a run of
-    any other task (a classifier where a generator is wanted, and the reverse). An unreadable
-    checkpoint raises a `RunError` naming its path and the steps that do restore.
+    any other task (a classifier where a generator is wanted, and the reverse). A checkpoint
+    that cannot be read (a damaged step: see `checkpointing.resolve_step`, or the items asked
+    for do not restore) raises a `RunError` naming its path and the steps that do restore; the
+    other steps open as usual, and nothing in the workdir is moved or changed.
     """
     config = load_config(workdir)
     if expect_tasks is not None:
@@ -86,30 +88,40 @@ def restore(workdir: str, mesh: jax.sharding.Mesh, make_task: Callable[..., Any]
     data = data_spec(workdir, config)
     best = best_options(config)
     mngr = checkpointing.manager(workdir, read_only=True, **best)
-    if not mngr.all_steps():
+    saved = checkpointing.saved_steps(mngr)
+    if not saved:
         raise RunError(f"The run {workdir} has no checkpoint in {mngr.directory}: train it first "
                        f"(python -m jaxgenre.train --config ... --workdir {workdir}).")
-    if checkpoint == "best" and (best["best_metric"] is None or mngr.best_step() is None):
+    # a damaged step may be the one carrying the metric: resolve_step names it instead
+    no_best = mngr.best_step() is None and not checkpointing.damaged_steps(mngr)
+    if checkpoint == "best" and (best["best_metric"] is None or no_best):
         why = (f"trained on {config.data.train_split}, it keeps no best"
                if best["best_metric"] is None else f"no step carries {best['best_metric']}")
         logging.warning("No best checkpoint in %s (%s): using the latest, step %d.", workdir, why,
-                        mngr.latest_step())
+                        saved[-1])
         checkpoint = "latest"
-    step = checkpointing.resolve_step(mngr, checkpoint)
     task = make_task(config, data, mesh, training=False)
     shapes, shardings = sharding.abstract_state(task.init, mesh)
     abstract = checkpointing.abstract_with_shardings(shapes, shardings)
     items = task.eval_items if items == "eval" else items
     try:
+        step = checkpointing.resolve_step(mngr, checkpoint)
+    except checkpointing.UnreadableCheckpointError as e:
+        raise RunError(_with_readable_steps(str(e), mngr, abstract, items)) from e
+    try:
         state = checkpointing.restore(mngr, step, abstract, items)
     except Exception as e:  # TensorStore and Orbax raise bare Exception
-        good = checkpointing.readable_steps(mngr, abstract, items)
-        raise RunError(
+        raise RunError(_with_readable_steps(
             f"Checkpoint {epath.Path(mngr.directory) / str(step)} cannot be read "
-            f"({checkpointing.describe_error(e)}). Steps that restore: "
-            f"{good or 'none'}; pass one as --checkpoint STEP. (Resuming training moves "
-            "unreadable steps aside.)") from e
+            f"({checkpointing.describe_error(e)})", mngr, abstract, items)) from e
     return Run(workdir, config, data, task, state, shardings, step)
+
+
+def _with_readable_steps(problem: str, mngr, abstract, items) -> str:
+    """`problem`, then the steps whose `items` restore (it reads them all) and the fix."""
+    good = checkpointing.readable_steps(mngr, abstract, items)
+    return (f"{problem}. Steps that restore: {good or 'none'}; pass one as --checkpoint STEP. "
+            "(Resuming training moves unreadable steps aside.)")
 
 
 def check_task(workdir: str, config: ml_collections.ConfigDict, expect_tasks: tuple[str, ...]
