@@ -4,6 +4,7 @@ import dataclasses
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from jaxgenre import train
@@ -38,6 +39,7 @@ def test_the_frozen_classifier_hears_what_its_run_was_trained_on(tiny_fma, tmp_p
 
 
 
+@pytest.mark.slow  # a whole training run and a conversion
 def test_the_autoencoder_trains_with_its_latent_adversary_and_converts(tiny_fma, classifiers,
                                                                        tmp_path):
     """The autoencoder task end to end: trained with the latent confusion term, scored by the

@@ -161,6 +161,7 @@ def _check_readers_then_training(workdir: str, name: str, saved: Saved) -> None:
         assert th.saved_steps(workdir) == [2]
 
 
+@pytest.mark.slow  # every file x 3 damages; the fast tier keeps the new user's case
 @pytest.mark.parametrize("how", DAMAGES)
 def test_each_damaged_file_is_named_by_evaluate_predict_opens_the_other_training_moves_it(
         run, saved, tmp_path, how):

@@ -110,6 +110,7 @@ def _run(module, *args, devices=1):
     return proc.returncode, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # CLI processes end to end
 def test_transfer_cli_converts_any_length_and_refuses_bad_input(gan8, classifiers, tmp_path):
     workdir = gan8[0]
     song = str(tmp_path / "song.wav")

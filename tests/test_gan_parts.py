@@ -86,6 +86,7 @@ def test_confusion_loss_is_cross_entropy_to_uniform_and_bounded_below():
 
 
 
+@pytest.mark.slow  # two StarGAN steps compiled (wgan_gp)
 def test_n_critic_updates_the_generator_on_its_steps_only_and_its_average_counts_them(tiny_fma):
     """wgan_gp with n_critic 2, its steps cycled as the trainer does: G (and its average) moves
     on steps 0 and 2 only, the D-only steps compute no G loss, and the average's warm-up counts
