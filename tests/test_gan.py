@@ -150,6 +150,7 @@ def test_transfer_cli_converts_any_length_and_refuses_bad_input(gan8, classifier
     assert code != 0 and "is a 'stargan' run where a classifier run is needed" in log
 
 
+@pytest.mark.slow  # three transfer evaluations end to end
 def test_the_transfer_evaluator_takes_a_gan_run_as_a_method(gan8, classifiers, tmp_path):
     from tests.test_transfer import FAST
     out, out_two = str(tmp_path / "eval"), str(tmp_path / "eval_two_targets")
