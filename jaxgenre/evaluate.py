@@ -16,19 +16,16 @@ from jaxgenre.core import cli
 # First of all: before TensorFlow and JAX start their threads and loggers.
 cli.prepare_process(relaunch=__name__ == "__main__")
 
-import sys
-
 from absl import app, flags
 
-from jaxgenre.core import sharding
+from jaxgenre.core import outputs, sharding
 from jaxgenre.evaluators import checkpoints
-from jaxgenre.run import rundir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's --workdir.", required=True)
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "Split to evaluate.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
 _WATCH = flags.DEFINE_bool("watch", False, "Evaluate every new checkpoint until the last step.")
-_POLL = flags.DEFINE_integer("poll_seconds", 30, "With --watch: how often to look.")
+_POLL = cli.integer_flag("poll_seconds", 30, "With --watch: how often to look.", minimum=1)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the run's data.data_dir.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
                                   "Where reports go (default WORKDIR/eval; e.g. for a read-only run).")
@@ -41,14 +38,12 @@ def main(argv):
     sharding.initialize_distributed()
     job = checkpoints.CheckpointEvaluator(_WORKDIR.value, _SPLIT.value, _DATA_DIR.value,
                                          _OUTPUT_DIR.value)
-    try:
-        if _WATCH.value:
-            job.watch(_POLL.value)
-        else:
-            job.evaluate(_CHECKPOINT.value)
-    except (rundir.RunError, OSError) as e:
-        sys.exit(f"error: {e}")
+    outputs.check_writable(job.output_dir, "--output_dir", directory=True)
+    if _WATCH.value:
+        job.watch(_POLL.value)
+    else:
+        job.evaluate(_CHECKPOINT.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

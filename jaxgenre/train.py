@@ -27,9 +27,8 @@ from etils import epath
 from ml_collections import config_flags
 
 from jaxgenre import evaluators, tasks
-from jaxgenre.core import sharding
+from jaxgenre.core import errors, sharding
 from jaxgenre.data import input_pipeline, spec
-from jaxgenre.pretrained import import_dir
 from jaxgenre.run import checkpointing, config_checks, config_versions, preemption, restarts, rundir
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -37,11 +36,12 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and evaluations.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for GPU clusters without auto-detection.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --coordinator_address.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --coordinator_address.")
+_NUM_PROCESSES = cli.integer_flag("num_processes", None, "With --coordinator_address.",
+                                  minimum=1)
+_PROCESS_ID = cli.integer_flag("process_id", None, "With --coordinator_address.", minimum=0)
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.UserError, FloatingPointError):
     """The loss became NaN or Inf; training stopped, the last good checkpoint is kept."""
 
 
@@ -246,10 +246,7 @@ def main(argv):
     except preemption.Preempted as e:
         logging.warning("%s", e)
         sys.exit(preemption.EXIT_CODE)
-    except (restarts.RestartError, checkpointing.NoReadableCheckpointError,
-            import_dir.PretrainedError) as e:
-        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=config_checks.parse_flags)
+    cli.run(main, flags_parser=config_checks.parse_flags, sigterm_unwinds=False)

@@ -134,7 +134,7 @@ def test_runs_that_cannot_be_exported_are_refused_cleanly(exported, tmp_path):
 
     stargan = tmp_path / "stargan"
     stargan.mkdir()
-    (stargan / "config.json").write_text(json.dumps({"task": "stargan"}))
+    (stargan / "config.json").write_text(json.dumps(th.gan_config("/nowhere").to_dict()))
     proc = subprocess.run([sys.executable, "-m", "jaxgenre.export", "--workdir", str(stargan),
                            "--out", str(tmp_path / "b")], cwd=th.ROOT, capture_output=True,
                           text=True, timeout=300, check=False,

@@ -150,17 +150,22 @@ def max_abs_diff(a: dict, b: dict) -> float:
 _EXITS = """
 import contextlib, importlib, io, json, sys
 from absl import flags
+from jaxgenre.core import cli as cli_lib
 cli = importlib.import_module(sys.argv[1])
 if hasattr(cli, "define_flags"):  # CLIs that define their flags only when run
     cli.define_flags()
 results = []
 for args in json.loads(sys.argv[2]):
     flags.FLAGS.unparse_flags()
-    argv = flags.FLAGS(["prog", *args])
+    try:
+        argv = flags.FLAGS(["prog", *args])
+    except flags.Error as e:  # what absl prints before exiting 1
+        results.append([1, f"FATAL Flags parsing error: {e}"])
+        continue
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         try:
-            cli.main(argv)
+            cli_lib.call_main(cli.main, argv)
             code = 0
         except SystemExit as e:
             code, err = 1, io.StringIO(err.getvalue() + str(e.code))

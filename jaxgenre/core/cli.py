@@ -6,16 +6,34 @@ checkpoint saves, one line each, and errors; the libraries' INFO and WARNING cha
 per-checkpoint lines, TensorFlow and XLA start-up, TFDS deprecations) is hidden. `--verbosity=1`
 (absl's flag) shows everything.
 
+A user's mistake (`errors.UserError`, and the ValueError or OSError our checks and the file
+system raise) ends the program with one line, `error: <what and the fix>`, exit status 1;
+`--verbosity=1` shows its traceback instead.
+
   from jaxgenre.core import cli
   cli.prepare_process(relaunch=__name__ == "__main__")  # first, before TensorFlow or JAX
   ...
   def main(argv):
       cli.quiet_logs()
+  ...
+  cli.run(main)  # in place of absl's app.run
+
+Every numeric flag of every command line is defined here, with its bounds (`integer_flag`,
+`float_flag`), so a value that cannot be right (a negative window, -1 iterations) is refused
+while the flags are parsed, in absl's two lines, before any work.
 """
+import functools
 import logging as py_logging
 import os
+import signal
+import sys
 
-from jaxgenre.core import host_memory
+from jaxgenre.core import errors, host_memory
+
+# What a command line reports as one line rather than a traceback: our own checks raise
+# UserError (or ValueError, for the config checks shared with library callers); OSError is a
+# path that is missing, unwritable or a directory, and its message names the path.
+USER_ERRORS = (errors.UserError, ValueError, OSError)
 
 _OURS = (f"{os.sep}jaxgenre{os.sep}", f"{os.sep}tfds_fma{os.sep}")
 # Native (C++) loggers read these when TensorFlow, XLA and libtpu start: errors only.
@@ -44,6 +62,86 @@ def quiet_logs() -> None:
     py_logging.captureWarnings(True)  # Python warnings become records the filter sees
     logging.get_absl_handler().addFilter(_OnlyOurs())
     py_logging.getLogger("tensorflow").setLevel(py_logging.ERROR)  # it has a handler of its own
+    # A checkpoint that fails to restore (which we report, naming the step) leaves Orbax's other
+    # reads of it in flight; they end after its event loop closed, and asyncio and Python print
+    # a traceback for each of them, hundreds of lines.
+    py_logging.getLogger("asyncio").setLevel(py_logging.CRITICAL)
+    sys.unraisablehook = functools.partial(_unless_closed_loop, sys.__unraisablehook__)
+
+
+def integer_flag(name: str, default: int | None, help: str, minimum: int,
+                 maximum: int | None = None):
+    """absl's DEFINE_integer, refusing values below `minimum` or above `maximum` (None, the
+    default when `default` is None, stays allowed: it means "not given")."""
+    from absl import flags
+    holder = flags.DEFINE_integer(name, default, help)
+    _bound(name, lambda v: v >= minimum and (maximum is None or v <= maximum),
+           f"an integer from {minimum}" + (f" to {maximum}" if maximum is not None else " up"))
+    return holder
+
+
+def float_flag(name: str, default: float | None, help: str, above: float | None = None,
+               minimum: float | None = None, maximum: float | None = None):
+    """absl's DEFINE_float, refusing values not greater than `above`, below `minimum` or above
+    `maximum`, and NaN or infinity (None stays allowed, as in `integer_flag`)."""
+    import math
+
+    from absl import flags
+    holder = flags.DEFINE_float(name, default, help)
+    parts = ([f"greater than {above:g}"] if above is not None else []) + (
+        [f"at least {minimum:g}"] if minimum is not None else []) + (
+        [f"at most {maximum:g}"] if maximum is not None else [])
+    _bound(name, lambda v: (math.isfinite(v) and (above is None or v > above)
+                            and (minimum is None or v >= minimum)
+                            and (maximum is None or v <= maximum)),
+           "a finite number" + (" " + " and ".join(parts) if parts else ""))
+    return holder
+
+
+def _bound(name: str, ok, what: str) -> None:
+    from absl import flags
+    flags.register_validator(name, lambda v: v is None or ok(v),
+                             message=f"--{name} must be {what}.")
+
+
+def run(main, flags_parser=None, sigterm_unwinds: bool = True) -> None:
+    """absl's `app.run(main)`, with a user's mistake (USER_ERRORS, absl's UsageError) printed
+    as `error: <message>` on one line and exit status 1; with --verbosity=1 the exception
+    propagates as usual (traceback, or absl's usage text). sigterm_unwinds: see `call_main`
+    (False for training, which saves a checkpoint on SIGTERM: `run/preemption`)."""
+    from absl import app
+    kwargs = {} if flags_parser is None else {"flags_parser": flags_parser}
+    app.run(functools.partial(call_main, main, sigterm_unwinds=sigterm_unwinds), **kwargs)
+
+
+def call_main(main, argv, sigterm_unwinds: bool = True):
+    """`main(argv)` as `run` calls it once the flags are parsed (tests call it to run several
+    mains in one process): a user's mistake exits with one line, and with `sigterm_unwinds`
+    SIGTERM raises SystemExit(143) (exit status 143, as when killed by it)."""
+    from absl import app, logging
+    if sigterm_unwinds and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so output files are finished or
+        # removed (`outputs`) rather than left half-written.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return main(argv)
+    except (app.UsageError, *USER_ERRORS) as e:
+        if logging.get_verbosity() >= 1:
+            raise
+        sys.stdout.flush()
+        sys.exit("error: " + " ".join(str(e).split()))
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _unless_closed_loop(default_hook, unraisable) -> None:
+    """sys.unraisablehook that drops 'Event loop is closed' (see quiet_logs) and passes
+    everything else to `default_hook`."""
+    e = unraisable.exc_value
+    if not (isinstance(e, RuntimeError) and str(e) == "Event loop is closed"):
+        default_hook(unraisable)
 
 
 class _OnlyOurs(py_logging.Filter):

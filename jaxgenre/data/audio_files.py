@@ -31,24 +31,49 @@ def read(path: str, sample_rate: int) -> np.ndarray:
     """Any format librosa reads, resampled to `sample_rate` and mixed to mono.
 
     Returns float32 [N], N > 0, in [-1, 1] for PCM input. Raises FileNotFoundError for a missing
-    file and ValueError for one that does not decode or holds no samples; each message names
-    the file.
+    file and ValueError for one that does not decode, holds no samples or holds NaN or infinite
+    ones; each message names the file.
     """
     import librosa  # slow to import; only the CLIs that read audio need it
     if not epath.Path(path).exists():
         raise FileNotFoundError(f"{path}: no such file.")
     try:
         # librosa warns as it falls back from soundfile to audioread; the error below says more.
+        # Decoded at the file's own rate and channels first: librosa's mixing and resampling
+        # refuse NaN or infinite samples with a message that does not name them.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            audio, _ = librosa.load(path, sr=sample_rate, mono=True)
+            audio, native_rate = librosa.load(path, sr=None, mono=False)
     except Exception as e:  # noqa: BLE001 - every decoder failure reads the same to a user
         why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         raise ValueError(f"Cannot read {path} as audio ({why}); pass a file librosa reads "
                          "(wav, flac, ogg, mp3).") from None
     if audio.size == 0:
         raise ValueError(f"{path} holds no audio samples.")
+    bad = int(np.size(audio) - np.count_nonzero(np.isfinite(audio)))
+    if bad:
+        raise ValueError(f"{path}: {bad} of its {audio.size} samples are not finite (NaN or "
+                         "infinity); re-export the file from its source.")
+    audio = librosa.resample(librosa.to_mono(audio), orig_sr=native_rate, target_sr=sample_rate)
     return audio.astype(np.float32)
+
+
+SILENT_DBFS = -60.0  # a peak below this is heard as silence
+
+
+def verdict_warning(audio: np.ndarray, sample_rate: int, crop_samples: int) -> str | None:
+    """Why a model's verdict on `audio` (float32 [N]) means little, or None: the file is
+    silent (peak below SILENT_DBFS) or shorter than the model's crop of `crop_samples`, so the
+    model hears mostly zero padding."""
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak < 10 ** (SILENT_DBFS / 20):
+        level = f"{20 * np.log10(peak):.0f} dBFS" if peak > 0 else "all zeros"
+        return (f"silent (peak {level}): the genres are the model's guess for silence, not a "
+                "judgement of music")
+    if len(audio) < crop_samples:
+        return (f"{len(audio) / sample_rate:.2f} s long, shorter than the model's "
+                f"{crop_samples / sample_rate:g} s crop: the model hears mostly zero padding")
+    return None
 
 
 

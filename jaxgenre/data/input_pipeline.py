@@ -31,13 +31,13 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 import tfds_fma  # registers the `fma` dataset with TFDS
-from jaxgenre.core import sharding
+from jaxgenre.core import errors, sharding
 
 _MAX_EPOCHS = 1 << 20
 LABELS = ("genre_top", "genres")  # the values of config.data.label
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(errors.UserError, RuntimeError):
     """The dataset is neither built nor buildable; the message says how to fix it."""
 
 

@@ -17,7 +17,7 @@ from scipy import special
 from sklearn import metrics as skm
 
 from jaxgenre import tasks
-from jaxgenre.core import sharding
+from jaxgenre.core import outputs, sharding
 from jaxgenre.data import input_pipeline
 
 # The headline metrics of a classification evaluator by config.data.label: logged as
@@ -186,10 +186,8 @@ def format_multilabel_table(result: dict) -> str:
 
 def write_json(result: dict, out_dir: str, name: str) -> str:
     """Writes `<out_dir>/<name>.json`; returns its path."""
-    out = epath.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.json"
-    path.write_text(json.dumps(result, indent=2))
+    path = epath.Path(out_dir) / f"{name}.json"
+    outputs.write_text(path, json.dumps(result, indent=2))
     return str(path)
 
 
@@ -213,8 +211,8 @@ def write_report(result: dict, out_dir: str, name: str) -> tuple[str, str]:
                 color="white" if v > cm.max() / 2 else "black")
     ax.set_title(f"{name}: accuracy {result['accuracy']:.3f}")
     fig.tight_layout()
-    with png_path.open("wb") as f:
-        fig.savefig(f, dpi=120)
+    with outputs.replacing(png_path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
     return json_path, str(png_path)
 

@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 
 from jaxgenre import tasks
 from jaxgenre.audio import vocoder
-from jaxgenre.core import sharding
+from jaxgenre.core import outputs, sharding
 from jaxgenre.data import input_pipeline
 from jaxgenre.inference import judge
 from jaxgenre.run import rundir
@@ -139,10 +139,9 @@ class ProxyEvaluator:
 
     def write(self, result: dict, out_dir: str) -> list[str]:
         """`transfer_proxy_<split>_<step>.json`."""
-        out = epath.Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"transfer_proxy_{self.split.split('[')[0]}_{result['step']}.json"
-        path.write_text(json.dumps(result, indent=2))
+        path = (epath.Path(out_dir)
+                / f"transfer_proxy_{self.split.split('[')[0]}_{result['step']}.json")
+        outputs.write_text(path, json.dumps(result, indent=2))
         return [str(path)]
 
 

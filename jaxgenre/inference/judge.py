@@ -15,13 +15,13 @@ import numpy as np
 from flax import nnx
 
 from jaxgenre.audio import frontend
-from jaxgenre.core import sharding
+from jaxgenre.core import errors, sharding
 from jaxgenre.data import input_pipeline
 from jaxgenre.run import rundir
 from jaxgenre.tasks import classifier
 
 
-class JudgeError(ValueError):
+class JudgeError(errors.UserError, ValueError):
     """The judge run cannot judge: the message names the problem and the fix."""
 
 
@@ -36,7 +36,8 @@ class Judge:
     """Restores a classifier run's averaged weights (`best` checkpoint by default) on this
     process's devices.
 
-    Attributes: class_names, sample_rate, dataset (the run's data.name), config, step.
+    Attributes: class_names, sample_rate, crop_samples (the model's input length), dataset
+    (the run's data.name), config, step.
     """
 
     def __init__(self, workdir: str, mesh: jax.sharding.Mesh, checkpoint: str = "best"):
@@ -47,7 +48,7 @@ class Judge:
             raise JudgeError(str(e)) from None
         self.config, self.dataset, self.step = run.config, run.data.name, run.step
         self.class_names, self.sample_rate = list(run.data.class_names), run.data.sample_rate
-        self.state = run.state
+        self.crop_samples, self.state = run.data.crop_samples, run.state
         data = self._data = sharding.batch_sharding(mesh)
         self._predict = jax.jit(
             functools.partial(judge_step, graphdef=run.task.graphdef, config=run.config,

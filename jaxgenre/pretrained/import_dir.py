@@ -22,16 +22,17 @@ from etils import epath
 from flax import nnx
 
 from jaxgenre import models
+from jaxgenre.core import errors, outputs
 
 INFO_FILE = "import.json"  # the import directory's layout (jaxgenre.import_weights writes it)
 STATE_DIR = "state"
 
 
-class PretrainedError(ValueError):
+class PretrainedError(errors.UserError, ValueError):
     """The imported weights cannot start this config: the message names what and the fix."""
 
 
-class ImportWeightsError(ValueError):
+class ImportWeightsError(errors.UserError, ValueError):
     """The weights cannot be imported as asked: the message names the problem and the fix."""
 
 
@@ -81,7 +82,7 @@ def save(directory: str, state: dict, info: dict) -> None:
     as import.json."""
     with ocp.StandardCheckpointer() as checkpointer:  # leaving waits for the write
         checkpointer.save(epath.Path(directory).absolute() / STATE_DIR, state)
-    (epath.Path(directory) / INFO_FILE).write_text(json.dumps(info, indent=2))
+    outputs.write_text(epath.Path(directory) / INFO_FILE, json.dumps(info, indent=2))
 
 
 def read_info(directory: str) -> dict:

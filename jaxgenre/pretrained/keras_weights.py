@@ -50,6 +50,11 @@ def load_keras(arch: str, weights: str, alpha: float = 1.0):
     if not os.path.isfile(weights):
         raise ImportWeightsError(f"--weights {weights}: no such file. Point it at the .h5 file "
                                  "`tf.keras.applications` caches in ~/.keras/models.")
+    import h5py  # Keras's own reader of .h5 weights
+    if not h5py.is_hdf5(weights):
+        raise ImportWeightsError(f"--weights {weights} is not an HDF5 file (a partial download, "
+                                 "or another format): point it at the .h5 file "
+                                 "`tf.keras.applications` caches in ~/.keras/models.")
     errors = []
     for include_top in (False, True):  # Keras caches both; only the layer count tells them apart
         model = build_keras(arch, alpha, include_top)

@@ -24,16 +24,18 @@ from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as managers
 
+from jaxgenre.core import errors
+
 _LEGACY_ITEM = "default"  # runs saved before named items held the whole state in one item
 _STEP_METADATA = "_CHECKPOINT_METADATA"  # Orbax's record of a committed step and its items
 _STEP_NAMES = ocp.path.step.standard_name_format()  # checkpoints/<step>, committed steps only
 
 
-class NoReadableCheckpointError(RuntimeError):
+class NoReadableCheckpointError(errors.UserError, RuntimeError):
     """Every saved step of a run failed to restore; the message lists why, step by step."""
 
 
-class UnreadableCheckpointError(ValueError):
+class UnreadableCheckpointError(errors.UserError, ValueError):
     """The step asked for is damaged; the message names its directory and what does not read."""
 
 

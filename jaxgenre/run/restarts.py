@@ -19,6 +19,7 @@ import jax
 import ml_collections
 from etils import epath
 
+from jaxgenre.core import errors
 from jaxgenre.run import config_checks, rundir
 
 # Keys whose change makes the saved state mean something else, refused even where every shape
@@ -33,7 +34,7 @@ MEANING_KEYS = (
 )
 
 
-class RestartError(ValueError):
+class RestartError(errors.UserError, ValueError):
     """The new config cannot resume this workdir; the message names the keys and the fix."""
 
 

@@ -17,12 +17,12 @@ import ml_collections
 from absl import logging
 from etils import epath
 
-from jaxgenre.core import sharding
+from jaxgenre.core import errors, outputs, sharding
 from jaxgenre.data import spec
 from jaxgenre.run import checkpointing, config_versions
 
 
-class RunError(ValueError):
+class RunError(errors.UserError, ValueError):
     """The workdir is not (yet) a run that can be read; the message names the fix."""
 
 
@@ -37,11 +37,35 @@ class Run:
     step: int
 
 
+# What every reader of a run needs from its config.json, whatever the task.
+REQUIRED_KEYS = ("data.name", "data.crop_seconds", "model.name", "total_steps")
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The run's config.json (with keys added since it was saved: `config_versions`). Raises
+    FileNotFoundError when there is none, RunError naming the file when it is not JSON (a
+    half-written file) or lacks one of REQUIRED_KEYS."""
     path = epath.Path(workdir) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {workdir} a jaxgenre.train --workdir?")
-    return config_versions.with_added_keys(ml_collections.ConfigDict(json.loads(path.read_text())))
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path} is not valid JSON ({e.msg}, line {e.lineno} column {e.colno}): "
+                       "the file is damaged; restore it from a copy of the run.") from None
+    missing = [k for k in REQUIRED_KEYS if not _has_key(values, k)]
+    if missing:
+        raise RunError(f"{path} lacks {', '.join(missing)}: it is not a jaxgenre.train config; "
+                       "restore it from a copy of the run.")
+    return config_versions.with_added_keys(ml_collections.ConfigDict(values))
+
+
+def _has_key(values, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not isinstance(values, dict) or part not in values:
+            return False
+        values = values[part]
+    return True
 
 
 def write(workdir: str, config: ml_collections.ConfigDict, data: spec.DataSpec,
@@ -49,9 +73,8 @@ def write(workdir: str, config: ml_collections.ConfigDict, data: spec.DataSpec,
     """config.json and dataset_info.json: what `load_config` and `data_spec` read back.
     splits: {split name: examples}, for the record."""
     path = epath.Path(workdir)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(config.to_json(indent=2))
-    (path / "dataset_info.json").write_text(json.dumps(
+    outputs.write_text(path / "config.json", config.to_json(indent=2))
+    outputs.write_text(path / "dataset_info.json", json.dumps(
         {"name": data.name, "class_names": list(data.class_names),
          "sample_rate": data.sample_rate, "splits": splits}, indent=2))
 

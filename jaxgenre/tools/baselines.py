@@ -52,6 +52,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from jaxgenre.core import outputs
 from jaxgenre.data import input_pipeline
 from jaxgenre.pretrained import musicnn_original
 from tfds_fma.fma import decode
@@ -286,11 +287,8 @@ def markdown(report: dict) -> str:
 
 def write(report: dict, output_dir: str) -> None:
     """baselines.md (the table) and baselines.json (the report) in `output_dir`."""
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "baselines.md"), "w") as f:
-        f.write(markdown(report))
-    with open(os.path.join(output_dir, "baselines.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    outputs.write_text(os.path.join(output_dir, "baselines.md"), markdown(report))
+    outputs.write_text(os.path.join(output_dir, "baselines.json"), json.dumps(report, indent=2))
 
 
 def define_flags() -> None:
@@ -307,8 +305,8 @@ def define_flags() -> None:
                         "the directory it was unzipped into.")
     flags.DEFINE_list("models", list(MODELS), f"Models to run, of {', '.join(MODELS)}.")
     flags.DEFINE_string("output_dir", None, "Also write baselines.md and baselines.json here.")
-    flags.DEFINE_integer("workers", None, "Feature extraction threads (default one per core).",
-                         lower_bound=1)
+    cli.integer_flag("workers", None, "Feature extraction threads (default one per core).",
+                     minimum=1)
 
 
 def main(argv):
@@ -317,16 +315,11 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     f = flags.FLAGS
     # Bad input is refused before the features, which take minutes.
-    try:
-        models = parse_models(f.models)
-        builder = input_pipeline.load_builder(f.dataset, f.data_dir, build=False,
-                                               flag="--dataset")
-    except (ValueError, input_pipeline.DatasetUnavailableError) as e:
-        sys.exit(f"error: {e}")
-    try:
-        report = run(builder, f.features, models, f.workers, f.musicnn_wheel)
-    except (ValueError, FileNotFoundError) as e:  # e.g. no wheel, or not 16 kHz audio
-        sys.exit(f"error: {e}")
+    models = parse_models(f.models)
+    builder = input_pipeline.load_builder(f.dataset, f.data_dir, build=False, flag="--dataset")
+    if f.output_dir:
+        outputs.check_writable(f.output_dir, "--output_dir", directory=True)
+    report = run(builder, f.features, models, f.workers, f.musicnn_wheel)
     print(markdown(report), end="")
     if f.output_dir:
         write(report, f.output_dir)
@@ -335,7 +328,7 @@ def main(argv):
 def entry_point() -> None:
     """Parses the flags and runs `main` (the `python -m` entry point)."""
     define_flags()
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,13 @@ from jaxgenre.core import cli
 cli.prepare_process(relaunch=__name__ == "__main__")
 
 import dataclasses
-import sys
 
 import jax
 from absl import app, flags, logging
 from etils import epath
 
 from jaxgenre.audio import vocoder
-from jaxgenre.core import sharding
+from jaxgenre.core import outputs, sharding
 from jaxgenre.data import input_pipeline
 from jaxgenre.inference import judge as judge_lib
 from jaxgenre.run import config_versions, rundir
@@ -38,26 +37,28 @@ _JUDGE = flags.DEFINE_string("judge", None, "A genre classifier's jaxgenre.train
                              required=True)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where results go.", required=True)
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "Split to convert.")
-_CLIPS = flags.DEFINE_integer("clips", None, "Only the split's first N clips.")
+_CLIPS = cli.integer_flag("clips", None, "Only the split's first N clips.", minimum=1)
 _TARGETS = flags.DEFINE_list("targets", None, "Target genre names (default: every genre).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "The judge's checkpoint: best|latest|STEP.")
 _METHOD_CHECKPOINT = flags.DEFINE_string(
     "method_checkpoint", "best", "A style-transfer run's checkpoint: best|latest|STEP (other "
     "than best, the method is reported as <name>@<step>).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Clips per global batch (a multiple of the "
-                                   "device count).")
+_BATCH_SIZE = cli.integer_flag("batch_size", 8, "Clips per global batch (a multiple of the "
+                               "device count).", minimum=1)
 _PHASE = flags.DEFINE_enum("phase", "source", ["source", "random"],
                            "Griffin-Lim's initial phase: the converted clip's own, or random.")
-_GL_ITERS = flags.DEFINE_integer("gl_iters", vocoder.VocoderConfig.n_iter, "Griffin-Lim iterations.")
-_NNLS_STEPS = flags.DEFINE_integer("nnls_steps", vocoder.VocoderConfig.nnls_steps,
-                                   "Projected-gradient steps of the mel -> linear inversion.")
-_POOL = flags.DEFINE_integer("pool_per_genre", 16, "Real clips per genre of the split for "
-                             "random_target to draw from, and as many others (disjoint) that "
-                             "FD-judge compares with.")
-_EQ_CLIPS = flags.DEFINE_integer("eq_clips_per_genre", 32, "Training clips per genre for the eq "
-                                 "baseline's mean spectra.")
-_EXAMPLES = flags.DEFINE_integer("examples", 3, "Clips kept as WAV + PNG per method.")
-_SEED = flags.DEFINE_integer("seed", 0, "Random draws (random_target, random phase).")
+_GL_ITERS = cli.integer_flag("gl_iters", vocoder.VocoderConfig.n_iter, "Griffin-Lim iterations.",
+                             minimum=0)
+_NNLS_STEPS = cli.integer_flag("nnls_steps", vocoder.VocoderConfig.nnls_steps,
+                               "Projected-gradient steps of the mel -> linear inversion.",
+                               minimum=0)
+_POOL = cli.integer_flag("pool_per_genre", 16, "Real clips per genre of the split for "
+                         "random_target to draw from, and as many others (disjoint) that "
+                         "FD-judge compares with.", minimum=1)
+_EQ_CLIPS = cli.integer_flag("eq_clips_per_genre", 32, "Training clips per genre for the eq "
+                             "baseline's mean spectra.", minimum=1)
+_EXAMPLES = cli.integer_flag("examples", 3, "Clips kept as WAV + PNG per method.", minimum=0)
+_SEED = cli.integer_flag("seed", 0, "Random draws (random_target, random phase).", minimum=0)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the judge run's data.data_dir.")
 
 
@@ -106,15 +107,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     cli.quiet_logs()
-    try:
-        evaluate()
-    except (judge_lib.JudgeError, FileNotFoundError, ValueError,
-            input_pipeline.DatasetUnavailableError) as e:
-        sys.exit(f"error: {e}")
+    evaluate()
 
 
 def evaluate():
     _check_method(_METHOD.value, _JUDGE.value)
+    outputs.check_writable(_OUTPUT_DIR.value, "--output_dir", directory=True)
     sharding.initialize_distributed()
     mesh = sharding.make_mesh()
     judge = judge_lib.Judge(_JUDGE.value, mesh, _CHECKPOINT.value)
@@ -176,7 +174,7 @@ def evaluate():
 
 def entry_point() -> None:
     """Parses the flags and runs `main` (the `python -m` entry point)."""
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

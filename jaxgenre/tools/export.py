@@ -26,14 +26,13 @@ inside works on clips of the dataset's stored length (`clip_samples`, e.g. 30 s 
 DIR also gets `export_info.json` (genres, sample_rate, clip_samples, source workdir, step,
 model, signatures). The module keeps `genres`, `sample_rate` and `clip_samples` as variables.
 """
-from jaxgenre.core import cli
+from jaxgenre.core import cli, errors, outputs
 
 cli.prepare_process(relaunch=__name__ == "__main__")  # first: before TensorFlow or JAX loads
 
 import functools
 import json
 import os
-import sys
 import time
 from typing import NamedTuple
 
@@ -53,7 +52,7 @@ INFO_FILE = "export_info.json"
 PLATFORMS = ("cpu", "cuda")
 
 
-class ExportError(ValueError):
+class ExportError(errors.UserError, ValueError):
     """The run cannot be exported as asked: the message names the problem and the fix."""
 
 
@@ -79,6 +78,7 @@ def export(workdir: str, out: str, checkpoint: str = "best", clip_seconds: float
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise ExportError(f"--out {out} exists and is not an empty directory: pick a new one "
                           "(TF Serving wants MODEL_DIR/<version>, e.g. models/jaxgenre/1).")
+    outputs.check_writable(out, "--out", directory=True)
     # One device is enough to read the weights, which then leave JAX as numpy arrays.
     mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1],
                          axis_types=(jax.sharding.AxisType.Auto,))
@@ -109,7 +109,6 @@ def export(workdir: str, out: str, checkpoint: str = "best", clip_seconds: float
     module = _ServingModule(converted, leaves, genres, rate, clip_samples, multi)
     signatures = {"serving_default": module.serving_default.get_concrete_function(),
                   "classify_padded": module.classify_padded.get_concrete_function()}
-    tf.saved_model.save(module, out, signatures=signatures)
 
     info = {"genres": genres, "sample_rate": rate, "clip_samples": clip_samples,
             "crop_samples": run.data.crop_samples, "dataset": run.data.name,
@@ -123,8 +122,11 @@ def export(workdir: str, out: str, checkpoint: str = "best", clip_seconds: float
                             **({"genres": f"bool [batch, {len(genres)}]",
                                 "genre_names": "string [batch]"} if multi else
                                {"genre": "int32 [batch]", "genre_name": "string [batch]"})}}}
-    with open(os.path.join(out, INFO_FILE), "w") as f:
-        json.dump(info, f, indent=2)
+    # The SavedModel and its info in a directory beside `out`, renamed to it when both are
+    # written: TF Serving, polling MODEL_DIR for versions, never loads a half-written one.
+    with outputs.staged(out) as staging:
+        tf.saved_model.save(module, staging, signatures=signatures)
+        outputs.write_text(os.path.join(staging, INFO_FILE), json.dumps(info, indent=2))
     logging.info("Exported step %d of %s to %s in %.1f s.", run.step, workdir, out,
                  time.time() - start)
     return info
@@ -217,8 +219,9 @@ def _define_flags() -> dict:
                                    required=True),
         "checkpoint": flags.DEFINE_string("checkpoint", "best",
                                           "'best', 'latest' or a step number."),
-        "clip_seconds": flags.DEFINE_float(
-            "clip_seconds", None, "Clip length the graph works on (default: the dataset's)."),
+        "clip_seconds": cli.float_flag(
+            "clip_seconds", None, "Clip length the graph works on (default: the dataset's).",
+            above=0),
         "platforms": flags.DEFINE_list("platforms", list(PLATFORMS),
                                        "Platforms to lower for: cpu, cuda, rocm, tpu."),
     }
@@ -229,18 +232,15 @@ def main(argv, args: dict):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     cli.quiet_logs()
     out = args["out"].value
-    try:
-        info = export(args["workdir"].value, out, args["checkpoint"].value,
-                      args["clip_seconds"].value, tuple(args["platforms"].value))
-    except (ExportError, OSError) as e:
-        sys.exit(f"error: {e}")
+    info = export(args["workdir"].value, out, args["checkpoint"].value,
+                  args["clip_seconds"].value, tuple(args["platforms"].value))
     print(f"Exported {info['model']} step {info['step']} ({len(info['genres'])} genres, "
           f"{info['sample_rate']} Hz, clips of {info['clip_samples']} samples) to {out}.")
 
 
 def entry_point() -> None:
     """Parses the flags and runs `main` (the `python -m` entry point)."""
-    app.run(functools.partial(main, args=_define_flags()))
+    cli.run(functools.partial(main, args=_define_flags()))
 
 
 if __name__ == "__main__":

@@ -30,13 +30,11 @@ from jaxgenre.core import cli
 cli.prepare_process(relaunch=__name__ == "__main__")
 
 import os
-import sys
 
 from absl import app, flags
 from flax import nnx
 
 from jaxgenre.pretrained import import_dir, keras_weights, musicnn_wheel
-from jaxgenre.pretrained.import_dir import ImportWeightsError
 
 
 def import_keras(arch: str, weights: str, out: str, alpha: float | None = None,
@@ -66,8 +64,8 @@ def define_flags() -> None:
                         "unzipped into.")
     flags.DEFINE_string("variant", "MSD_musicnn", f"musicnn: one of {', '.join(musicnn_wheel.VARIANTS)}.")
     flags.DEFINE_string("weights", None, "mobilenet_v2, resnet50: Keras's weights file (.h5).")
-    flags.DEFINE_float("alpha", None, "mobilenet_v2: the width (0.35 to 1.4); default: from "
-                       "the Keras file name, else 1.0.")
+    cli.float_flag("alpha", None, "mobilenet_v2: the width (0.35 to 1.4); default: from the "
+                   "Keras file name, else 1.0.", minimum=0.35, maximum=1.4)
     flags.DEFINE_string("out", None, "A new directory for the checkpoint and import.json.",
                         required=True)
 
@@ -85,22 +83,19 @@ def main(argv):
     needed = "wheel" if source == "musicnn" else "weights"
     if f[needed].value is None:
         raise app.UsageError(f"{source} needs --{needed}.")
-    try:
-        if source == "musicnn":
-            info = musicnn_wheel.import_musicnn(f.wheel, f.variant, f.out)
-            print(f"Imported musicnn {info['variant']} ({len(info['tags'])} tags) to {f.out}.")
-        else:
-            info = import_keras(source, f.weights, f.out, f.alpha)
-            head = "with" if info["num_classes"] else "without"
-            print(f"Imported {info['source']} {head} its ImageNet head to {f.out}.")
-    except (ImportWeightsError, OSError) as e:
-        sys.exit(f"error: {e}")
+    if source == "musicnn":
+        info = musicnn_wheel.import_musicnn(f.wheel, f.variant, f.out)
+        print(f"Imported musicnn {info['variant']} ({len(info['tags'])} tags) to {f.out}.")
+    else:
+        info = import_keras(source, f.weights, f.out, f.alpha)
+        head = "with" if info["num_classes"] else "without"
+        print(f"Imported {info['source']} {head} its ImageNet head to {f.out}.")
 
 
 def entry_point() -> None:
     """Parses the flags and runs `main` (the `python -m` entry point)."""
     define_flags()
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

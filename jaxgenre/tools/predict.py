@@ -14,7 +14,13 @@ device.
 Prints `path: Genre 0.83, Genre 0.10, Genre 0.04` per file (stdout), a progress bar and the
 files it skips, naming why (stderr). --output writes a CSV (path, genre, one probability column
 per genre); --plot a PNG per file of the genres over time, `<stem>_genres.png` beside the CSV
-(or in the current directory). Exits 1 when no file could be classified.
+(or in the current directory). Exits 1 when no file could be classified. A file that is silent
+or shorter than the run's crop is classified with a warning saying so.
+
+Every file appears whole or not at all (`outputs`): the CSV is written beside --output and
+renamed over it when the run ends with a file classified, so a failed run leaves an earlier
+CSV as it was; an interrupted one (Ctrl-C, SIGTERM) keeps its complete rows in
+`<output>.partial`.
 """
 from jaxgenre.audio import windows
 from jaxgenre.core import cli
@@ -35,7 +41,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from jaxgenre.core import sharding
+from jaxgenre.core import errors, outputs, sharding
 from jaxgenre.data import audio_files
 from jaxgenre.inference import judge as judge_lib
 from jaxgenre.run import rundir
@@ -49,10 +55,12 @@ class Prediction:
 
     times: float32 [W], each window's centre in seconds from the file's start.
     window_probabilities: float32 [W, C], the judge's probabilities per window (C = genres).
+    warning: why the verdict means little (`audio_files.verdict_warning`), or None.
     """
     path: str
     times: np.ndarray
     window_probabilities: np.ndarray
+    warning: str | None = None
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -82,8 +90,8 @@ class _File:
     """A file whose windows are queued: their probabilities fill in as batches finish."""
 
     def __init__(self, path: str, starts: np.ndarray, lengths: np.ndarray, rate: int,
-                 num_classes: int):
-        self.path, self.starts = path, starts
+                 num_classes: int, warning: str | None):
+        self.path, self.starts, self.warning = path, starts, warning
         self.times = ((starts + lengths / 2) / rate).astype(np.float32)
         self.probabilities = np.zeros((len(starts), num_classes), np.float32)
         self.remaining = len(starts)
@@ -167,7 +175,10 @@ def predict_files(judge: judge_lib.Judge, mesh: jax.sharding.Mesh, paths: Iterab
         else:
             starts = windows.covering_starts(len(audio), batcher.window)
             lengths = np.minimum(len(audio) - starts, batcher.window)
-            file = _File(path, starts, lengths, judge.sample_rate, len(judge.class_names))
+            warning = audio_files.verdict_warning(audio, judge.sample_rate,
+                                                  judge.crop_samples)
+            file = _File(path, starts, lengths, judge.sample_rate, len(judge.class_names),
+                         warning)
             queue.append(file)
             batcher.add(file, audio)
         yield from _done(queue)
@@ -179,8 +190,8 @@ def _done(queue: collections.deque) -> Iterator[Prediction | Skipped]:
     """Pops finished entries from the front of `queue`, so that results keep the input order."""
     while queue and (isinstance(queue[0], Skipped) or queue[0].remaining == 0):
         entry = queue.popleft()
-        yield entry if isinstance(entry, Skipped) else Prediction(entry.path, entry.times,
-                                                                  entry.probabilities)
+        yield entry if isinstance(entry, Skipped) else Prediction(
+            entry.path, entry.times, entry.probabilities, entry.warning)
 
 
 def format_top_k(prediction: Prediction, class_names: list[str], k: int) -> str:
@@ -215,7 +226,8 @@ def write_plot(png: str, prediction: Prediction, class_names: list[str]) -> None
            title=os.path.basename(prediction.path))
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    with outputs.replacing(png, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
 
 
@@ -223,14 +235,19 @@ def predict(inputs: list[str], workdir: str, checkpoint: str = "best", top_k: in
             output: str | None = None, plot: bool = False, window_seconds: float | None = None,
             batch_size: int = 16) -> int:
     """What the command line does (see the module docstring): judges every file found in
-    `inputs`, prints and writes the results; returns how many files were classified."""
+    `inputs`, prints and writes the results; returns how many files were classified (raises
+    `errors.UserError` when none was)."""
     from tqdm import tqdm
-    # The task and the files before any model is restored: wrong input fails in a second.
+    # The task, the files and the output before any model is restored: wrong input fails in
+    # a second.
     rundir.check_task(workdir, rundir.load_config(workdir), ("classifier",))
     paths = audio_files.find(inputs)
     if not paths:
-        raise ValueError(f"No audio files ({', '.join(audio_files.EXTENSIONS)}) in "
-                         f"{', '.join(inputs)}.")
+        raise errors.UserError(f"No audio files ({', '.join(audio_files.EXTENSIONS)}) in "
+                               f"{', '.join(inputs)}.")
+    if output:
+        outputs.check_writable(output)
+        outputs.refuse_inputs([output], paths)
     mesh = sharding.make_mesh()
     judge = judge_lib.Judge(workdir, mesh, checkpoint)
     names = judge.class_names
@@ -246,33 +263,44 @@ def predict(inputs: list[str], workdir: str, checkpoint: str = "best", top_k: in
                 continue
             classified += 1
             bar.write(format_top_k(result, names, top_k), file=sys.stdout)
+            if result.warning:
+                bar.write(f"warning: {result.path}: {result.warning}.", file=sys.stderr)
             if write_row:
                 write_row(result)
             if plot:
                 write_plot(plot_path(result.path, out_dir, taken), result, names)
+        if not classified:  # inside the CSV's block: an earlier CSV at --output is kept
+            raise errors.UserError("no file could be classified (each is named above with the "
+                                   "reason).")
     _report_speed(len(paths), classified, time.perf_counter() - start)
     return classified
 
 
 @contextlib.contextmanager
 def _csv_rows(path: str | None, class_names: list[str]):
-    """Yields a function that appends a Prediction's row to the CSV at `path` (None: no CSV, and
-    None is yielded). Rows go out as files finish: an interrupted run keeps what it judged."""
+    """Yields a function that appends a Prediction's row to the CSV for `path` (None: no CSV,
+    and None is yielded). The CSV replaces `path` when the block completes; rows are flushed as
+    files finish, so an interrupted block leaves its complete rows in `<path>.partial`."""
     if not path:
         yield None
         return
-    if os.path.dirname(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with outputs.replacing(path, "w", keep_on_error=f"{path}.partial", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "genre", *class_names])
 
         def write(p: Prediction) -> None:
+            if not f.tell():  # the header with the first row: no rows, nothing to keep
+                writer.writerow(["path", "genre", *class_names])
             probabilities = p.probabilities
             writer.writerow([p.path, class_names[int(np.argmax(probabilities))],
                              *(f"{x:.6f}" for x in probabilities)])
             f.flush()
-        yield write
+        try:
+            yield write
+        except BaseException:
+            if f.tell():
+                print(f"interrupted: the complete rows are in {path}.partial; {path} is as "
+                      "it was.", file=sys.stderr)
+            raise
 
 
 def _report_speed(found: int, classified: int, seconds: float) -> None:
@@ -288,15 +316,15 @@ def define_flags() -> None:
     --workdir too, and absl refuses a flag defined twice."""
     flags.DEFINE_string("workdir", None, "A genre classifier run's --workdir.", required=True)
     flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
-    flags.DEFINE_integer("top_k", 3, "Genres printed per file.", lower_bound=1)
+    cli.integer_flag("top_k", 3, "Genres printed per file.", minimum=1)
     flags.DEFINE_string("output", None, "A CSV: one row per classified file.")
     flags.DEFINE_bool("plot", False, "Write <stem>_genres.png per file: genre probabilities over "
                       "time (beside --output, else in the current directory).")
-    flags.DEFINE_float("window_seconds", None, "Window judged at once (default "
-                       f"{DEFAULT_WINDOW_SECONDS:g} s or the run's crop if longer); windows "
-                       "overlap by half.")
-    flags.DEFINE_integer("batch_size", 16, "Windows judged at once, rounded up to a multiple of "
-                         "the device count.", lower_bound=1)
+    cli.float_flag("window_seconds", None, "Window judged at once (default "
+                   f"{DEFAULT_WINDOW_SECONDS:g} s or the run's crop if longer); windows overlap "
+                   "by half.", above=0)
+    cli.integer_flag("batch_size", 16, "Windows judged at once, rounded up to a multiple of the "
+                     "device count.", minimum=1)
 
 
 def main(argv):
@@ -305,19 +333,14 @@ def main(argv):
     if len(argv) < 2:
         raise app.UsageError("Pass one or more audio files or directories.")
     f = flags.FLAGS
-    try:
-        classified = predict(argv[1:], f.workdir, f.checkpoint, f.top_k, f.output, f.plot,
-                             f.window_seconds, f.batch_size)
-    except (rundir.RunError, judge_lib.JudgeError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    if not classified:
-        sys.exit("error: no file could be classified (each is named above with the reason).")
+    predict(argv[1:], f.workdir, f.checkpoint, f.top_k, f.output, f.plot, f.window_seconds,
+            f.batch_size)
 
 
 def entry_point() -> None:
     """Parses the flags and runs `main` (the `python -m` entry point)."""
     define_flags()
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,12 @@ r"""Turns a song into another genre with a trained style-transfer run.
       [--output out.wav] [--checkpoint best|latest|STEP] [--classifier CLASSIFIER_WORKDIR]
 
 Any length and any format librosa reads (resampled to the run's rate, mixed to mono), converted
-in overlapping windows cross-faded into one another; writes a WAV and a PNG of the log-mel
-before and after. `--to all` writes one WAV per genre into --output (a directory). The source
-genre is not needed; with --classifier, a genre classifier run names it for you.
+in overlapping windows cross-faded into one another; writes a WAV (or FLAC: --output's suffix)
+and a PNG of the log-mel before and after. `--to all` writes one WAV per genre into --output (a
+directory). The source genre is not needed; with --classifier, a genre classifier run names it
+for you. Outputs are checked before any conversion (writable, none of them the input) and each
+appears whole or not at all; a silent input, or one shorter than the run's crop, is converted
+with a warning.
 """
 from jaxgenre.core import cli
 
@@ -20,7 +23,7 @@ from absl import app, flags
 from etils import epath
 
 from jaxgenre.audio import vocoder
-from jaxgenre.core import sharding
+from jaxgenre.core import errors, outputs, sharding
 from jaxgenre.data import audio_files
 from jaxgenre.inference import judge as judge_lib
 from jaxgenre.run import rundir
@@ -36,22 +39,56 @@ _OUTPUT = flags.DEFINE_string("output", None, "Output WAV (default <input stem>_
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
 _CLASSIFIER = flags.DEFINE_string("classifier", None, "A genre classifier run's --workdir: "
                                   "prints the input's predicted genre.")
-_WINDOW = flags.DEFINE_float("window_seconds", None, "Conversion window (default: 2 x the "
-                             "run's training crop); windows overlap by half.")
-_GL_ITERS = flags.DEFINE_integer("gl_iters", vocoder.VocoderConfig.n_iter,
-                                 "Griffin-Lim iterations.")
+_WINDOW = cli.float_flag("window_seconds", None, "Conversion window (default: 2 x the run's "
+                         "training crop; at least the crop); windows overlap by half.", above=0)
+_GL_ITERS = cli.integer_flag("gl_iters", vocoder.VocoderConfig.n_iter, "Griffin-Lim iterations.",
+                             minimum=0)
+
+
+_FORMATS = {".wav": "WAV", ".flac": "FLAC"}  # 16-bit PCM formats, by --output suffix
+
+
+def output_paths(to: str, names: list[str]) -> dict[str, epath.Path]:
+    """{target genre: output audio path} from --to, --output and --input (see the flags), each
+    checked to be writable and not the input, so nothing is converted for nothing."""
+    stem = epath.Path(_INPUT.value).stem
+    if to == "all":
+        out_dir = _OUTPUT.value or f"{stem}_transfer"
+        outputs.check_writable(out_dir, directory=True)
+        paths = {t: epath.Path(out_dir) / f"{t}.wav" for t in names}
+    else:
+        path = _OUTPUT.value or f"{stem}_{to}.wav"
+        if epath.Path(path).suffix.lower() not in _FORMATS:
+            raise errors.UserError(f"--output {path}: end it in {' or '.join(_FORMATS)} (the "
+                                   "audio format is taken from the suffix).")
+        outputs.check_writable(path)
+        paths = {to: epath.Path(path)}
+    outputs.refuse_inputs([p for a in paths.values() for p in (a, a.with_suffix(".png"))],
+                          [_INPUT.value])
+    return paths
 
 
 def transfer() -> list[str]:
     import soundfile
-    # What the run is, its genres and rate, and the input, before any model is restored.
+    # What the run is, its genres and rate, the input and the outputs, before any model is
+    # restored.
     config = rundir.load_config(_WORKDIR.value)
     rundir.check_task(_WORKDIR.value, config, generator.GENERATOR_TASKS)
     data = rundir.data_spec(_WORKDIR.value, config)
     names = list(data.class_names)
     if _TO.value != "all" and _TO.value not in names:
-        raise ValueError(f"Unknown genre {_TO.value!r} for --to; valid: {', '.join(names)}, all.")
+        raise errors.UserError(f"Unknown genre {_TO.value!r} for --to; valid: "
+                               f"{', '.join(names)}, all.")
+    crop = config.data.crop_seconds
+    window = 2 * crop if _WINDOW.value is None else _WINDOW.value
+    if window < crop:
+        raise errors.UserError(f"--window_seconds {window:g} is shorter than the run's {crop:g} s "
+                               f"training crop; pass {crop:g} or more.")
+    paths = output_paths(_TO.value, names)
     audio = audio_files.read(_INPUT.value, data.sample_rate)
+    warning = audio_files.verdict_warning(audio, data.sample_rate, data.crop_samples)
+    if warning:
+        print(f"warning: {_INPUT.value}: {warning}.", file=sys.stderr)
     mesh = sharding.make_mesh()
     method = generator.GeneratorMethod(
         _WORKDIR.value, mesh, vocoder.VocoderConfig(n_iter=_GL_ITERS.value),
@@ -60,22 +97,13 @@ def transfer() -> list[str]:
         judge = judge_lib.Judge(_CLASSIFIER.value, mesh)
         judge.check_labels(names, f"the run {_WORKDIR.value}")
         print(f"input genre (by {_CLASSIFIER.value}): {_predict(judge, audio)}")
-    stem = epath.Path(_INPUT.value).stem
-    targets = names if _TO.value == "all" else [_TO.value]
-    if _TO.value == "all":
-        out_dir = epath.Path(_OUTPUT.value or f"{stem}_transfer")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = {t: out_dir / f"{t}.wav" for t in targets}
-    else:
-        paths = {targets[0]: epath.Path(_OUTPUT.value or f"{stem}_{targets[0]}.wav")}
-    window = _WINDOW.value or 2 * method.run.config.data.crop_seconds
     written = []
-    for target in targets:
+    for target, path in paths.items():
         out = method.convert_long(audio, names.index(target), window)
-        path = paths[target]
-        path.parent.mkdir(parents=True, exist_ok=True)
         out, gain_db = audio_files.peak_safe(out)
-        soundfile.write(str(path), out, method.sample_rate, subtype="PCM_16")
+        with outputs.replacing(path, "wb") as f:
+            soundfile.write(f, out, method.sample_rate, format=_FORMATS[path.suffix.lower()],
+                            subtype="PCM_16")
         png = str(path.with_suffix(".png"))
         mel = method.run.task.mel
         report.write_before_after(png, audio, out, method.sample_rate, ("input", f"to {target}"),
@@ -102,15 +130,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     cli.quiet_logs()
-    try:
-        transfer()
-    except (rundir.RunError, judge_lib.JudgeError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    transfer()
 
 
 def entry_point() -> None:
     """Parses the flags and runs `main` (the `python -m` entry point)."""
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,24 @@ class Example:
     output: np.ndarray  # float32 [N]
 
 
+def example_rows(source: np.ndarray, target: np.ndarray, track_id: np.ndarray, offset: int,
+                 targets: list[int], num_classes: int, wanted: int, taken: set[int]
+                 ) -> list[tuple[int, int, int]]:
+    """Which clips of a batch to keep for listening: up to `wanted` (row, source, target) whose
+    target is one of the evaluated `targets`, other than the source, and whose track is not in
+    `taken`. A target-free method's output (offset 0) is shown against the next of `targets`
+    after its source genre. source, target, track_id: int [n], the batch's real rows."""
+    chosen, taken = [], set(taken)
+    for j, (s, t, track) in enumerate(zip(source.tolist(), target.tolist(), track_id.tolist())):
+        if offset == 0:
+            t = next((g for g in ((s + k) % num_classes for k in range(1, num_classes))
+                      if g in targets), s)
+        if len(chosen) < wanted and t in targets and t != s and track not in taken:
+            chosen.append((j, s, t))
+            taken.add(track)
+    return chosen
+
+
 class TransferEvaluator:
     """Evaluates methods on `split` of the judge's dataset (or `split[:clips]`).
 
@@ -49,7 +67,8 @@ class TransferEvaluator:
         FD-judge's reference sets (keep them apart from what random_target draws from).
       clips: evaluate only the split's first `clips` clips.
       targets: target labels to evaluate (all by default).
-      num_examples: clips whose audio `run` returns for listening (target: the next genre).
+      num_examples: clips whose audio `run` returns for listening, each converted to one of
+        `targets`.
     """
 
     def __init__(self, judge: judge_lib.Judge, builder, split: str, batch_size: int, mesh,
@@ -88,8 +107,8 @@ class TransferEvaluator:
     def _convert(self, method, passes, progress) -> tuple[list[dict], list[Example]]:
         """Runs `method` over the split once per target offset (0: target-free methods).
 
-        Returns per-pair records on host, and the first `num_examples` clips' audio of the
-        first pass (target: the next genre), for listening.
+        Returns per-pair records on host, and the audio of `num_examples` clips converted to
+        one of the evaluated targets (`_examples`), for listening.
         """
         records, examples = [], []
         for offset in passes:
@@ -113,14 +132,23 @@ class TransferEvaluator:
                     tiled=True)
                 keep = np.flatnonzero(host.pop("mask"))
                 records += [{k: v[i] for k, v in host.items()} for i in keep]
-                if offset == passes[0] and len(examples) < self.num_examples:
-                    pcm = multihost_utils.process_allgather((audio, output), tiled=True)
-                    examples += [Example(int(host["track_id"][i]), int(host["source"][i]),
-                                         int(host["source"][i] + max(offset, 1)) % self.num_classes,
-                                         pcm[0][i], pcm[1][i])
-                                 for i in keep[:self.num_examples - len(examples)]]
+                examples += self._examples(host, keep, offset, audio, output,
+                                           self.num_examples - len(examples),
+                                           {e.track_id for e in examples})
                 progress.update(1)
         return records, examples
+
+    def _examples(self, host, keep, offset, audio, output, wanted, taken) -> list[Example]:
+        """The `example_rows` of this batch with their audio (gathered only when one is kept;
+        every process decides alike, from gathered `host` data)."""
+        chosen = example_rows(host["source"][keep], host["target"][keep],
+                              host["track_id"][keep], offset, self.targets, self.num_classes,
+                              wanted, taken)
+        if not chosen:
+            return []
+        pcm = multihost_utils.process_allgather((audio, output), tiled=True)
+        return [Example(int(host["track_id"][keep[j]]), source, target, pcm[0][keep[j]],
+                        pcm[1][keep[j]]) for j, source, target in chosen]
 
     def _onset_f1(self, audio, output, track_id) -> jax.Array:
         """Onset F1 of this process's rows on host, back as a batch-sharded [B] array. The

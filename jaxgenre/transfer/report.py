@@ -7,6 +7,7 @@ import numpy as np
 import soundfile as sf
 from etils import epath
 
+from jaxgenre.core import outputs
 from jaxgenre.data import audio_files
 
 TABLE_COLUMNS = (  # (key, header, format)
@@ -27,8 +28,7 @@ def _plt():
 def write_json(result: dict, out_dir: str, name: str) -> str:
     """`out_dir/<name>.json`; returns its path."""
     path = epath.Path(out_dir) / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    outputs.write_text(path, json.dumps(result, indent=2))
     return str(path)
 
 
@@ -68,7 +68,7 @@ def markdown_table(results: dict[str, dict]) -> str:
 def write_table(out_dir: str, split: str, settings: dict) -> str:
     """`out_dir/transfer_<split>.md`: every method evaluated there with these `settings`."""
     path = epath.Path(out_dir) / f"transfer_{split}.md"
-    path.write_text(markdown_table(read_results(out_dir, split, settings)))
+    outputs.write_text(path, markdown_table(read_results(out_dir, split, settings)))
     return str(path)
 
 
@@ -93,8 +93,8 @@ def write_heatmap(result: dict, out_dir: str, name: str) -> str:
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     path = epath.Path(out_dir) / f"{name}_target_accuracy.png"
-    with path.open("wb") as f:
-        fig.savefig(f, dpi=110)
+    with outputs.replacing(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
     return str(path)
 
@@ -114,8 +114,8 @@ def write_before_after(path: str, before: np.ndarray, after: np.ndarray, sample_
         ax.set_ylabel("mel band")
     axes[1].set_xlabel("frame")
     fig.tight_layout()
-    with epath.Path(path).open("wb") as f:
-        fig.savefig(f, dpi=100)
+    with outputs.replacing(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
 
 
@@ -124,17 +124,16 @@ def write_examples(examples, method: str, genres, sample_rate: int, out_dir: str
     the input's and the output's log-mels one above the other. An output that would clip is
     scaled down, the gain in its PNG's title."""
     root = epath.Path(out_dir) / "examples"
-    (root / method).mkdir(parents=True, exist_ok=True)
     paths = []
     for ex in examples:
         stem = f"{ex.track_id}_{genres[ex.source]}-to-{genres[ex.target]}".replace("/", "_")
         input_wav = root / f"{ex.track_id}_input.wav"
         if not input_wav.exists():
-            with input_wav.open("wb") as f:
+            with outputs.replacing(input_wav, "wb") as f:
                 sf.write(f, ex.input, sample_rate, format="WAV", subtype="PCM_16")
         output, gain_db = audio_files.peak_safe(ex.output)
         title = f"{method} -> {genres[ex.target]}" + (f" (gain {gain_db:.1f} dB)" if gain_db else "")
-        with (root / method / f"{stem}.wav").open("wb") as f:
+        with outputs.replacing(root / method / f"{stem}.wav", "wb") as f:
             sf.write(f, output, sample_rate, format="WAV", subtype="PCM_16")
         png = root / method / f"{stem}.png"
         write_before_after(str(png), ex.input, output, sample_rate,

@@ -1,0 +1,134 @@
+"""Output files that are whole or absent: every file a jaxgenre tool writes goes through here.
+
+A file is written under a temporary name beside its target (same directory, so same file
+system) and renamed over the target only once it is complete. An interrupted tool, a full
+disk, or two tools writing the same `--output` at once therefore never leave a truncated or
+interleaved file, and an earlier file of that name survives a run that fails.
+
+  with outputs.replacing("preds.csv", "w", newline="") as f:   # a file object
+      f.write(...)
+  with outputs.staged("out.wav") as tmp:                       # a path, for writers that
+      soundfile.write(tmp, audio, rate)                        # open the file themselves
+  outputs.write_text(workdir / "config.json", text)
+
+Object stores (`gs://`, `s3://`) are written directly: an object upload is already all or
+nothing. Before a long job, `check_writable` and `refuse_inputs` fail in a second rather than
+after the work.
+"""
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator
+
+from etils import epath
+
+from jaxgenre.core import errors
+
+
+def _is_remote(path) -> bool:
+    return "://" in os.fspath(path)
+
+
+def _temporary_name(path: str) -> str:
+    """`dir/.name.partial-<random><suffix>`: hidden, unique per writer, and with the target's
+    suffix kept (soundfile and matplotlib choose the format from it)."""
+    head, name = os.path.split(path)
+    stem, suffix = os.path.splitext(name)
+    return os.path.join(head, f".{stem}.partial-{secrets.token_hex(4)}{suffix}")
+
+
+@contextlib.contextmanager
+def staged(path, keep_on_error: str | None = None) -> Iterator[str]:
+    """Yields a temporary path beside `path` (its parent directories made); when the block
+    ends without an exception the temporary file or directory is renamed to `path`, replacing
+    a file (or an empty directory) there; on an exception (Ctrl-C included) it is deleted and
+    `path` is left as it was, or, when `keep_on_error` names a path and the temporary file is
+    not empty, renamed there (what an interrupted run had written). For writers that take a
+    file name (soundfile, tf.saved_model.save)."""
+    path = os.fspath(path)
+    if _is_remote(path):
+        yield path
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = _temporary_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if keep_on_error and os.path.isfile(tmp) and os.path.getsize(tmp):
+            os.replace(tmp, keep_on_error)
+        raise
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.lexists(tmp):
+            os.remove(tmp)
+
+
+@contextlib.contextmanager
+def replacing(path, mode: str = "w", keep_on_error: str | None = None, **open_kwargs):
+    """`open(path, mode)` whose content appears at `path` only when the block completes (see
+    `staged`, and its `keep_on_error`); the data is flushed to disk before the rename, so a
+    crash right after it leaves the new file or the old one, never an empty one."""
+    if "w" not in mode:
+        raise ValueError(f"replacing() writes whole files: mode {mode!r} has no 'w'.")
+    with staged(path, keep_on_error) as tmp:
+        if _is_remote(tmp):
+            with epath.Path(tmp).open(mode, **open_kwargs) as f:
+                yield f
+            return
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_text(path, text: str) -> None:
+    """Writes `text` to `path` whole (see `replacing`)."""
+    with replacing(path, "w") as f:
+        f.write(text)
+
+
+def check_writable(path, flag: str = "--output", directory: bool = False) -> None:
+    """Raises `errors.UserError` naming `flag` when `path` cannot be written: its parent is a
+    file or is not writable, or (`directory` False) `path` is an existing directory, or
+    (`directory` True) an existing file. Makes the parent directories. Checks by creating and
+    deleting a file beside `path`, which is what the write will do."""
+    path = os.fspath(path)
+    if _is_remote(path):
+        return
+    kind = "a directory" if directory else "a file"
+    if os.path.isdir(path) != directory and os.path.exists(path):
+        raise errors.UserError(f"{flag} {path} is {'a file' if directory else 'a directory'}; "
+                               f"pass {kind} path.")
+    parent = path if directory else os.path.dirname(os.path.abspath(path))
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise errors.UserError(f"{flag} {path}: {existing} is a file, not a directory; pass a "
+                               "path in a directory.")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        with open(_temporary_name(os.path.join(parent, "probe")), "w") as f:
+            os.remove(f.name)
+    except OSError as e:
+        raise errors.UserError(f"{flag} {path} cannot be written ({e.strerror or e}); pass a "
+                               "path in a directory you can write to.") from None
+
+
+def refuse_inputs(outputs: Iterable, inputs: Iterable, flag: str = "--output") -> None:
+    """Raises `errors.UserError` when any of `outputs` is one of `inputs` (the same file,
+    through any path or link): a tool never writes over what it reads."""
+    existing = {}
+    for p in inputs:
+        if not _is_remote(p) and os.path.exists(p):
+            existing[os.path.realpath(p)] = os.fspath(p)
+    for out in outputs:
+        if _is_remote(out):
+            continue
+        same = existing.get(os.path.realpath(out))
+        if same is not None:
+            raise errors.UserError(f"{flag} {out} is the input {same}: it would be overwritten. "
+                                   f"Pass another {flag}.")
