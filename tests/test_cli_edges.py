@@ -98,8 +98,9 @@ def test_unwritable_outputs_and_outputs_that_are_inputs_are_refused(tmp_path):
         outputs.check_writable(tmp_path)
     with pytest.raises(errors.UserError, match="is a file; pass a directory path"):
         outputs.check_writable(a_file, directory=True)
-    outputs.check_writable(tmp_path / "new" / "x.csv")  # parents are made
-    assert (tmp_path / "new").is_dir() and os.listdir(tmp_path / "new") == []
+    outputs.check_writable(tmp_path / "new" / "x.csv")  # made when written, not by the check
+    outputs.check_writable(tmp_path / "new", directory=True)
+    assert sorted(os.listdir(tmp_path)) == ["file", "link.wav", "song.wav"]
 
 
 def _calls(tree):

@@ -91,27 +91,24 @@ def write_text(path, text: str) -> None:
 
 
 def check_writable(path, flag: str = "--output", directory: bool = False) -> None:
-    """Raises `errors.UserError` naming `flag` when `path` cannot be written: its parent is a
-    file or is not writable, or (`directory` False) `path` is an existing directory, or
-    (`directory` True) an existing file. Makes the parent directories. Checks by creating and
-    deleting a file beside `path`, which is what the write will do."""
+    """Raises `errors.UserError` naming `flag` when `path` cannot be written: a directory on
+    its way is a file or is not writable, or (`directory` False) `path` is an existing
+    directory, or (`directory` True) an existing file. Checks by creating and deleting a file
+    in the nearest existing directory, which is what the write will need; leaves nothing."""
     path = os.fspath(path)
     if _is_remote(path):
         return
-    kind = "a directory" if directory else "a file"
-    if os.path.isdir(path) != directory and os.path.exists(path):
+    if os.path.exists(path) and os.path.isdir(path) != directory:
         raise errors.UserError(f"{flag} {path} is {'a file' if directory else 'a directory'}; "
-                               f"pass {kind} path.")
-    parent = path if directory else os.path.dirname(os.path.abspath(path))
-    existing = parent
+                               f"pass {'a directory' if directory else 'a file'} path.")
+    existing = os.path.abspath(path if directory else os.path.dirname(os.path.abspath(path)))
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise errors.UserError(f"{flag} {path}: {existing} is a file, not a directory; pass a "
                                "path in a directory.")
     try:
-        os.makedirs(parent, exist_ok=True)
-        with open(_temporary_name(os.path.join(parent, "probe")), "w") as f:
+        with open(_temporary_name(os.path.join(existing, "probe")), "w") as f:
             os.remove(f.name)
     except OSError as e:
         raise errors.UserError(f"{flag} {path} cannot be written ({e.strerror or e}); pass a "
