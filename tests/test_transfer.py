@@ -68,6 +68,11 @@ def test_baselines_rank_as_they_must_and_bad_input_is_refused(tiny_fma, tmp_path
     assert os.path.exists(os.path.join(out, "eq_test_target_accuracy.png"))
     wavs = os.listdir(os.path.join(out, "examples", "eq"))
     assert len([w for w in wavs if w.endswith(".wav")]) == 2
+    for result in r.values():  # the artefact figures: the codec and EQ add no bursts
+        assert result["clipped_sample_rate"] < 1e-4 and result["edge_burst_db"] < 6.0
+        assert 0 < result["target_accuracy_se"] < 0.5
+    page = open(os.path.join(out, "transfer_test.html")).read()
+    assert page.count("<audio") == 2 * (1 + 3)  # two clips: the input and three methods each
 
     # bad input: an unknown method, an unknown genre
     (code, log), (code2, log2) = th.cli_exits("jaxgenre.tools.evaluate_transfer", [
@@ -138,7 +143,74 @@ def test_loud_outputs_are_scaled_not_clipped_and_the_gain_is_stated(tmp_path):
     assert gain_db == pytest.approx(20 * np.log10(audio_files.PEAK / np.abs(loud).max()))
     assert audio_files.peak_safe(quiet) == (quiet, 0.0)
     example = evaluator.Example(track_id=7, source=0, target=1, input=quiet, output=loud)
-    wav_path = report.write_examples([example], "m", ["a", "b"], 22_050, str(tmp_path))[0]
+    wav_path = report.write_examples([example], "m", ["a", "b"], 22_050, str(tmp_path),
+                                     "test")[0]
     wav, _ = soundfile.read(wav_path)
     assert np.abs(wav).max() < 1.0
     assert np.corrcoef(wav, loud)[0, 1] > 0.9999
+
+
+def test_artefact_figures_and_standard_errors_by_clip():
+    """A burst at a clip's edge (the demo GAN's: +25 dB in its first 100 ms) and full-scale
+    samples are counted; pairs of one clip count once in a standard error."""
+    from jaxgenre.transfer import metrics
+    rate = 22_050
+    steady = 0.05 * np.random.default_rng(0).normal(size=3 * rate)
+    assert abs(metrics.edge_burst_db(steady, len(steady), rate)) < 1.0
+    burst = steady.copy()
+    burst[:rate // 20] *= 16  # the first 50 ms 24 dB louder: that 100 ms frame 21 dB above
+    assert metrics.edge_burst_db(burst, len(burst), rate) == pytest.approx(21.1, abs=1.0)
+    assert metrics.edge_burst_db(burst, rate // 5, rate) == 0.0  # two frames: too short to say
+    assert metrics.clipped_fraction(np.array([0.5, 1.0, -1.2, 0.9]), 4) == 0.5
+    assert metrics.clipped_fraction(np.array([0.5, 1.0, -1.2, 0.9]), 1) == 0.0
+    hits, clips = np.array([1.0] * 7 + [0.0] * 7), np.repeat([1, 2], 7)
+    assert metrics.clip_standard_error(hits, clips) == pytest.approx(0.5)  # 2 clips, not 14
+    assert metrics.clip_standard_error(hits[:7], clips[:7]) is None
+
+
+def test_the_table_shows_standard_errors_and_the_normalised_style_gain():
+    common = {"split": "test", "judge": "j", "judge_step": 1, "chance": 0.125,
+              "ceiling_accuracy": 0.575, "num_pairs": 7, "num_clips": 1}
+    results = {"eq": dict(common, method="eq", target_accuracy=0.393, target_accuracy_se=0.02),
+               "gan": dict(common, method="gan", target_accuracy=0.484)}
+    rows = {line.split(" | ")[0][2:]: line for line in report.markdown_table(results).splitlines()
+            if line.startswith("| eq ") or line.startswith("| gan ")}
+    assert "| 0.393 ± 0.020 | 0.00 |" in rows["eq"]
+    assert "| 0.484 | 0.50 |" in rows["gan"]  # halfway from eq to the ceiling
+    assert report.style_gain(results["gan"], None) is None
+
+
+def test_the_listening_page_plays_every_methods_examples(tmp_path):
+    """transfer_<split>.html: per clip its input and each method's output, every <audio> and
+    <img> a file beside the page that decodes; another split's examples stay off it."""
+    import html.parser
+    rng = np.random.default_rng(0)
+    genres = ["Rock", "Pop", "Folk"]
+    clip = (0.1 * rng.normal(size=8000)).astype(np.float32)
+    for method, probs in (("identity", [0.7, 0.2, 0.1]), ("gan_x", [0.1, 0.8, 0.1])):
+        examples = [evaluator.Example(t, 0, 1, clip, 0.5 * clip, np.array(probs, np.float32))
+                    for t in (3, 5)]
+        report.write_examples(examples, method, genres, 8000, str(tmp_path), "test")
+    report.write_examples([evaluator.Example(9, 2, 0, clip, clip)], "eq", genres, 8000,
+                          str(tmp_path), "validation")
+    page = report.write_listening_page(str(tmp_path), "test")
+    assert page == str(tmp_path / "transfer_test.html")
+
+    class Sources(html.parser.HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag in ("audio", "img"):
+                self.tags.append((tag, dict(attrs)["src"]))
+    parser = Sources()
+    text = open(page).read()
+    parser.feed(text)
+    audio = [src for tag, src in parser.tags if tag == "audio"]
+    assert len(audio) == 2 * (1 + 2) and len(parser.tags) == len(audio) + 4  # 2 inputs, 4 outputs
+    for _, src in parser.tags:
+        assert (tmp_path / src).is_file(), src
+    for src in audio:
+        assert len(soundfile.read(str(tmp_path / src))[0]) == 8000
+    assert "Track 9" not in text and "Pop 0.80" in text and text.index("identity") < text.index("gan_x")

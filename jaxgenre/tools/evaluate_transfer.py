@@ -6,9 +6,10 @@ r"""Evaluates a genre style-transfer method against the trivial baselines, judge
 Every clip of the split (or its first N) is turned into every other genre (or those in
 --targets); the judge, a classifier trained by `jaxgenre.train` and never one a method was
 trained with, re-analyses each output from its waveform. Writes DIR/<method>_<split>.json, a
-target-accuracy heatmap PNG, WAV + log-mel examples under DIR/examples/, and DIR/transfer_<split>.md
-with one row per method in DIR; the three baselines are always in it (computed when DIR lacks
-them for the same judge and settings).
+target-accuracy heatmap PNG, WAV + log-mel examples under DIR/examples/, DIR/transfer_<split>.md
+with one row per method in DIR, and DIR/transfer_<split>.html, a page to hear every method's
+examples beside their log-mels and the judge's verdicts; the three baselines are always in the
+table (computed when DIR lacks them for the same judge and settings).
 """
 from jaxgenre.core import cli
 
@@ -165,11 +166,12 @@ def evaluate():
             paths = [report.write_json(result, out_dir, stem),
                      report.write_heatmap(result, out_dir, stem)]
             paths += report.write_examples(examples, method.name, names, judge.sample_rate,
-                                           out_dir)
+                                           out_dir, _SPLIT.value)
             logging.info("wrote %s", ", ".join(paths))
     if jax.process_index() == 0:
         table = report.write_table(out_dir, _SPLIT.value, settings)
         print(epath.Path(table).read_text(), flush=True)
+        print(f"Listen: {report.write_listening_page(out_dir, _SPLIT.value)}", flush=True)
 
 
 def entry_point() -> None:

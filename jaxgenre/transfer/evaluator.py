@@ -35,6 +35,7 @@ class Example:
     target: int
     input: np.ndarray  # float32 [N]
     output: np.ndarray  # float32 [N]
+    probabilities: np.ndarray | None = None  # float32 [C]: the judge's verdict on the output
 
 
 def example_rows(source: np.ndarray, target: np.ndarray, track_id: np.ndarray, offset: int,
@@ -128,7 +129,8 @@ class TransferEvaluator:
                     {"source": source, "target": target, "mask": batch["mask"],
                      "track_id": batch["track_id"], "probs": probs, "features": features,
                      "chroma": chroma, "logmel": logmel,
-                     "onset": self._onset_f1(audio, output, batch["track_id"])},
+                     **self._host_figures(audio, output, batch["track_id"],
+                                          batch["num_samples"])},
                     tiled=True)
                 keep = np.flatnonzero(host.pop("mask"))
                 records += [{k: v[i] for k, v in host.items()} for i in keep]
@@ -148,23 +150,27 @@ class TransferEvaluator:
             return []
         pcm = multihost_utils.process_allgather((audio, output), tiled=True)
         return [Example(int(host["track_id"][keep[j]]), source, target, pcm[0][keep[j]],
-                        pcm[1][keep[j]]) for j, source, target in chosen]
+                        pcm[1][keep[j]], host["probs"][keep[j]]) for j, source, target in chosen]
 
-    def _onset_f1(self, audio, output, track_id) -> jax.Array:
-        """Onset F1 of this process's rows on host, back as a batch-sharded [B] array. The
-        inputs' onsets are detected once per clip, however many targets it is converted to."""
+    def _host_figures(self, audio, output, track_id, num_samples) -> dict[str, jax.Array]:
+        """Figures computed on host for this process's rows, back as batch-sharded [B] arrays:
+        onset F1 (the inputs' onsets detected once per clip, however many targets it is
+        converted to), the output's clipped fraction and edge burst (metrics)."""
         spec = P(sharding.DATA_AXIS)
-        audio, output, track_id = (
+        audio, output, track_id, num_samples = (
             np.asarray(multihost_utils.global_array_to_host_local_array(x, self.mesh, spec))
-            for x in (audio, output, track_id))
+            for x in (audio, output, track_id, num_samples))
         rate = self.builder.info.features["audio"].sample_rate
-        f1 = []
-        for a, o, t in zip(audio, output, track_id):
+        figures = {"onset": [], "clipped": [], "edge_burst": []}
+        for a, o, t, n in zip(audio, output, track_id, num_samples):
             if int(t) not in self._input_onsets:
                 self._input_onsets[int(t)] = metrics.onsets(a, rate)
-            f1.append(metrics.onset_f1(self._input_onsets[int(t)], metrics.onsets(o, rate)))
-        f1 = np.array(f1, np.float32)
-        return multihost_utils.host_local_array_to_global_array(f1, self.mesh, spec)
+            figures["onset"].append(metrics.onset_f1(self._input_onsets[int(t)],
+                                                     metrics.onsets(o, rate)))
+            figures["clipped"].append(metrics.clipped_fraction(o, int(n)))
+            figures["edge_burst"].append(metrics.edge_burst_db(o, int(n), rate))
+        return {k: multihost_utils.host_local_array_to_global_array(
+            np.array(v, np.float32), self.mesh, spec) for k, v in figures.items()}
 
     def _progress(self, passes: int, desc: str):
         return tqdm(total=self._num_batches() * passes, desc=desc, disable=jax.process_index() > 0)
@@ -205,7 +211,8 @@ class TransferEvaluator:
         probs = np.stack([r["probs"] for r in records])
         hit = probs.argmax(-1) == target
         p_target = probs[np.arange(len(records)), target]
-        content = {k: np.array([float(r[k]) for r in records]) for k in ("chroma", "onset", "logmel")}
+        content = {k: np.array([float(r[k]) for r in records])
+                   for k in ("chroma", "onset", "logmel", "clipped", "edge_burst")}
         features = np.stack([r["features"] for r in records])
         track_id = np.array([int(r["track_id"]) for r in records])
         fd, per_target_fd = self._fd(features, target, track_id)
@@ -223,12 +230,18 @@ class TransferEvaluator:
                         "logmel_distance": float(content["logmel"][sel].mean())}
         return {
             "target_accuracy": float(hit.mean()),
+            "target_accuracy_se": metrics.clip_standard_error(hit.astype(np.float64), track_id),
             "target_probability": float(p_target.mean()),
             **ceiling,
             "chance": 1.0 / self.num_classes,
             "chroma_similarity": float(content["chroma"].mean()),
             "onset_f1": float(content["onset"].mean()),
+            "chroma_similarity_se": metrics.clip_standard_error(content["chroma"], track_id),
+            "onset_f1_se": metrics.clip_standard_error(content["onset"], track_id),
             "logmel_distance": float(content["logmel"].mean()),
+            "clipped_sample_rate": float(content["clipped"].mean()),
+            "edge_burst_db": float(content["edge_burst"].mean()),
+            "edge_burst_db_max": float(content["edge_burst"].max()),
             "fd_judge": fd,
             "fd_judge_per_target": per_target_fd,
             "num_pairs": len(records),

@@ -6,6 +6,12 @@
   log-mel distance: RMS difference in dB of the fixed-reference log-mels; 0 = the same spectrum.
   Frechet distance: between Gaussian fits of two embedding sets (as Frechet Audio Distance, but
     on a genre judge's features: call it FD-judge).
+  clipped fraction: the share of an output's samples at or beyond full scale (what a 16-bit
+    file would clip).
+  edge burst: the louder of an output's first and last 100 ms over its median 100 ms frame, in
+    RMS dB: a burst at the clip's edge (padding artefacts) stands out by tens of dB.
+  clip standard error: the standard error of a mean over pairs with the clip as the unit (the
+    pairs of one input are not independent).
 """
 import functools
 
@@ -67,3 +73,35 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     if np.iscomplexobj(covmean):
         covmean = covmean.real  # rounding makes tiny imaginary parts
     return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * covmean))
+
+
+EDGE_SECONDS = 0.1
+
+
+def clipped_fraction(audio: np.ndarray, length: int) -> float:
+    """Share of the first `length` samples of float [N] `audio` with |x| >= 1."""
+    return float(np.mean(np.abs(audio[:length]) >= 1.0)) if length else 0.0
+
+
+def edge_burst_db(audio: np.ndarray, length: int, sample_rate: int) -> float:
+    """max(RMS of the first, of the last EDGE_SECONDS) / median RMS of the EDGE_SECONDS frames
+    of the first `length` samples, in dB (0 for a steady signal, or one of under three frames;
+    a silent clip's frames floor at -120 dBFS)."""
+    frame = max(round(EDGE_SECONDS * sample_rate), 1)
+    frames = length // frame
+    if frames < 3:
+        return 0.0
+    x = np.asarray(audio[:frames * frame], np.float64).reshape(frames, frame)
+    rms = np.maximum(np.sqrt(np.mean(x ** 2, axis=1)), 1e-6)
+    return float(20 * np.log10(max(rms[0], rms[-1]) / np.median(rms)))
+
+
+def clip_standard_error(values: np.ndarray, clip_ids: np.ndarray) -> float | None:
+    """Standard error of the mean of `values` [P] (one per pair), pairs grouped by `clip_ids`
+    [P]: the standard deviation (ddof 1) of the per-clip means over sqrt(number of clips);
+    None for fewer than two clips."""
+    clips = np.unique(clip_ids)
+    if len(clips) < 2:
+        return None
+    means = np.array([np.mean(values[clip_ids == c]) for c in clips], np.float64)
+    return float(np.std(means, ddof=1) / np.sqrt(len(clips)))

@@ -1,5 +1,6 @@
 """Files a transfer evaluation leaves for people: JSON, one markdown table of every method,
 a target-accuracy heatmap, and WAV + log-mel examples to hear and see."""
+import html
 import json
 
 import librosa
@@ -10,12 +11,24 @@ from etils import epath
 from jaxgenre.core import outputs
 from jaxgenre.data import audio_files
 
-TABLE_COLUMNS = (  # (key, header, format)
-    ("target_accuracy", "target acc.", "{:.3f}"), ("target_probability", "target prob.", "{:.3f}"),
+TABLE_COLUMNS = (  # (key, header, format); a `<key>_se` in a result is shown as +- after it
+    ("target_accuracy", "target acc.", "{:.3f}"), ("style_gain", "style gain", "{:.2f}"),
+    ("target_probability", "target prob.", "{:.3f}"),
     ("ceiling_accuracy", "ceiling", "{:.3f}"), ("ceiling_balanced_accuracy", "ceiling (bal.)", "{:.3f}"),
     ("chroma_similarity", "chroma sim.", "{:.3f}"), ("onset_f1", "onset F1", "{:.3f}"),
     ("logmel_distance", "log-mel dist. (dB)", "{:.2f}"), ("fd_judge", "FD-judge", "{:.2f}"),
+    ("clipped_sample_rate", "clipped", "{:.1e}"), ("edge_burst_db", "edge burst (dB)", "{:.1f}"),
     ("num_pairs", "pairs", "{}"), ("num_clips", "clips", "{}"))
+
+
+def style_gain(result: dict, eq: dict | None) -> float | None:
+    """(target accuracy - eq's) / (ceiling - eq's): 0 is what one EQ curve per genre does, 1
+    the judge's accuracy on real clips; comparable across judges of different strength. None
+    without eq's result (same judge and settings) or when the ceiling is not above eq."""
+    if eq is None or result.get("ceiling_accuracy") is None:
+        return None
+    room = result["ceiling_accuracy"] - eq["target_accuracy"]
+    return (result["target_accuracy"] - eq["target_accuracy"]) / room if room > 0 else None
 
 
 def _plt():
@@ -47,21 +60,26 @@ def read_results(out_dir: str, split: str, settings: dict | None = None) -> dict
 
 def markdown_table(results: dict[str, dict]) -> str:
     """One row per method (baselines first), every headline figure."""
-    def fmt(spec, value):
-        return "-" if value is None else spec.format(value)
+    def fmt(spec, value, se=None):
+        if value is None:
+            return "-"
+        return spec.format(value) + ("" if se is None else " ± " + spec.format(se))
     baselines = ("identity", "eq", "random_target")  # least to most style
     order = [m for m in baselines if m in results] + sorted(set(results) - set(baselines))
     lines = ["| method | " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + " |",
              "|---|" + "---|" * len(TABLE_COLUMNS)]
     for method in order:
-        r = results[method]
-        lines.append(f"| {method} | " + " | ".join(fmt(f, r.get(k)) for k, _, f in TABLE_COLUMNS)
-                     + " |")
+        r = dict(results[method], style_gain=style_gain(results[method], results.get("eq")))
+        lines.append(f"| {method} | " + " | ".join(fmt(f, r.get(k), r.get(f"{k}_se"))
+                                                   for k, _, f in TABLE_COLUMNS) + " |")
     any_result = results[order[0]]
     lines.append(f"\nJudge: `{any_result['judge']}` (step {any_result['judge_step']}), split "
                  f"{any_result['split']}, chance {any_result['chance']:.3f}. Content figures compare "
                  "each output with its input; FD-judge compares outputs with real clips of their "
-                 "target genres at equal sizes.")
+                 "target genres at equal sizes. ± is one standard error with the clip as the unit; "
+                 "style gain is (target acc. - eq's) / (ceiling - eq's); clipped is the share of "
+                 "output samples at full scale, edge burst the louder first or last 100 ms over "
+                 "the clip's median 100 ms, in dB.")
     return "\n".join(lines) + "\n"
 
 
@@ -119,10 +137,12 @@ def write_before_after(path: str, before: np.ndarray, after: np.ndarray, sample_
     plt.close(fig)
 
 
-def write_examples(examples, method: str, genres, sample_rate: int, out_dir: str) -> list[str]:
-    """examples/<track>_input.wav, examples/<method>/<track>_<src>-to-<tgt>.wav and a PNG with
-    the input's and the output's log-mels one above the other. An output that would clip is
-    scaled down, the gain in its PNG's title."""
+def write_examples(examples, method: str, genres, sample_rate: int, out_dir: str,
+                   split: str) -> list[str]:
+    """examples/<track>_input.wav, examples/<method>/<track>_<src>-to-<tgt>.wav, a PNG with the
+    input's and the output's log-mels one above the other, and a JSON of what the listening
+    page shows (`write_listening_page`). An output that would clip is scaled down, the gain in
+    its PNG's title and its JSON."""
     root = epath.Path(out_dir) / "examples"
     paths = []
     for ex in examples:
@@ -133,10 +153,70 @@ def write_examples(examples, method: str, genres, sample_rate: int, out_dir: str
                 sf.write(f, ex.input, sample_rate, format="WAV", subtype="PCM_16")
         output, gain_db = audio_files.peak_safe(ex.output)
         title = f"{method} -> {genres[ex.target]}" + (f" (gain {gain_db:.1f} dB)" if gain_db else "")
-        with outputs.replacing(root / method / f"{stem}.wav", "wb") as f:
+        wav, png = root / method / f"{stem}.wav", root / method / f"{stem}.png"
+        with outputs.replacing(wav, "wb") as f:
             sf.write(f, output, sample_rate, format="WAV", subtype="PCM_16")
-        png = root / method / f"{stem}.png"
         write_before_after(str(png), ex.input, output, sample_rate,
                            (f"input ({genres[ex.source]})", title))
-        paths += [str(root / method / f"{stem}.wav"), str(png)]
+        verdict = {g: float(p) for g, p in zip(genres, ex.probabilities)} if (
+            ex.probabilities is not None) else None
+        sidecar = root / method / f"{stem}.json"
+        outputs.write_text(sidecar, json.dumps(
+            {"method": method, "split": split, "track_id": ex.track_id,
+             "source": genres[ex.source], "target": genres[ex.target],
+             "input_wav": input_wav.name, "wav": f"{method}/{wav.name}",
+             "png": f"{method}/{png.name}", "gain_db": gain_db, "verdict": verdict}, indent=2))
+        paths += [str(wav), str(png), str(sidecar)]
     return paths
+
+
+def write_listening_page(out_dir: str, split: str) -> str:
+    """`out_dir/transfer_<split>.html`: per example clip, its input and every method's output
+    in DIR/examples (each method's JSONs from `write_examples`) as audio players beside their
+    log-mel images and the judge's verdict. Links are relative: the page works opened from disk
+    and moved with its directory."""
+    root = epath.Path(out_dir) / "examples"
+    found = [json.loads(p.read_text()) for p in sorted(root.glob("*/*.json"))] if (
+        root.exists()) else []
+    by_track = {}
+    for ex in found:
+        if ex["split"] == split:
+            by_track.setdefault(ex["track_id"], []).append(ex)
+    baselines = ("identity", "eq", "random_target")
+
+    def order(ex):
+        return (baselines.index(ex["method"]) if ex["method"] in baselines else len(baselines),
+                ex["method"], ex["target"])
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>transfer, {split}</title>"
+             "<style>body{font-family:sans-serif}td{vertical-align:top;padding:4px}"
+             "img{width:480px}</style></head><body>",
+             f"<h1>Style transfer examples, split {html.escape(split)}</h1>",
+             "<p>Each clip's input, then every method's output (log-mel: input above, output "
+             "below). The verdict is the judge's on the output; the full table is "
+             f"<a href='transfer_{split}.md'>transfer_{split}.md</a>.</p>"]
+    for track in sorted(by_track):
+        rows = sorted(by_track[track], key=order)
+        first = rows[0]
+        parts.append(f"<h2>Track {track} ({html.escape(first['source'])})</h2>"
+                     f"<p>input <audio controls preload='none' "
+                     f"src='examples/{html.escape(first['input_wav'])}'></audio></p><table>"
+                     "<tr><th>method</th><th>to</th><th>output</th><th>log-mel</th>"
+                     "<th>judge</th></tr>")
+        for ex in rows:
+            verdict = ""
+            if ex["verdict"]:
+                top = sorted(ex["verdict"].items(), key=lambda kv: -kv[1])[:3]
+                verdict = ", ".join(f"{html.escape(g)} {p:.2f}" for g, p in top)
+            gain = f"<br>scaled {ex['gain_db']:.1f} dB" if ex["gain_db"] else ""
+            parts.append(
+                f"<tr><td>{html.escape(ex['method'])}</td><td>{html.escape(ex['target'])}</td>"
+                f"<td><audio controls preload='none' src='examples/{html.escape(ex['wav'])}'>"
+                f"</audio>{gain}</td><td><img src='examples/{html.escape(ex['png'])}' "
+                f"alt='log-mel'></td><td>{verdict}</td></tr>")
+        parts.append("</table>")
+    if not by_track:
+        parts.append("<p>No examples (evaluate_transfer --examples 0).</p>")
+    parts.append("</body></html>")
+    path = epath.Path(out_dir) / f"transfer_{split}.html"
+    outputs.write_text(path, "\n".join(parts) + "\n")
+    return str(path)
