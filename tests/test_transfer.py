@@ -214,3 +214,24 @@ def test_the_listening_page_plays_every_methods_examples(tmp_path):
     for src in audio:
         assert len(soundfile.read(str(tmp_path / src))[0]) == 8000
     assert "Track 9" not in text and "Pop 0.80" in text and text.index("identity") < text.index("gan_x")
+
+
+def test_a_constant_tone_added_at_every_frame_shows_as_a_steady_tone():
+    """The demo GAN's "to Rock" drew constant lines in a few mel bands across a whole song;
+    a steady gain change lifts no band's floor above the others."""
+    from jaxgenre.audio import frontend
+    from jaxgenre.transfer import metrics
+    rate, n = 22_050, 2 * 22_050
+    mesh = sharding.make_mesh()
+    content = metrics.content_fn(frontend.MelConfig(n_fft=1024, hop_length=256, n_mels=64,
+                                                    ref=1.0, top_db=None), mesh)
+    rng = np.random.default_rng(0)
+    # music-like: noise bursts with gaps, so each band has quiet frames
+    envelope = np.repeat(np.where(rng.uniform(size=n // 2205 + 1) > 0.5, 1.0, 0.05), 2205)[:n]
+    source = np.stack([0.2 * rng.normal(size=n) * envelope] * mesh.size).astype(np.float32)
+    tone = 0.05 * np.sin(2 * np.pi * 3000 * np.arange(n) / rate).astype(np.float32)
+    outputs = {"quieter": 0.5 * source, "with a tone": source + tone}
+    steady = {k: float(np.asarray(content(sharding.from_host(source, mesh),
+                                          sharding.from_host(v, mesh))[2])[0])
+              for k, v in outputs.items()}
+    assert steady["with a tone"] > 20.0 and steady["quieter"] == pytest.approx(-6.0, abs=0.5)

@@ -124,11 +124,11 @@ class TransferEvaluator:
                                      f"(NaN or inf) for a clip of {self.split}: a transfer method "
                                      "must return float32 audio in [-1, 1].")
                 probs, features = self.judge(output, batch["num_samples"])
-                chroma, logmel = self.content(audio, output)
+                chroma, logmel, steady = self.content(audio, output)
                 host = multihost_utils.process_allgather(
                     {"source": source, "target": target, "mask": batch["mask"],
                      "track_id": batch["track_id"], "probs": probs, "features": features,
-                     "chroma": chroma, "logmel": logmel,
+                     "chroma": chroma, "logmel": logmel, "steady_tone": steady,
                      **self._host_figures(audio, output, batch["track_id"],
                                           batch["num_samples"])},
                     tiled=True)
@@ -212,7 +212,7 @@ class TransferEvaluator:
         hit = probs.argmax(-1) == target
         p_target = probs[np.arange(len(records)), target]
         content = {k: np.array([float(r[k]) for r in records])
-                   for k in ("chroma", "onset", "logmel", "clipped", "edge_burst")}
+                   for k in ("chroma", "onset", "logmel", "clipped", "edge_burst", "steady_tone")}
         features = np.stack([r["features"] for r in records])
         track_id = np.array([int(r["track_id"]) for r in records])
         fd, per_target_fd = self._fd(features, target, track_id)
@@ -242,6 +242,7 @@ class TransferEvaluator:
             "clipped_sample_rate": float(content["clipped"].mean()),
             "edge_burst_db": float(content["edge_burst"].mean()),
             "edge_burst_db_max": float(content["edge_burst"].max()),
+            "steady_tone_db": float(content["steady_tone"].mean()),
             "fd_judge": fd,
             "fd_judge_per_target": per_target_fd,
             "num_pairs": len(records),

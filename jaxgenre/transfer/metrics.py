@@ -10,6 +10,9 @@
     file would clip).
   edge burst: the louder of an output's first and last 100 ms over its median 100 ms frame, in
     RMS dB: a burst at the clip's edge (padding artefacts) stands out by tens of dB.
+  steady tone: the largest rise, over mel bands, of a band's floor (its 10th percentile over
+    frames, in dB) from input to output: a constant line added at every frame lifts the floor
+    of its band, where a changed timbre moves loud and quiet frames alike only by its EQ.
   clip standard error: the standard error of a mean over pairs with the clip as the unit (the
     pairs of one input are not independent).
 """
@@ -30,21 +33,23 @@ ONSET_WINDOW_S = 0.05
 
 
 def _content_local(source, output, mel):
-    """source, output: float32 [B, N] in [-1, 1] -> (chroma similarity [B], log-mel RMS dB [B])."""
+    """source, output: float32 [B, N] in [-1, 1] -> (chroma similarity, log-mel RMS dB,
+    steady tone dB), each [B]."""
     chroma_sim = chroma.chroma_similarity(chroma.chromagram(source, mel),
                                           chroma.chromagram(output, mel))
-    diff = frontend.log_mel(source * 32768.0, mel) - frontend.log_mel(output * 32768.0, mel)
-    return chroma_sim, jnp.sqrt(jnp.mean(diff ** 2, axis=(1, 2)))
+    a, b = frontend.log_mel(source * 32768.0, mel), frontend.log_mel(output * 32768.0, mel)
+    floor_rise = jnp.percentile(b, 10, axis=1) - jnp.percentile(a, 10, axis=1)  # [B, M]
+    return chroma_sim, jnp.sqrt(jnp.mean((a - b) ** 2, axis=(1, 2))), floor_rise.max(axis=1)
 
 
 def content_fn(mel: frontend.MelConfig, mesh: jax.sharding.Mesh):
-    """Jitted (source [B, N], output [B, N]) -> (chroma_similarity [B], logmel_distance [B]),
-    per example on each device (`mel` must have a fixed `ref`)."""
+    """Jitted (source [B, N], output [B, N]) -> (chroma_similarity, logmel_distance,
+    steady_tone), each [B], per example on each device (`mel` must have a fixed `ref`)."""
     spec = P(sharding.DATA_AXIS)
     fn = jax.shard_map(functools.partial(_content_local, mel=mel), mesh=mesh,
-                       in_specs=(spec, spec), out_specs=(spec, spec))
+                       in_specs=(spec, spec), out_specs=(spec,) * 3)
     data = sharding.batch_sharding(mesh)
-    return jax.jit(fn, in_shardings=(data, data), out_shardings=(data, data))
+    return jax.jit(fn, in_shardings=(data, data), out_shardings=(data,) * 3)
 
 
 def onsets(audio: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -18,6 +18,7 @@ TABLE_COLUMNS = (  # (key, header, format); a `<key>_se` in a result is shown as
     ("chroma_similarity", "chroma sim.", "{:.3f}"), ("onset_f1", "onset F1", "{:.3f}"),
     ("logmel_distance", "log-mel dist. (dB)", "{:.2f}"), ("fd_judge", "FD-judge", "{:.2f}"),
     ("clipped_sample_rate", "clipped", "{:.1e}"), ("edge_burst_db", "edge burst (dB)", "{:.1f}"),
+    ("steady_tone_db", "steady tone (dB)", "{:.1f}"),
     ("num_pairs", "pairs", "{}"), ("num_clips", "clips", "{}"))
 
 
@@ -79,7 +80,8 @@ def markdown_table(results: dict[str, dict]) -> str:
                  "target genres at equal sizes. ± is one standard error with the clip as the unit; "
                  "style gain is (target acc. - eq's) / (ceiling - eq's); clipped is the share of "
                  "output samples at full scale, edge burst the louder first or last 100 ms over "
-                 "the clip's median 100 ms, in dB.")
+                 "the clip's median 100 ms, in dB; steady tone the largest rise of a mel band's "
+                 "floor (10th percentile over frames), in dB.")
     return "\n".join(lines) + "\n"
 
 
