@@ -184,3 +184,28 @@ def test_the_transfer_evaluator_takes_a_gan_run_as_a_method(gan8, classifiers, t
     assert all(f"| {m} |" in table for m in ("identity", "random_target", "eq", name))
     # the classifier in the GAN's loss cannot judge it
     assert refused != 0 and "was used to train or select" in refusal
+
+
+@pytest.mark.slow  # three restores of the GAN and its vocoder
+def test_strength_zero_is_the_identity_codec_and_strength_scales_the_change(gan8):
+    from jaxgenre.audio import vocoder
+    from jaxgenre.transfer import generator, methods
+    mesh = sharding.make_mesh()
+    vcfg = vocoder.VocoderConfig(n_iter=4, nnls_steps=4)
+    rng = np.random.default_rng(0)
+    t = np.arange(22_050) / 22_050
+    audio = np.stack([0.2 * np.sin(2 * np.pi * (200 + 50 * i) * t) + 0.02 * rng.normal(size=t.size)
+                      for i in range(jax.device_count())]).astype(np.float32)
+    x = sharding.from_host(audio, mesh)
+    target = sharding.from_host(np.arange(jax.device_count(), dtype=np.int32) % 8, mesh)
+    by_strength = {s: generator.GeneratorMethod(gan8[0], mesh, vcfg, strength=s)
+                   for s in (0.0, 0.5, 1.0)}
+    assert by_strength[0.5].name.endswith("@strength0.5") and "@" not in by_strength[1.0].name
+    identity = methods.Identity(by_strength[0.0].codec)(x, target, target)
+    np.testing.assert_allclose(np.asarray(by_strength[0.0](x, target, target)),
+                               np.asarray(identity), atol=1e-4)
+    db = {s: np.asarray(m.convert_db(x, target)) for s, m in by_strength.items()}
+    assert np.abs(db[1.0] - db[0.0]).max() > 0.1  # the generator changes something
+    np.testing.assert_allclose(db[0.5] - db[0.0], 0.5 * (db[1.0] - db[0.0]), atol=1e-3)
+    with pytest.raises(ValueError, match="strength 1.5 is outside"):
+        generator.GeneratorMethod(gan8[0], mesh, vcfg, strength=1.5)

@@ -2,6 +2,7 @@ r"""Evaluates a genre style-transfer method against the trivial baselines, judge
 
   python -m jaxgenre.evaluate_transfer --method identity|random_target|eq|WORKDIR \
       --judge CLASSIFIER_WORKDIR --output_dir DIR [--split test] [--clips N] [--targets A,B]
+      [--strength S]
 
 Every clip of the split (or its first N) is turned into every other genre (or those in
 --targets); the judge, a classifier trained by `jaxgenre.train` and never one a method was
@@ -44,6 +45,9 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "The judge's checkpoint:
 _METHOD_CHECKPOINT = flags.DEFINE_string(
     "method_checkpoint", "best", "A style-transfer run's checkpoint: best|latest|STEP (other "
     "than best, the method is reported as <name>@<step>).")
+_STRENGTH = cli.float_flag("strength", 1.0, "A style-transfer run's conversion strength in [0, "
+                           "1] (reported as <name>@strength<s> unless 1).", minimum=0.0,
+                           maximum=1.0)
 _BATCH_SIZE = cli.integer_flag("batch_size", 8, "Clips per global batch (a multiple of the "
                                "device count).", minimum=1)
 _PHASE = flags.DEFINE_enum("phase", "source", ["source", "random"],
@@ -67,6 +71,8 @@ def _check_method(spec: str, judge_dir: str) -> None:
     """Refuses anything that is neither a baseline nor a style-transfer run, and a judge the
     method was trained with, before any work."""
     if spec in methods_lib.BASELINES:
+        if _STRENGTH.value != 1.0:
+            raise app.UsageError(f"--strength applies to a style-transfer run, not to {spec}.")
         return
     workdir = epath.Path(spec)
     hint = f"valid methods: {', '.join(methods_lib.BASELINES)}, or a style-transfer run's --workdir"
@@ -150,7 +156,7 @@ def evaluate():
             method = _baseline(spec, codec, builder, draw_pool)
         else:
             method = generator.GeneratorMethod(spec, mesh, vcfg, _PHASE.value, _SEED.value,
-                                               _METHOD_CHECKPOINT.value)
+                                               _METHOD_CHECKPOINT.value, _STRENGTH.value)
             judge.check_labels(method.class_names, f"the run {spec}")
             if method.sample_rate != judge.sample_rate:
                 raise ValueError(f"{spec} works at {method.sample_rate} Hz, the judge's data at "

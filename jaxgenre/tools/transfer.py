@@ -2,6 +2,7 @@ r"""Turns a song into another genre with a trained style-transfer run.
 
   python -m jaxgenre.transfer --workdir runs/stargan_demo --input song.mp3 --to Rock \
       [--output out.wav] [--checkpoint best|latest|STEP] [--classifier CLASSIFIER_WORKDIR]
+      [--strength 0..1]
 
 Any length and any format librosa reads (resampled to the run's rate, mixed to mono), converted
 in overlapping windows cross-faded into one another; writes a WAV (or FLAC: --output's suffix)
@@ -43,6 +44,9 @@ _WINDOW = cli.float_flag("window_seconds", None, "Conversion window (default: 2 
                          "training crop; at least the crop); windows overlap by half.", above=0)
 _GL_ITERS = cli.integer_flag("gl_iters", vocoder.VocoderConfig.n_iter, "Griffin-Lim iterations.",
                              minimum=0)
+_STRENGTH = cli.float_flag("strength", 1.0, "How far to convert: 0 keeps the input (through the "
+                           "vocoder), 1 the full conversion; the log-mel change is scaled.",
+                           minimum=0.0, maximum=1.0)
 
 
 _FORMATS = {".wav": "WAV", ".flac": "FLAC"}  # 16-bit PCM formats, by --output suffix
@@ -92,7 +96,7 @@ def transfer() -> list[str]:
     mesh = sharding.make_mesh()
     method = generator.GeneratorMethod(
         _WORKDIR.value, mesh, vocoder.VocoderConfig(n_iter=_GL_ITERS.value),
-        checkpoint=_CHECKPOINT.value)
+        checkpoint=_CHECKPOINT.value, strength=_STRENGTH.value)
     if _CLASSIFIER.value:
         judge = judge_lib.Judge(_CLASSIFIER.value, mesh)
         judge.check_labels(names, f"the run {_WORKDIR.value}")

@@ -4,6 +4,13 @@ baselines (`methods.Codec`, with the run's own mel analysis) -> audio.
 
 `GeneratorMethod` plugs into `evaluator.TransferEvaluator`; `convert_long` turns audio of any
 length into a genre in overlapping windows, cross-faded (the `jaxgenre.transfer` CLI).
+
+Strength: the converted log-mel is `input + strength * (conversion - input)` in dB, so 0 is
+the identity codec exactly, 1 the generator's conversion, and values between scale every
+change the generator makes (level, EQ, added or removed partials) alike. Chosen over
+interpolating the target's style embedding from the source genre's because that gives
+G(x, source) at 0, which is the identity only as far as training made it so, and needs the
+source genre, which a user's song does not come with.
 """
 import functools
 
@@ -21,33 +28,45 @@ GENERATOR_TASKS = ("stargan", "autoencoder")
 
 
 class GeneratorMethod:
-    """Converts with the `generator_ema` weights of `checkpoint` ('best' | 'latest' | STEP).
+    """Converts with the `generator_ema` weights of `checkpoint` ('best' | 'latest' | STEP), at
+    `strength` in [0, 1] (see the module docstring).
 
-    Attributes: name ('<task>_<workdir name>', with '@<step>' unless `checkpoint` is 'best'),
-    run (`rundir.Run`), codec, class_names, sample_rate.
+    Attributes: name ('<task>_<workdir name>', with '@<step>' unless `checkpoint` is 'best' and
+    '@strength<s>' unless `strength` is 1), run (`rundir.Run`), codec, class_names, sample_rate.
     """
     uses_target = True
 
     def __init__(self, workdir: str, mesh: jax.sharding.Mesh, vcfg: vocoder.VocoderConfig,
-                 phase: str = "source", seed: int = 0, checkpoint: str = "best"):
+                 phase: str = "source", seed: int = 0, checkpoint: str = "best",
+                 strength: float = 1.0):
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength {strength:g} is outside [0, 1]: 0 keeps the input, 1 "
+                             "is the full conversion.")
         self.run = rundir.restore(workdir, mesh, tasks.create, checkpoint, items=("generator_ema",),
                                 expect_tasks=GENERATOR_TASKS)
         task = self.run.task
         self.name = f"{self.run.config.task}_{epath.Path(workdir).resolve().name}"
         if checkpoint != "best":
             self.name += f"@{self.run.step}"
+        if strength != 1.0:
+            self.name += f"@strength{strength:g}"
         self.class_names, self.sample_rate = list(task.data.class_names), task.data.sample_rate
         self.mesh = mesh
         self.codec = methods.Codec(task.mel, vcfg, mesh, phase, seed)
         data = sharding.batch_sharding(mesh)
-        self._convert_db = jax.jit(functools.partial(_convert_db, task=task),
+        self._convert_db = jax.jit(functools.partial(_convert_db, task=task, strength=strength),
                                    in_shardings=(self.run.state_sharding, data, data),
                                    out_shardings=data)
+
+    def convert_db(self, audio: jax.Array, target: jax.Array) -> jax.Array:
+        """audio float32 [B, N] in [-1, 1] (or int16), target int32 [B] -> the converted
+        fixed-reference log-mel dB [B, T, M] that `__call__` vocodes."""
+        return self._convert_db(self.run.state, methods.to_float(audio), target)
 
     def __call__(self, audio: jax.Array, source: jax.Array, target: jax.Array) -> jax.Array:
         """audio float32 [B, N] in [-1, 1] (or int16), target int32 [B] -> float32 [B, N]."""
         x = methods.to_float(audio)
-        return self.codec.synthesise(self._convert_db(self.run.state, x, target), x)
+        return self.codec.synthesise(self.convert_db(x, target), x)
 
     def convert_long(self, audio: np.ndarray, target: int, window_seconds: float,
                      batch_size: int = 8) -> np.ndarray:
@@ -68,7 +87,8 @@ class GeneratorMethod:
         return windows.crossfade_join(np.concatenate(out), len(audio))
 
 
-def _convert_db(state, audio, target, *, task):
-    """float32 [B, N] -> converted fixed-reference log-mel dB [B, T, M]."""
+def _convert_db(state, audio, target, *, task, strength):
+    """float32 [B, N] -> converted fixed-reference log-mel dB [B, T, M], at `strength`."""
     x = task.spectrogram(audio * 32768.0)
-    return task.to_db(task.convert(state, x, target))
+    db_in = task.to_db(x)
+    return db_in + strength * (task.to_db(task.convert(state, x, target)) - db_in)
