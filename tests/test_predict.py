@@ -51,16 +51,23 @@ def _cli(*args):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-@pytest.mark.parametrize("length,window", [(12_345, 100), (12_345, 1_000), (12_345, 20_000),
-                                           (1, 2)])
-def test_crossfaded_windows_join_back_into_the_signal(length, window):
-    """Unchanged windows overlap-add to the input exactly: the fades sum to one everywhere."""
+@pytest.mark.parametrize("length,window,hop", [(12_345, 1_024, 256), (12_345, 512, 256),
+                                               (12_288, 512, 256), (100, 1_024, 256), (1, 2, 1)])
+def test_windows_frames_join_back_onto_the_signals_frame_grid(length, window, hop):
+    """Unchanged windows' frames (here each frame is the sample at its centre) cross-fade back
+    into the whole signal's frames exactly: the sin^2 weights sum to one at every frame."""
     x = np.random.default_rng(0).normal(size=length).astype(np.float32)
     cut = windows.crossfade_cut(x, window)
     assert cut.shape[1] == window
-    np.testing.assert_allclose(windows.crossfade_join(cut, length), x, atol=1e-6)
-    faded = windows.crossfade_join(cut[:, ::-1], length)  # a change in one window is heard
-    assert np.abs(faded - x).max() > 0.1
+    # centred frames every hop: 1 + window // hop per window, the last at the next one's start
+    frames = np.concatenate([cut[:, ::hop], np.zeros((len(cut), 1), np.float32)], axis=1)
+    expected = np.append(x, np.zeros(hop, np.float32))[:length // hop * hop + 1:hop]
+    np.testing.assert_allclose(windows.crossfade_join_frames(frames, window, hop, length),
+                               expected, atol=1e-6)
+    changed = windows.crossfade_join_frames(frames[::-1], window, hop, length)
+    assert len(cut) == 1 or np.abs(changed - expected).max() > 0.1  # a change is heard
+    with pytest.raises(ValueError, match="not a multiple of 2 x hop"):
+        windows.crossfade_join_frames(frames, window + 1, hop, length)
 
 
 def test_windows_cover_every_sample_directories_are_searched_and_reading_names_errors(music):

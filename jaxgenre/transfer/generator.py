@@ -3,7 +3,8 @@ method: audio -> fixed-reference log-mel -> averaged generator -> the same vocod
 baselines (`methods.Codec`, with the run's own mel analysis) -> audio.
 
 `GeneratorMethod` plugs into `evaluator.TransferEvaluator`; `convert_long` turns audio of any
-length into a genre in overlapping windows, cross-faded (the `jaxgenre.transfer` CLI).
+length into a genre (the `jaxgenre.transfer` CLI): overlapping windows converted one by one,
+their log-mels cross-faded on the file's frame grid, the file vocoded in one pass.
 
 Strength: the converted log-mel is `input + strength * (conversion - input)` in dB, so 0 is
 the identity codec exactly, 1 the generator's conversion, and values between scale every
@@ -53,6 +54,10 @@ class GeneratorMethod:
         self.class_names, self.sample_rate = list(task.data.class_names), task.data.sample_rate
         self.mesh = mesh
         self.codec = methods.Codec(task.mel, vcfg, mesh, phase, seed)
+        # One file is vocoded whole on one device (`convert_long`).
+        self._file_codec = methods.Codec(task.mel, vcfg, jax.make_mesh(
+            (1,), (sharding.DATA_AXIS,), devices=jax.devices()[:1],
+            axis_types=(jax.sharding.AxisType.Auto,)), phase, seed)
         data = sharding.batch_sharding(mesh)
         self._convert_db = jax.jit(functools.partial(_convert_db, task=task, strength=strength),
                                    in_shardings=(self.run.state_sharding, data, data),
@@ -70,21 +75,30 @@ class GeneratorMethod:
 
     def convert_long(self, audio: np.ndarray, target: int, window_seconds: float,
                      batch_size: int = 8) -> np.ndarray:
-        """float32 [N] of any length -> float32 [N] in genre `target`.
+        """float32 [N] of any length -> float32 [N] in genre `target`, vocoded in one pass.
 
-        Windows of `window_seconds` every half window, each converted on its own, then
-        overlap-added with sin^2 fades that sum to one, so no seam clicks.
+        Audio no longer than `window_seconds` (rounded to whole pairs of STFT hops) is converted
+        whole. Longer audio is cut into such windows every half window
+        (`windows.crossfade_cut`); each window's log-mel is converted on its own, the converted
+        log-mels are cross-faded on the file's frame grid with sin^2 weights that sum to one
+        (`windows.crossfade_join_frames`), and the file is vocoded once, from its own phase: one
+        phase reconstruction, where vocoding each window would cross-fade two independent ones
+        (comb filtering where they disagree).
         """
-        cut = windows.crossfade_cut(
-            audio, max(round(window_seconds * self.sample_rate) // 2 * 2, 2))
+        hop = self.codec.mel.hop_length
+        window = max(round(window_seconds * self.sample_rate / (2 * hop)), 1) * 2 * hop
+        cut = audio[None] if len(audio) <= window else windows.crossfade_cut(audio, window)
         per_batch = sharding.round_up(batch_size, jax.device_count())
         targets = sharding.from_host(np.full(per_batch, target, np.int32), self.mesh)
-        out = []
+        db = []
         for i in range(0, len(cut), per_batch):
             chunk = cut[i:i + per_batch]
             x = sharding.from_host(sharding.pad_rows(chunk, per_batch), self.mesh)
-            out.append(np.asarray(jax.device_get(self(x, targets, targets)))[:len(chunk)])
-        return windows.crossfade_join(np.concatenate(out), len(audio))
+            db.append(np.asarray(jax.device_get(self.convert_db(x, targets)))[:len(chunk)])
+        db = np.concatenate(db)
+        if len(audio) > window:
+            db = windows.crossfade_join_frames(db, window, hop, len(audio))[None]
+        return np.asarray(self._file_codec.synthesise(db, audio[None].astype(np.float32)))[0]
 
 
 def _convert_db(state, audio, target, *, task, strength):
