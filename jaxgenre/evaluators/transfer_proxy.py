@@ -19,6 +19,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
@@ -41,6 +42,12 @@ class ProxyEvaluator:
             raise rundir.RunError("The transfer_proxy evaluator needs a genre classifier: set "
                                 "gan.classifier_workdir or evals.<name>.classifier_workdir to "
                                 "a jaxgenre.train classifier run with this config's frontend.")
+        if not classifier_workdir:
+            logging.warning(
+                "The transfer_proxy evaluator scores with gan.classifier_workdir, the classifier "
+                "in the generator's loss: the checkpoint it picks is the one that pleases that "
+                "network most. Set evals.<name>.classifier_workdir to another classifier run "
+                "(not the judge you will evaluate with) for an unbiased choice.")
         self.classifier = judge.FrozenClassifier(workdir, mesh, task.mel, task.data.class_names)
         self.task, self.builder, self.mesh, self.batch_size = task, builder, mesh, batch_size
         self.split = split if clips is None else f"{split}[:{clips}]"
