@@ -38,7 +38,9 @@ def main(argv):
     sharding.initialize_distributed()
     job = checkpoints.CheckpointEvaluator(_WORKDIR.value, _SPLIT.value, _DATA_DIR.value,
                                          _OUTPUT_DIR.value)
-    outputs.check_writable(job.output_dir, "--output_dir", directory=True)
+    sharding.check_on_process_0(
+        lambda: outputs.check_writable(job.output_dir, "--output_dir", directory=True),
+        "--output_dir")
     if _WATCH.value:
         job.watch(_POLL.value)
     else:

@@ -41,16 +41,23 @@ _NUM_PROCESSES = cli.integer_flag("num_processes", None, "With --coordinator_add
 _PROCESS_ID = cli.integer_flag("process_id", None, "With --coordinator_address.", minimum=0)
 
 
+class ConfigError(errors.UserError, ValueError):
+    """The config cannot train: the message names the key and the fix."""
+
+
 class NonFiniteLossError(errors.UserError, FloatingPointError):
     """The loss became NaN or Inf; training stopped, the last good checkpoint is kept."""
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-    """Refuses a config before any work starts, with a message naming the key and the fix:
-    its task's sections, the shared ones, then the evaluators and best_metric."""
-    tasks.check_config(config)
-    config_checks.validate(config)
-    evaluators.check_config(config)
+    """Refuses a config before any work starts with a `ConfigError` naming the key and the
+    fix: its task's sections, the shared ones, then the evaluators and best_metric."""
+    try:
+        tasks.check_config(config)
+        config_checks.validate(config)
+        evaluators.check_config(config)
+    except ValueError as e:  # the checks' own; a ConfigError is what the command line shows
+        raise ConfigError(str(e)) from e
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -66,7 +73,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     builder = input_pipeline.load_builder(config.data.name, config.data.data_dir,
                                           config.data.manual_dir)
     features = builder.info.features
-    config_checks.validate_data(config, features)
+    try:
+        config_checks.validate_data(config, features)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     sample_rate = features["audio"].sample_rate
     data = spec.DataSpec(config.data.name, tuple(features["label"].names), sample_rate,
                           round(config.data.crop_seconds * sample_rate))
@@ -249,4 +259,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main, flags_parser=config_checks.parse_flags, sigterm_unwinds=False)
+    cli.run(main, flags_parser=config_checks.parse_flags, sigterm_unwinds=False,
+            user_errors=(errors.UserError,))

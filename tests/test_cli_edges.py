@@ -52,6 +52,11 @@ def test_a_failed_write_leaves_the_earlier_file_and_no_temporary_file(tmp_path):
     with outputs.replacing(target, "w") as f:
         f.write("new\n")
     assert target.read_text() == "new\n" and os.listdir(tmp_path) == ["preds.csv"]
+    # a directory target named with a trailing slash (as tab completion writes it)
+    with outputs.staged(f"{tmp_path / 'export'}{os.sep}") as staging:
+        os.mkdir(staging)
+        (pathlib.Path(staging) / "saved_model.pb").write_bytes(b"model")
+    assert os.listdir(tmp_path / "export") == ["saved_model.pb"]
 
 
 def test_an_interrupted_write_keeps_what_it_wrote_beside_the_target(tmp_path):
@@ -230,14 +235,19 @@ def test_weights_that_are_not_hdf5_are_named(tmp_path):
         in results[1][1]
 
 
-def test_transfer_examples_are_of_the_evaluated_targets():
+def test_transfer_examples_are_of_the_evaluated_targets_and_the_same_clips_for_every_method():
     """Before: `evaluate_transfer --targets Rock` wrote examples converted to other genres."""
     source, track = np.array([0, 1, 2, 3, 1]), np.array([10, 11, 12, 13, 14])
-    chosen = evaluator.example_rows(source, (source + 1) % 4, track, 1, [2], 4, 3, set())
-    assert chosen == [(1, 1, 2), (4, 1, 2)]  # only the rows converted to genre 2
-    # a target-free method's output is shown against the next evaluated target
-    chosen = evaluator.example_rows(source, source, track, 0, [2, 3], 4, 3, {12})
-    assert chosen == [(0, 0, 2), (1, 1, 2), (3, 3, 2)]
+    # the target-free identity run chooses: clips in order, each to the next evaluated target
+    chosen = evaluator.example_rows(source, source, track, 0, [2], 4, 3, set())
+    assert chosen == [(0, 0, 2), (1, 1, 2), (3, 3, 2)]  # 12 is genre 2 itself: no target
+    pairs = {track[j]: t for j, _, t in chosen}
+    # a method per target (offset 1: genre + 1) keeps only those clips, at their target
+    by_offset = {o: evaluator.example_rows(source, (source + o) % 4, track, o, [2], 4, 3, set(),
+                                           pairs) for o in (1, 2, 3)}
+    assert by_offset == {1: [(1, 1, 2)], 2: [(0, 0, 2)], 3: [(3, 3, 2)]}
+    assert evaluator.example_rows(source, source, track, 0, [2], 4, 2, {10}, pairs) == [
+        (1, 1, 2), (3, 3, 2)]
 
 
 def _user_error_processes(tiny_classifier, gan_workdir, tmp_path):

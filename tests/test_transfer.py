@@ -231,7 +231,14 @@ def test_a_constant_tone_added_at_every_frame_shows_as_a_steady_tone():
     source = np.stack([0.2 * rng.normal(size=n) * envelope] * mesh.size).astype(np.float32)
     tone = 0.05 * np.sin(2 * np.pi * 3000 * np.arange(n) / rate).astype(np.float32)
     outputs = {"quieter": 0.5 * source, "with a tone": source + tone}
+    lengths = sharding.from_host(np.full(mesh.size, n, np.int32), mesh)
     steady = {k: float(np.asarray(content(sharding.from_host(source, mesh),
-                                          sharding.from_host(v, mesh))[2])[0])
+                                          sharding.from_host(v, mesh), lengths)[2])[0])
               for k, v in outputs.items()}
     assert steady["with a tone"] > 20.0 and steady["quieter"] == pytest.approx(-6.0, abs=0.5)
+    # a tone only past the clip's real end (its padding) is no band's floor
+    half = sharding.from_host(np.full(mesh.size, n // 2, np.int32), mesh)
+    late = source + np.where(np.arange(n) > n // 2 + 2048, tone, 0.0).astype(np.float32)
+    padded_tone = float(np.asarray(content(sharding.from_host(source, mesh),
+                                           sharding.from_host(late, mesh), half)[2])[0])
+    assert abs(padded_tone) < 1.0, padded_tone

@@ -6,9 +6,9 @@ checkpoint saves, one line each, and errors; the libraries' INFO and WARNING cha
 per-checkpoint lines, TensorFlow and XLA start-up, TFDS deprecations) is hidden. `--verbosity=1`
 (absl's flag) shows everything.
 
-A user's mistake (`errors.UserError`, and the ValueError or OSError our checks and the file
-system raise) ends the program with one line, `error: <what and the fix>`, exit status 1;
-`--verbosity=1` shows its traceback instead.
+A user's mistake (`errors.UserError`, and in the tools the ValueError or OSError our checks
+and the file system raise) ends the program with one line, `error: <what and the fix>`, exit
+status 1; `--verbosity=1` shows its traceback instead.
 
   from jaxgenre.core import cli
   cli.prepare_process(relaunch=__name__ == "__main__")  # first, before TensorFlow or JAX
@@ -104,20 +104,26 @@ def _bound(name: str, ok, what: str) -> None:
                              message=f"--{name} must be {what}.")
 
 
-def run(main, flags_parser=None, sigterm_unwinds: bool = True) -> None:
-    """absl's `app.run(main)`, with a user's mistake (USER_ERRORS, absl's UsageError) printed
+def run(main, flags_parser=None, sigterm_unwinds: bool = True,
+        user_errors: tuple[type[BaseException], ...] = USER_ERRORS) -> None:
+    """absl's `app.run(main)`, with a user's mistake (`user_errors`, absl's UsageError) printed
     as `error: <message>` on one line and exit status 1; with --verbosity=1 the exception
-    propagates as usual (traceback, or absl's usage text). sigterm_unwinds: see `call_main`
-    (False for training, which saves a checkpoint on SIGTERM: `run/preemption`)."""
+    propagates as usual (traceback, or absl's usage text). Training passes
+    sigterm_unwinds=False (it saves a checkpoint on SIGTERM: `run/preemption`) and
+    user_errors=(errors.UserError,): a ValueError hours into a run keeps its traceback."""
     from absl import app
     kwargs = {} if flags_parser is None else {"flags_parser": flags_parser}
-    app.run(functools.partial(call_main, main, sigterm_unwinds=sigterm_unwinds), **kwargs)
+    app.run(functools.partial(call_main, main, sigterm_unwinds=sigterm_unwinds,
+                              user_errors=user_errors), **kwargs)
 
 
-def call_main(main, argv, sigterm_unwinds: bool = True):
+def call_main(main, argv, sigterm_unwinds: bool = True,
+              user_errors: tuple[type[BaseException], ...] = USER_ERRORS):
     """`main(argv)` as `run` calls it once the flags are parsed (tests call it to run several
-    mains in one process): a user's mistake exits with one line, and with `sigterm_unwinds`
-    SIGTERM raises SystemExit(143) (exit status 143, as when killed by it)."""
+    mains in one process): a user's mistake exits with one line (an error of ours says the
+    fix; another one adds how to see its traceback), and with `sigterm_unwinds` SIGTERM raises
+    SystemExit(143) (exit status 143, as when killed by it). Output piped into a program that
+    stops reading (`| head`) ends quietly."""
     from absl import app, logging
     if sigterm_unwinds and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so output files are finished or
@@ -125,11 +131,17 @@ def call_main(main, argv, sigterm_unwinds: bool = True):
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return main(argv)
-    except (app.UsageError, *USER_ERRORS) as e:
+    except BrokenPipeError:
+        # Python's own advice: point stdout at /dev/null so that its flush at exit is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except (app.UsageError, *user_errors) as e:
         if logging.get_verbosity() >= 1:
             raise
+        hint = "" if isinstance(e, (errors.UserError, app.UsageError)) else (
+            " (--verbosity=1 shows where it came from)")
         sys.stdout.flush()
-        sys.exit("error: " + " ".join(str(e).split()))
+        sys.exit("error: " + " ".join(str(e).split()) + hint)
 
 
 def _exit_on_sigterm(signum, frame):

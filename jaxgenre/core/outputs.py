@@ -11,14 +11,16 @@ interleaved file, and an earlier file of that name survives a run that fails.
       soundfile.write(tmp, audio, rate)                        # open the file themselves
   outputs.write_text(workdir / "config.json", text)
 
-Object stores (`gs://`, `s3://`) are written directly: an object upload is already all or
-nothing. Before a long job, `check_writable` and `refuse_inputs` fail in a second rather than
-after the work.
+Object stores (`gs://`, `s3://`) have no rename: there the writer writes to a local
+temporary file, uploaded when complete, so an object is whole or absent too (a directory, the
+export, is uploaded file by file). Before a long job, `check_writable` and `refuse_inputs` fail
+in a second rather than after the work.
 """
 import contextlib
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 
 from etils import epath
@@ -30,12 +32,38 @@ def _is_remote(path) -> bool:
     return "://" in os.fspath(path)
 
 
-def _temporary_name(path: str) -> str:
-    """`dir/.name.partial-<random><suffix>`: hidden, unique per writer, and with the target's
-    suffix kept (soundfile and matplotlib choose the format from it)."""
+def _clean(path) -> str:
+    """`path` as a string without a trailing separator ('out/' and 'out' name one target)."""
+    path = os.fspath(path)
+    return path.rstrip("/" + os.sep) or path
+
+
+def _temporary_name(path: str, directory: str | None = None) -> str:
+    """`<directory or path's own>/.name.partial-<random><suffix>`: hidden, unique per writer,
+    and with the target's suffix kept (soundfile and matplotlib choose the format from it)."""
     head, name = os.path.split(path)
     stem, suffix = os.path.splitext(name)
-    return os.path.join(head, f".{stem}.partial-{secrets.token_hex(4)}{suffix}")
+    return os.path.join(directory or head, f".{stem}.partial-{secrets.token_hex(4)}{suffix}")
+
+
+def _remove(tmp: str) -> None:
+    if os.path.isdir(tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+    elif os.path.lexists(tmp):
+        os.remove(tmp)
+
+
+def _upload(local: str, remote: str) -> None:
+    """Copies the file or directory `local` to the object-store path `remote`."""
+    if not os.path.isdir(local):
+        epath.Path(local).copy(remote, overwrite=True)
+        return
+    for root, _, files in os.walk(local):
+        for name in files:
+            src = os.path.join(root, name)
+            dst = epath.Path(remote) / os.path.relpath(src, local)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            epath.Path(src).copy(dst, overwrite=True)
 
 
 @contextlib.contextmanager
@@ -44,26 +72,26 @@ def staged(path, keep_on_error: str | None = None) -> Iterator[str]:
     ends without an exception the temporary file or directory is renamed to `path`, replacing
     a file (or an empty directory) there; on an exception (Ctrl-C included) it is deleted and
     `path` is left as it was, or, when `keep_on_error` names a path and the temporary file is
-    not empty, renamed there (what an interrupted run had written). For writers that take a
-    file name (soundfile, tf.saved_model.save)."""
-    path = os.fspath(path)
-    if _is_remote(path):
-        yield path
-        return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = _temporary_name(path)
+    not empty, moved there (what an interrupted run had written). For writers that take a
+    file name (soundfile, tf.saved_model.save). For an object-store `path` the temporary path
+    is local and its content is uploaded instead of renamed."""
+    path = _clean(path)
+    remote = _is_remote(path)
+    if remote:
+        tmp = _temporary_name(path, tempfile.mkdtemp(prefix="jaxgenre-"))
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = _temporary_name(path)
+    place = _upload if remote else os.replace
     try:
         yield tmp
-        os.replace(tmp, path)
+        place(tmp, path)
     except BaseException:
         if keep_on_error and os.path.isfile(tmp) and os.path.getsize(tmp):
-            os.replace(tmp, keep_on_error)
+            place(tmp, keep_on_error)
         raise
     finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.lexists(tmp):
-            os.remove(tmp)
+        _remove(os.path.dirname(tmp) if remote else tmp)
 
 
 @contextlib.contextmanager
@@ -73,11 +101,9 @@ def replacing(path, mode: str = "w", keep_on_error: str | None = None, **open_kw
     crash right after it leaves the new file or the old one, never an empty one."""
     if "w" not in mode:
         raise ValueError(f"replacing() writes whole files: mode {mode!r} has no 'w'.")
+    if "b" not in mode:
+        open_kwargs.setdefault("encoding", "utf-8")
     with staged(path, keep_on_error) as tmp:
-        if _is_remote(tmp):
-            with epath.Path(tmp).open(mode, **open_kwargs) as f:
-                yield f
-            return
         with open(tmp, mode, **open_kwargs) as f:
             yield f
             f.flush()
@@ -95,7 +121,7 @@ def check_writable(path, flag: str = "--output", directory: bool = False) -> Non
     its way is a file or is not writable, or (`directory` False) `path` is an existing
     directory, or (`directory` True) an existing file. Checks by creating and deleting a file
     in the nearest existing directory, which is what the write will need; leaves nothing."""
-    path = os.fspath(path)
+    path = _clean(path)
     if _is_remote(path):
         return
     if os.path.exists(path) and os.path.isdir(path) != directory:

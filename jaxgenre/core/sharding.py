@@ -11,6 +11,8 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxgenre.core import errors
+
 DATA_AXIS = "data"
 
 
@@ -81,3 +83,22 @@ def from_host(x: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
     """A global array of x [B, ...], batch-sharded over `mesh`, from a host array that every
     process holds in full (B a multiple of the device count: see `pad_rows`)."""
     return jax.make_array_from_callback(x.shape, batch_sharding(mesh), lambda index: x[index])
+
+
+def check_on_process_0(check: Callable[[], None], what: str) -> None:
+    """Runs `check` (raising `errors.UserError`) on process 0 alone, where the outputs are
+    written, and raises on every process when it fails (process 0 its own error, the others
+    one naming `what`), so that no process waits for the others at a collective."""
+    problem = None
+    if jax.process_index() == 0:
+        try:
+            check()
+        except errors.UserError as e:
+            problem = e
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        failed = bool(multihost_utils.broadcast_one_to_all(np.bool_(problem is not None)))
+        if failed and problem is None:
+            problem = errors.UserError(f"process 0 refused {what}; its log says why.")
+    if problem is not None:
+        raise problem

@@ -37,10 +37,16 @@ class ImportWeightsError(errors.UserError, ValueError):
 
 
 def check_new(directory: str) -> None:
-    """Refuses to write an import over an existing one."""
-    if (epath.Path(directory) / STATE_DIR).exists():
+    """Refuses an --out that already holds an import or anything else (an import is written
+    whole beside it and renamed into place: `save`), or that cannot be written."""
+    path = epath.Path(directory)
+    if (path / STATE_DIR).exists():
         raise ImportWeightsError(f"{directory} already holds an import; pass a new --out or "
                                  "delete it.")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ImportWeightsError(f"--out {directory} exists and is not an empty directory; "
+                                 "pass a new one.")
+    outputs.check_writable(directory, "--out", directory=True)
 
 
 def num_classes(info: dict) -> int | None:
@@ -80,9 +86,12 @@ def save(directory: str, state: dict, info: dict) -> None:
     """Writes an import directory: `state` (the model's `nnx.State` as a pure dict) as an Orbax
     checkpoint and `info` (model, model_kwargs, frontend as `frontend.MelConfig` fields, ...)
     as import.json."""
-    with ocp.StandardCheckpointer() as checkpointer:  # leaving waits for the write
-        checkpointer.save(epath.Path(directory).absolute() / STATE_DIR, state)
-    outputs.write_text(epath.Path(directory) / INFO_FILE, json.dumps(info, indent=2))
+    # Both files in a directory beside `directory`, renamed to it when complete: an interrupted
+    # import leaves nothing that `check_new` would refuse and `load_model` could not read.
+    with outputs.staged(directory) as staging:
+        with ocp.StandardCheckpointer() as checkpointer:  # leaving waits for the write
+            checkpointer.save(epath.Path(staging).absolute() / STATE_DIR, state)
+        outputs.write_text(epath.Path(staging) / INFO_FILE, json.dumps(info, indent=2))
 
 
 def read_info(directory: str) -> dict:

@@ -119,8 +119,10 @@ def main(argv):
 
 def evaluate():
     _check_method(_METHOD.value, _JUDGE.value)
-    outputs.check_writable(_OUTPUT_DIR.value, "--output_dir", directory=True)
     sharding.initialize_distributed()
+    sharding.check_on_process_0(
+        lambda: outputs.check_writable(_OUTPUT_DIR.value, "--output_dir", directory=True),
+        "--output_dir")
     mesh = sharding.make_mesh()
     judge = judge_lib.Judge(_JUDGE.value, mesh, _CHECKPOINT.value)
     data_dir = _DATA_DIR.value or judge.config.data.data_dir

@@ -38,20 +38,29 @@ class Example:
     probabilities: np.ndarray | None = None  # float32 [C]: the judge's verdict on the output
 
 
+def example_target(source: int, targets: list[int], num_classes: int) -> int | None:
+    """The genre an example clip of `source` is heard converted to: the next of the evaluated
+    `targets` after it (None when `source` is the only one)."""
+    return next((t for t in ((source + k) % num_classes for k in range(1, num_classes))
+                 if t in targets), None)
+
+
 def example_rows(source: np.ndarray, target: np.ndarray, track_id: np.ndarray, offset: int,
-                 targets: list[int], num_classes: int, wanted: int, taken: set[int]
-                 ) -> list[tuple[int, int, int]]:
-    """Which clips of a batch to keep for listening: up to `wanted` (row, source, target) whose
-    target is one of the evaluated `targets`, other than the source, and whose track is not in
-    `taken`. A target-free method's output (offset 0) is shown against the next of `targets`
-    after its source genre. source, target, track_id: int [n], the batch's real rows."""
+                 targets: list[int], num_classes: int, wanted: int, taken: set[int],
+                 pairs: dict[int, int] | None = None) -> list[tuple[int, int, int]]:
+    """Which rows of a batch to keep for listening: up to `wanted` (row, source, target), each
+    clip converted to its `example_target`, tracks in `taken` skipped. `pairs` ({track id:
+    target}, the example clips chosen once for every method: the split's first clips that
+    have a target) limits the rows to those clips; without it (the first, target-free run
+    that chooses them) every clip with a target qualifies. Rows of a pass converting to
+    another genre (offset > 0) are kept only where that is the clip's example target.
+    source, target, track_id: int [n], the batch's real rows."""
     chosen, taken = [], set(taken)
     for j, (s, t, track) in enumerate(zip(source.tolist(), target.tolist(), track_id.tolist())):
-        if offset == 0:
-            t = next((g for g in ((s + k) % num_classes for k in range(1, num_classes))
-                      if g in targets), s)
-        if len(chosen) < wanted and t in targets and t != s and track not in taken:
-            chosen.append((j, s, t))
+        shown = example_target(s, targets, num_classes) if pairs is None else pairs.get(track)
+        if (len(chosen) < wanted and shown is not None and track not in taken
+                and (offset == 0 or t == shown)):
+            chosen.append((j, s, shown))
             taken.add(track)
     return chosen
 
@@ -87,6 +96,7 @@ class TransferEvaluator:
         self.reference = {c: self._features(p["audio"], p["num_samples"])
                           for c, p in reference.items()}
         self._identity = None  # (records, examples) of the identity codec, computed once
+        self._example_pairs = None  # {track id: target} of the example clips, from that run
         self._input_onsets = {}  # track_id -> onset times [K] of the input clip
 
     def _features(self, clips: np.ndarray, num_samples: np.ndarray) -> np.ndarray:
@@ -124,7 +134,7 @@ class TransferEvaluator:
                                      f"(NaN or inf) for a clip of {self.split}: a transfer method "
                                      "must return float32 audio in [-1, 1].")
                 probs, features = self.judge(output, batch["num_samples"])
-                chroma, logmel, steady = self.content(audio, output)
+                chroma, logmel, steady = self.content(audio, output, batch["num_samples"])
                 host = multihost_utils.process_allgather(
                     {"source": source, "target": target, "mask": batch["mask"],
                      "track_id": batch["track_id"], "probs": probs, "features": features,
@@ -145,7 +155,7 @@ class TransferEvaluator:
         every process decides alike, from gathered `host` data)."""
         chosen = example_rows(host["source"][keep], host["target"][keep],
                               host["track_id"][keep], offset, self.targets, self.num_classes,
-                              wanted, taken)
+                              wanted, taken, self._example_pairs)
         if not chosen:
             return []
         pcm = multihost_utils.process_allgather((audio, output), tiled=True)
@@ -181,6 +191,8 @@ class TransferEvaluator:
         if self._identity is None:
             with self._progress(1, "ceiling (identity codec)") as progress:
                 self._identity = self._convert(self.identity, [0], progress)
+            # every method's examples: the clips and targets the identity run chose
+            self._example_pairs = {e.track_id: e.target for e in self._identity[1]}
         source = np.array([int(r["source"]) for r in self._identity[0]])
         hit = np.array([r["probs"].argmax() == r["source"] for r in self._identity[0]])
         return {"ceiling_accuracy": float(hit.mean()), "ceiling_balanced_accuracy": float(

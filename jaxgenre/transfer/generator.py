@@ -14,6 +14,7 @@ G(x, source) at 0, which is the identity only as far as training made it so, and
 source genre, which a user's song does not come with.
 """
 import functools
+import math
 
 import jax
 import numpy as np
@@ -54,9 +55,10 @@ class GeneratorMethod:
         self.class_names, self.sample_rate = list(task.data.class_names), task.data.sample_rate
         self.mesh = mesh
         self.codec = methods.Codec(task.mel, vcfg, mesh, phase, seed)
-        # One file is vocoded whole on one device (`convert_long`).
+        # One file is vocoded whole on one device of this process (`convert_long`): memory
+        # grows with the file's length, and each length compiles once.
         self._file_codec = methods.Codec(task.mel, vcfg, jax.make_mesh(
-            (1,), (sharding.DATA_AXIS,), devices=jax.devices()[:1],
+            (1,), (sharding.DATA_AXIS,), devices=jax.local_devices()[:1],
             axis_types=(jax.sharding.AxisType.Auto,)), phase, seed)
         data = sharding.batch_sharding(mesh)
         self._convert_db = jax.jit(functools.partial(_convert_db, task=task, strength=strength),
@@ -77,7 +79,7 @@ class GeneratorMethod:
                      batch_size: int = 8) -> np.ndarray:
         """float32 [N] of any length -> float32 [N] in genre `target`, vocoded in one pass.
 
-        Audio no longer than `window_seconds` (rounded to whole pairs of STFT hops) is converted
+        Audio no longer than `window_seconds` (rounded up to whole pairs of STFT hops) is converted
         whole. Longer audio is cut into such windows every half window
         (`windows.crossfade_cut`); each window's log-mel is converted on its own, the converted
         log-mels are cross-faded on the file's frame grid with sin^2 weights that sum to one
@@ -86,7 +88,8 @@ class GeneratorMethod:
         (comb filtering where they disagree).
         """
         hop = self.codec.mel.hop_length
-        window = max(round(window_seconds * self.sample_rate / (2 * hop)), 1) * 2 * hop
+        # whole pairs of hops, rounded up: a window of the training crop is never shorter
+        window = max(math.ceil(window_seconds * self.sample_rate / (2 * hop)), 1) * 2 * hop
         cut = audio[None] if len(audio) <= window else windows.crossfade_cut(audio, window)
         per_batch = sharding.round_up(batch_size, jax.device_count())
         targets = sharding.from_host(np.full(per_batch, target, np.int32), self.mesh)

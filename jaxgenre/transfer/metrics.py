@@ -32,24 +32,28 @@ from jaxgenre.core import sharding
 ONSET_WINDOW_S = 0.05
 
 
-def _content_local(source, output, mel):
-    """source, output: float32 [B, N] in [-1, 1] -> (chroma similarity, log-mel RMS dB,
-    steady tone dB), each [B]."""
+def _content_local(source, output, num_samples, mel):
+    """source, output: float32 [B, N] in [-1, 1], num_samples int32 [B] (the real audio) ->
+    (chroma similarity, log-mel RMS dB, steady tone dB), each [B]."""
     chroma_sim = chroma.chroma_similarity(chroma.chromagram(source, mel),
                                           chroma.chromagram(output, mel))
     a, b = frontend.log_mel(source * 32768.0, mel), frontend.log_mel(output * 32768.0, mel)
-    floor_rise = jnp.percentile(b, 10, axis=1) - jnp.percentile(a, 10, axis=1)  # [B, M]
+    # the floors over the frames of real audio only: a clip's zero padding is no band's floor
+    real = (jnp.arange(a.shape[1])[None, :] <= num_samples[:, None] // mel.hop_length)[..., None]
+    floor_rise = (jnp.nanpercentile(jnp.where(real, b, jnp.nan), 10, axis=1)
+                  - jnp.nanpercentile(jnp.where(real, a, jnp.nan), 10, axis=1))  # [B, M]
     return chroma_sim, jnp.sqrt(jnp.mean((a - b) ** 2, axis=(1, 2))), floor_rise.max(axis=1)
 
 
 def content_fn(mel: frontend.MelConfig, mesh: jax.sharding.Mesh):
-    """Jitted (source [B, N], output [B, N]) -> (chroma_similarity, logmel_distance,
-    steady_tone), each [B], per example on each device (`mel` must have a fixed `ref`)."""
+    """Jitted (source [B, N], output [B, N], num_samples [B]) -> (chroma_similarity,
+    logmel_distance, steady_tone), each [B], per example on each device (`mel` must have a
+    fixed `ref`)."""
     spec = P(sharding.DATA_AXIS)
     fn = jax.shard_map(functools.partial(_content_local, mel=mel), mesh=mesh,
-                       in_specs=(spec, spec), out_specs=(spec,) * 3)
+                       in_specs=(spec,) * 3, out_specs=(spec,) * 3)
     data = sharding.batch_sharding(mesh)
-    return jax.jit(fn, in_shardings=(data, data), out_shardings=(data,) * 3)
+    return jax.jit(fn, in_shardings=(data,) * 3, out_shardings=(data,) * 3)
 
 
 def onsets(audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -89,16 +93,19 @@ def clipped_fraction(audio: np.ndarray, length: int) -> float:
 
 
 def edge_burst_db(audio: np.ndarray, length: int, sample_rate: int) -> float:
-    """max(RMS of the first, of the last EDGE_SECONDS) / median RMS of the EDGE_SECONDS frames
-    of the first `length` samples, in dB (0 for a steady signal, or one of under three frames;
-    a silent clip's frames floor at -120 dBFS)."""
+    """max(RMS of the first, of the last EDGE_SECONDS of the first `length` samples) / the
+    median RMS of its EDGE_SECONDS frames, in dB (0 for a steady signal, or one of under three
+    frames; a silent clip's frames floor at -120 dBFS)."""
     frame = max(round(EDGE_SECONDS * sample_rate), 1)
     frames = length // frame
     if frames < 3:
         return 0.0
-    x = np.asarray(audio[:frames * frame], np.float64).reshape(frames, frame)
-    rms = np.maximum(np.sqrt(np.mean(x ** 2, axis=1)), 1e-6)
-    return float(20 * np.log10(max(rms[0], rms[-1]) / np.median(rms)))
+    x = np.asarray(audio[:length], np.float64)
+
+    def rms(a):
+        return np.maximum(np.sqrt(np.mean(a ** 2, axis=-1)), 1e-6)
+    median = np.median(rms(x[:frames * frame].reshape(frames, frame)))
+    return float(20 * np.log10(max(rms(x[:frame]), rms(x[-frame:])) / median))
 
 
 def clip_standard_error(values: np.ndarray, clip_ids: np.ndarray) -> float | None:

@@ -2,6 +2,7 @@
 a target-accuracy heatmap, and WAV + log-mel examples to hear and see."""
 import html
 import json
+import urllib.parse
 
 import librosa
 import numpy as np
@@ -172,6 +173,12 @@ def write_examples(examples, method: str, genres, sample_rate: int, out_dir: str
     return paths
 
 
+def _link(relative: str) -> str:
+    """A file under examples/ as an href: URL-quoted (a '#' or space in a method's name), then
+    escaped for the attribute."""
+    return html.escape(urllib.parse.quote(f"examples/{relative}"))
+
+
 def write_listening_page(out_dir: str, split: str) -> str:
     """`out_dir/transfer_<split>.html`: per example clip, its input and every method's output
     in DIR/examples (each method's JSONs from `write_examples`) as audio players beside their
@@ -201,7 +208,7 @@ def write_listening_page(out_dir: str, split: str) -> str:
         first = rows[0]
         parts.append(f"<h2>Track {track} ({html.escape(first['source'])})</h2>"
                      f"<p>input <audio controls preload='none' "
-                     f"src='examples/{html.escape(first['input_wav'])}'></audio></p><table>"
+                     f"src='{_link(first['input_wav'])}'></audio></p><table>"
                      "<tr><th>method</th><th>to</th><th>output</th><th>log-mel</th>"
                      "<th>judge</th></tr>")
         for ex in rows:
@@ -212,8 +219,8 @@ def write_listening_page(out_dir: str, split: str) -> str:
             gain = f"<br>scaled {ex['gain_db']:.1f} dB" if ex["gain_db"] else ""
             parts.append(
                 f"<tr><td>{html.escape(ex['method'])}</td><td>{html.escape(ex['target'])}</td>"
-                f"<td><audio controls preload='none' src='examples/{html.escape(ex['wav'])}'>"
-                f"</audio>{gain}</td><td><img src='examples/{html.escape(ex['png'])}' "
+                f"<td><audio controls preload='none' src='{_link(ex['wav'])}'>"
+                f"</audio>{gain}</td><td><img src='{_link(ex['png'])}' "
                 f"alt='log-mel'></td><td>{verdict}</td></tr>")
         parts.append("</table>")
     if not by_track:
