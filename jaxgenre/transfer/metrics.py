@@ -10,9 +10,10 @@
     file would clip).
   edge burst: the louder of an output's first and last 100 ms over its median 100 ms frame, in
     RMS dB: a burst at the clip's edge (padding artefacts) stands out by tens of dB.
-  steady tone: the largest rise, over mel bands, of a band's floor (its 10th percentile over
-    frames, in dB) from input to output: a constant line added at every frame lifts the floor
-    of its band, where a changed timbre moves loud and quiet frames alike only by its EQ.
+  steady tone: the largest loss, over mel bands, of a band's dynamic range from input to
+    output (its floor, the 10th percentile over frames in dB, rising more than its peaks, the
+    90th): a constant line added at every frame fills its band's quiet frames, where an EQ
+    moves a band's quiet and loud frames alike.
   clip standard error: the standard error of a mean over pairs with the clip as the unit (the
     pairs of one input are not independent).
 """
@@ -38,11 +39,14 @@ def _content_local(source, output, num_samples, mel):
     chroma_sim = chroma.chroma_similarity(chroma.chromagram(source, mel),
                                           chroma.chromagram(output, mel))
     a, b = frontend.log_mel(source * 32768.0, mel), frontend.log_mel(output * 32768.0, mel)
-    # the floors over the frames of real audio only: a clip's zero padding is no band's floor
+    # over the frames of real audio only: a clip's zero padding is no band's floor
     real = (jnp.arange(a.shape[1])[None, :] <= num_samples[:, None] // mel.hop_length)[..., None]
-    floor_rise = (jnp.nanpercentile(jnp.where(real, b, jnp.nan), 10, axis=1)
-                  - jnp.nanpercentile(jnp.where(real, a, jnp.nan), 10, axis=1))  # [B, M]
-    return chroma_sim, jnp.sqrt(jnp.mean((a - b) ** 2, axis=(1, 2))), floor_rise.max(axis=1)
+
+    def floor_and_peak(db):  # [B, T, M] -> [2, B, M]
+        return jnp.nanpercentile(jnp.where(real, db, jnp.nan), jnp.array([10.0, 90.0]), axis=1)
+    (floor_a, peak_a), (floor_b, peak_b) = floor_and_peak(a), floor_and_peak(b)
+    range_lost = (floor_b - floor_a) - (peak_b - peak_a)  # [B, M]
+    return chroma_sim, jnp.sqrt(jnp.mean((a - b) ** 2, axis=(1, 2))), range_lost.max(axis=1)
 
 
 def content_fn(mel: frontend.MelConfig, mesh: jax.sharding.Mesh):

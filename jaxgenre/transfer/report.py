@@ -81,8 +81,9 @@ def markdown_table(results: dict[str, dict]) -> str:
                  "target genres at equal sizes. ± is one standard error with the clip as the unit; "
                  "style gain is (target acc. - eq's) / (ceiling - eq's); clipped is the share of "
                  "output samples at full scale, edge burst the louder first or last 100 ms over "
-                 "the clip's median 100 ms, in dB; steady tone the largest rise of a mel band's "
-                 "floor (10th percentile over frames), in dB.")
+                 "the clip's median 100 ms, in dB; steady tone the largest loss of a mel band's "
+                 "dynamic range (its 10th percentile over frames rising above its 90th), in "
+                 "dB.")
     return "\n".join(lines) + "\n"
 
 
