@@ -40,6 +40,12 @@ from jaxgenre.tasks import classifier, gan_losses, optim
 # the instance norms' whole-clip statistics no longer rein in one edge): 10 ** (390 / 10) is not a
 # float32, so the vocoder returned NaN. Nothing a conversion should do is 40 dB above the input.
 MAX_BOOST_DB = 40.0
+# Frames of the input's own content mirrored beyond each time edge before a conversion and cut
+# off after it. The generator's convolutions zero-pad the log-mel's time edges, and a GAN learns
+# to put bursts there: the demo GAN's outputs averaged 28.7 dB above their median 100 ms in the
+# first or last 100 ms (identity codec: 3.8), 4.2 dB with 16 frames of context (64: 4.3), on
+# the first 16 demo test clips to every other genre (112 outputs).
+CONTEXT_FRAMES = 16
 
 
 class GanState(struct.PyTreeNode):
@@ -143,9 +149,12 @@ class _StyleTransferTask:
         return nnx.merge(self.g_graph, g_params)(x, target)
 
     def convert(self, state: GanState, x: jax.Array, target: jax.Array) -> jax.Array:
-        """Generator input [B, T, M, 1] -> converted [B, T, M, 1], by the averaged weights, at
-        most `MAX_BOOST_DB` above the input's loudest bin."""
-        y = self.generate(state.g_ema, x, target)
+        """Generator input [B, T, M, 1] -> converted [B, T, M, 1], by the averaged weights, with
+        `CONTEXT_FRAMES` of mirrored context at each time edge, at most `MAX_BOOST_DB` above
+        the input's loudest bin."""
+        k = min(CONTEXT_FRAMES, x.shape[1] - 1)  # a mirror needs a frame beyond the edge one
+        y = self.generate(state.g_ema, jnp.pad(x, ((0, 0), (k, k), (0, 0), (0, 0)),
+                                               mode="reflect"), target)[:, k:k + x.shape[1]]
         return jnp.minimum(y, x.max(axis=(1, 2, 3), keepdims=True) + MAX_BOOST_DB / self.gan.db_scale)
 
     def _classifier_loss(self, y: jax.Array, target: jax.Array, key: jax.Array
