@@ -262,11 +262,11 @@ def predict(inputs: list[str], workdir: str, checkpoint: str = "best", top_k: in
                 bar.write(f"skipped: {result.reason}", file=sys.stderr)
                 continue
             classified += 1
+            if write_row:  # first: a file printed as classified is in the CSV (or its .partial)
+                write_row(result)
             bar.write(format_top_k(result, names, top_k), file=sys.stdout)
             if result.warning:
                 bar.write(f"warning: {result.path}: {result.warning}.", file=sys.stderr)
-            if write_row:
-                write_row(result)
             if plot:
                 write_plot(plot_path(result.path, out_dir, taken), result, names)
         if not classified:  # inside the CSV's block: an earlier CSV at --output is kept
