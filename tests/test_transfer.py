@@ -182,7 +182,7 @@ def test_the_table_shows_standard_errors_and_the_normalised_style_gain():
 
 def test_the_listening_page_plays_every_methods_examples(tmp_path):
     """transfer_<split>.html: per clip its input and each method's output, every <audio> and
-    <img> a file beside the page that decodes; another split's examples stay off it."""
+    <img> a file beside the page that decodes; another split's or judge's examples stay off."""
     import html.parser
     rng = np.random.default_rng(0)
     genres = ["Rock", "Pop", "Folk"]
@@ -190,10 +190,12 @@ def test_the_listening_page_plays_every_methods_examples(tmp_path):
     for method, probs in (("identity", [0.7, 0.2, 0.1]), ("gan_x", [0.1, 0.8, 0.1])):
         examples = [evaluator.Example(t, 0, 1, clip, 0.5 * clip, np.array(probs, np.float32))
                     for t in (3, 5)]
-        report.write_examples(examples, method, genres, 8000, str(tmp_path), "test")
+        report.write_examples(examples, method, genres, 8000, str(tmp_path), "test", {"judge": "j"})
     report.write_examples([evaluator.Example(9, 2, 0, clip, clip)], "eq", genres, 8000,
-                          str(tmp_path), "validation")
-    page = report.write_listening_page(str(tmp_path), "test")
+                          str(tmp_path), "validation", {"judge": "j"})
+    report.write_examples([evaluator.Example(7, 2, 0, clip, clip)], "eq", genres, 8000,
+                          str(tmp_path), "test", {"judge": "another"})  # another judge's
+    page = report.write_listening_page(str(tmp_path), "test", {"judge": "j"})
     assert page == str(tmp_path / "transfer_test.html")
 
     class Sources(html.parser.HTMLParser):
@@ -213,7 +215,8 @@ def test_the_listening_page_plays_every_methods_examples(tmp_path):
         assert (tmp_path / src).is_file(), src
     for src in audio:
         assert len(soundfile.read(str(tmp_path / src))[0]) == 8000
-    assert "Track 9" not in text and "Pop 0.80" in text and text.index("identity") < text.index("gan_x")
+    assert "Track 9" not in text and "Track 7" not in text and "Pop 0.80" in text
+    assert text.index("identity") < text.index("gan_x")
 
 
 def test_a_constant_tone_added_at_every_frame_shows_as_a_steady_tone():

@@ -174,12 +174,13 @@ def evaluate():
             paths = [report.write_json(result, out_dir, stem),
                      report.write_heatmap(result, out_dir, stem)]
             paths += report.write_examples(examples, method.name, names, judge.sample_rate,
-                                           out_dir, _SPLIT.value)
+                                           out_dir, _SPLIT.value, settings)
             logging.info("wrote %s", ", ".join(paths))
     if jax.process_index() == 0:
         table = report.write_table(out_dir, _SPLIT.value, settings)
         print(epath.Path(table).read_text(), flush=True)
-        print(f"Listen: {report.write_listening_page(out_dir, _SPLIT.value)}", flush=True)
+        page = report.write_listening_page(out_dir, _SPLIT.value, settings)
+        print(f"Listen: {page}", flush=True)
 
 
 def entry_point() -> None:

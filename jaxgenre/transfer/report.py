@@ -142,7 +142,7 @@ def write_before_after(path: str, before: np.ndarray, after: np.ndarray, sample_
 
 
 def write_examples(examples, method: str, genres, sample_rate: int, out_dir: str,
-                   split: str) -> list[str]:
+                   split: str, settings: dict | None = None) -> list[str]:
     """examples/<track>_input.wav, examples/<method>/<track>_<src>-to-<tgt>.wav, a PNG with the
     input's and the output's log-mels one above the other, and a JSON of what the listening
     page shows (`write_listening_page`). An output that would clip is scaled down, the gain in
@@ -166,7 +166,7 @@ def write_examples(examples, method: str, genres, sample_rate: int, out_dir: str
             ex.probabilities is not None) else None
         sidecar = root / method / f"{stem}.json"
         outputs.write_text(sidecar, json.dumps(
-            {"method": method, "split": split, "track_id": ex.track_id,
+            {"method": method, "split": split, "settings": settings, "track_id": ex.track_id,
              "source": genres[ex.source], "target": genres[ex.target],
              "input_wav": input_wav.name, "wav": f"{method}/{wav.name}",
              "png": f"{method}/{png.name}", "gain_db": gain_db, "verdict": verdict}, indent=2))
@@ -180,9 +180,10 @@ def _link(relative: str) -> str:
     return html.escape(urllib.parse.quote(f"examples/{relative}"))
 
 
-def write_listening_page(out_dir: str, split: str) -> str:
+def write_listening_page(out_dir: str, split: str, settings: dict | None = None) -> str:
     """`out_dir/transfer_<split>.html`: per example clip, its input and every method's output
-    in DIR/examples (each method's JSONs from `write_examples`) as audio players beside their
+    in DIR/examples (each method's JSONs from `write_examples`; with `settings`, only those
+    written with the same judge and settings, as the table) as audio players beside their
     log-mel images and the judge's verdict. Links are relative: the page works opened from disk
     and moved with its directory."""
     root = epath.Path(out_dir) / "examples"
@@ -190,7 +191,7 @@ def write_listening_page(out_dir: str, split: str) -> str:
         root.exists()) else []
     by_track = {}
     for ex in found:
-        if ex["split"] == split:
+        if ex["split"] == split and (settings is None or ex.get("settings") == settings):
             by_track.setdefault(ex["track_id"], []).append(ex)
     baselines = ("identity", "eq", "random_target")
 
