@@ -57,12 +57,7 @@ def measure(size: str, steps: int, dtype: str, peak_tflops: float | None,
     _, state_sharding = sharding.abstract_state(task.init, mesh)
     state = jax.jit(task.init, out_shardings=state_sharding)()
     batch_sharding = sharding.batch_sharding(mesh)
-    step_fns, jitted = task.train_steps(), {}  # as the trainer: each distinct one compiled once
-    for fn in step_fns:
-        jitted.setdefault(id(fn), jax.jit(
-            fn, in_shardings=(state_sharding, {"audio": batch_sharding, "label": batch_sharding}),
-            out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,)))
-    cycle = [jitted[id(fn)] for fn in step_fns]
+    cycle = tasks.jit_update_cycle(task, state_sharding, mesh)  # as the trainer runs it
     rng = np.random.default_rng(0)
     batch = {"audio": rng.integers(-8000, 8000, (config.batch_size, data.crop_samples), np.int16),
              "label": rng.integers(0, 8, config.batch_size).astype(np.int32)}

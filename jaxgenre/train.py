@@ -15,6 +15,7 @@ from jaxgenre.core import cli
 cli.prepare_process(relaunch=__name__ == "__main__")
 
 import collections
+import contextlib
 import sys
 import time
 
@@ -52,11 +53,18 @@ class NonFiniteLossError(errors.UserError, FloatingPointError):
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Refuses a config before any work starts with a `ConfigError` naming the key and the
     fix: its task's sections, the shared ones, then the evaluators and best_metric."""
-    try:
+    with _as_config_error():
         tasks.check_config(config)
         config_checks.validate(config)
         evaluators.check_config(config)
-    except ValueError as e:  # the checks' own; a ConfigError is what the command line shows
+
+
+@contextlib.contextmanager
+def _as_config_error():
+    """The config checks' ValueErrors as `ConfigError`, what the command line shows in a line."""
+    try:
+        yield
+    except ValueError as e:
         raise ConfigError(str(e)) from e
 
 
@@ -73,10 +81,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     builder = input_pipeline.load_builder(config.data.name, config.data.data_dir,
                                           config.data.manual_dir)
     features = builder.info.features
-    try:
+    with _as_config_error():
         config_checks.validate_data(config, features)
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
     sample_rate = features["audio"].sample_rate
     data = spec.DataSpec(config.data.name, tuple(features["label"].names), sample_rate,
                           round(config.data.crop_seconds * sample_rate))
@@ -122,13 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         workdir, start_step, config.total_steps)
 
     # ---------------------------------------------------------------- jitted step, evaluators
-    data_sharding = sharding.batch_sharding(mesh)
-    step_fns, jitted = task.train_steps(), {}  # each distinct update function compiled once
-    for fn in step_fns:
-        jitted.setdefault(id(fn), jax.jit(
-            fn, in_shardings=(state_sharding, {"audio": data_sharding, "label": data_sharding}),
-            out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,)))
-    update_cycle = [jitted[id(fn)] for fn in step_fns]
+    update_cycle = tasks.jit_update_cycle(task, state_sharding, mesh)
     evals = evaluators.create(config, task, state_sharding, builder, mesh)
     writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
 

@@ -24,6 +24,7 @@ while the flags are parsed, in absl's two lines, before any work.
 """
 import functools
 import logging as py_logging
+import math
 import os
 import signal
 import sys
@@ -84,8 +85,6 @@ def float_flag(name: str, default: float | None, help: str, above: float | None 
                minimum: float | None = None, maximum: float | None = None):
     """absl's DEFINE_float, refusing values not greater than `above`, below `minimum` or above
     `maximum`, and NaN or infinity (None stays allowed, as in `integer_flag`)."""
-    import math
-
     from absl import flags
     holder = flags.DEFINE_float(name, default, help)
     parts = ([f"greater than {above:g}"] if above is not None else []) + (

@@ -45,9 +45,10 @@ def _detected_cluster():
                  if not env.opt_in_only_method and env.is_env_present()), None)
 
 
-def make_mesh() -> jax.sharding.Mesh:
-    """A 1-D mesh over every device of every process, axis 'data'."""
-    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D mesh, axis 'data', over `devices` (default: every device of every process)."""
+    devices = jax.devices() if devices is None else devices
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
                          axis_types=(jax.sharding.AxisType.Auto,))
 
 

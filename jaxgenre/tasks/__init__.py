@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import jax
 import ml_collections
 
+from jaxgenre.core import sharding
 from jaxgenre.data.spec import DataSpec
 from jaxgenre.run import config_versions
 from jaxgenre.tasks import classifier, gan
@@ -110,6 +111,19 @@ def create(config: ml_collections.ConfigDict, data: DataSpec, mesh: jax.sharding
     loss needs (the GAN's frozen classifier).
     """
     return get(config)(config, data, mesh, training)
+
+
+def jit_update_cycle(task: Task, state_sharding, mesh: jax.sharding.Mesh) -> list[Callable]:
+    """`task.train_steps()` jitted as the trainer runs them: state replicated, the batch split
+    over `mesh`, metrics replicated, the state donated; a function that repeats in the cycle
+    is compiled once. Step s runs `cycle[(s - 1) % len(cycle)]`."""
+    data = sharding.batch_sharding(mesh)
+    step_fns, jitted = task.train_steps(), {}
+    for fn in step_fns:
+        jitted.setdefault(id(fn), jax.jit(
+            fn, in_shardings=(state_sharding, {"audio": data, "label": data}),
+            out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,)))
+    return [jitted[id(fn)] for fn in step_fns]
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

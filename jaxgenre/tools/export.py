@@ -44,6 +44,7 @@ from absl import app, flags, logging
 from jax.experimental import jax2tf
 
 import tfds_fma  # noqa: F401  (registers the `fma` datasets with TFDS, for their clip length)
+from jaxgenre.core import sharding
 from jaxgenre.inference import judge
 from jaxgenre.run import rundir
 from jaxgenre.tasks import classifier
@@ -80,8 +81,7 @@ def export(workdir: str, out: str, checkpoint: str = "best", clip_seconds: float
                           "(TF Serving wants MODEL_DIR/<version>, e.g. models/jaxgenre/1).")
     outputs.check_writable(out, "--out", directory=True)
     # One device is enough to read the weights, which then leave JAX as numpy arrays.
-    mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1],
-                         axis_types=(jax.sharding.AxisType.Auto,))
+    mesh = sharding.make_mesh(jax.devices()[:1])
     try:
         run = judge.restore(workdir, mesh, checkpoint)
     except (ValueError, FileNotFoundError) as e:  # RunError, a bad STEP, no config.json

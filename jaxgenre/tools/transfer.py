@@ -4,8 +4,9 @@ r"""Turns a song into another genre with a trained style-transfer run.
       [--output out.wav] [--checkpoint best|latest|STEP] [--classifier CLASSIFIER_WORKDIR]
       [--strength 0..1]
 
-Any length and any format librosa reads (resampled to the run's rate, mixed to mono), converted
-in overlapping windows cross-faded into one another; writes a WAV (or FLAC: --output's suffix)
+Any length and any format librosa reads (resampled to the run's rate, mixed to mono): its
+log-mel converted in overlapping windows cross-faded into one another, then vocoded in one pass
+(`GeneratorMethod.convert_long`); writes a WAV (or FLAC: --output's suffix)
 and a PNG of the log-mel before and after. `--to all` writes one WAV per genre into --output (a
 directory). The source genre is not needed; with --classifier, a genre classifier run names it
 for you. Outputs are checked before any conversion (writable, none of them the input) and each

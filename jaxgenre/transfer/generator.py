@@ -57,9 +57,8 @@ class GeneratorMethod:
         self.codec = methods.Codec(task.mel, vcfg, mesh, phase, seed)
         # One file is vocoded whole on one device of this process (`convert_long`): memory
         # grows with the file's length, and each length compiles once.
-        self._file_codec = methods.Codec(task.mel, vcfg, jax.make_mesh(
-            (1,), (sharding.DATA_AXIS,), devices=jax.local_devices()[:1],
-            axis_types=(jax.sharding.AxisType.Auto,)), phase, seed)
+        self._file_codec = methods.Codec(task.mel, vcfg,
+                                         sharding.make_mesh(jax.local_devices()[:1]), phase, seed)
         data = sharding.batch_sharding(mesh)
         self._convert_db = jax.jit(functools.partial(_convert_db, task=task, strength=strength),
                                    in_shardings=(self.run.state_sharding, data, data),

@@ -23,6 +23,16 @@ TABLE_COLUMNS = (  # (key, header, format); a `<key>_se` in a result is shown as
     ("num_pairs", "pairs", "{}"), ("num_clips", "clips", "{}"))
 
 
+# The baselines (`methods.BASELINES`) as tables and pages list them: least to most style.
+_BASELINES_SHOWN = ("identity", "eq", "random_target")
+
+
+def _method_order(method: str) -> tuple:
+    """Sort key: the baselines first, least to most style, then the other methods by name."""
+    shown = _BASELINES_SHOWN
+    return (shown.index(method) if method in shown else len(shown), method)
+
+
 def style_gain(result: dict, eq: dict | None) -> float | None:
     """(target accuracy - eq's) / (ceiling - eq's): 0 is what one EQ curve per genre does, 1
     the judge's accuracy on real clips; comparable across judges of different strength. None
@@ -66,8 +76,7 @@ def markdown_table(results: dict[str, dict]) -> str:
         if value is None:
             return "-"
         return spec.format(value) + ("" if se is None else " ± " + spec.format(se))
-    baselines = ("identity", "eq", "random_target")  # least to most style
-    order = [m for m in baselines if m in results] + sorted(set(results) - set(baselines))
+    order = sorted(results, key=_method_order)
     lines = ["| method | " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + " |",
              "|---|" + "---|" * len(TABLE_COLUMNS)]
     for method in order:
@@ -193,11 +202,6 @@ def write_listening_page(out_dir: str, split: str, settings: dict | None = None)
     for ex in found:
         if ex["split"] == split and (settings is None or ex.get("settings") == settings):
             by_track.setdefault(ex["track_id"], []).append(ex)
-    baselines = ("identity", "eq", "random_target")
-
-    def order(ex):
-        return (baselines.index(ex["method"]) if ex["method"] in baselines else len(baselines),
-                ex["method"], ex["target"])
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>transfer, {split}</title>"
              "<style>body{font-family:sans-serif}td{vertical-align:top;padding:4px}"
              "img{width:480px}</style></head><body>",
@@ -206,7 +210,7 @@ def write_listening_page(out_dir: str, split: str, settings: dict | None = None)
              "below). The verdict is the judge's on the output; the full table is "
              f"<a href='transfer_{split}.md'>transfer_{split}.md</a>.</p>"]
     for track in sorted(by_track):
-        rows = sorted(by_track[track], key=order)
+        rows = sorted(by_track[track], key=lambda ex: (*_method_order(ex["method"]), ex["target"]))
         first = rows[0]
         parts.append(f"<h2>Track {track} ({html.escape(first['source'])})</h2>"
                      f"<p>input <audio controls preload='none' "
