@@ -17,7 +17,10 @@ LAYERS = (
     # state: one level, the module graph acyclic (test_no_import_circle).
     ("tasks", "inference"),
     ("evaluators", "transfer"),
-    ("tools", "train", "evaluate", "predict", "export", "evaluate_transfer", "import_weights",
+    # Trained runs as Python objects (Classifier, StyleTransfer): what the tools and the
+    # service call.
+    ("api",),
+    ("tools", "serve", "train", "evaluate", "predict", "export", "evaluate_transfer", "import_weights",
      "baselines"),
 )
 _RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}

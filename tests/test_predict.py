@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import soundfile
 
+from jaxgenre import api
 from jaxgenre.audio import windows
 from jaxgenre.core import sharding
 from jaxgenre.data import audio_files
 from jaxgenre.inference import judge as judge_lib
-from jaxgenre.tools import predict
 from tests import train_helpers as th
 
 RATE = 22050
@@ -124,7 +124,8 @@ def test_file_probabilities_are_the_mean_of_the_judges_window_probabilities(clas
     mesh = sharding.make_mesh()
     judge = judge_lib.Judge(classifier_run, mesh)
     paths = [os.path.join(music, name) for name in ("long.mp3", "broken.mp3", "sub/short.mp3")]
-    results = list(predict.predict_files(judge, mesh, paths, window_seconds=4.0, batch_size=2))
+    classifier = api.Classifier(judge, mesh, window_seconds=4.0, batch_sizes=(2,))
+    results = list(classifier.predict_files(paths))
     assert [type(r).__name__ for r in results] == ["Prediction", "Skipped", "Prediction"]
     long, short = results[0], results[2]
     window = 4 * RATE

@@ -48,13 +48,38 @@ def read(path: str, sample_rate: int) -> np.ndarray:
         why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         raise ValueError(f"Cannot read {path} as audio ({why}); pass a file librosa reads "
                          "(wav, flac, ogg, mp3).") from None
+    return conform(audio, native_rate, sample_rate, str(path), channel_axis=0)
+
+
+def conform(audio: np.ndarray, rate: int, sample_rate: int, what: str = "the audio",
+            channel_axis: int = -1) -> np.ndarray:
+    """Samples at `rate` -> float32 [N] in [-1, 1] at `sample_rate`, mixed to mono.
+
+    audio: [N] or with channels on `channel_axis` (-1: [N, channels], soundfile's layout; 0:
+    [channels, N], librosa's); float on the [-1, 1] scale, or integer PCM (scaled by its
+    type's range). Raises ValueError naming `what` for no samples, NaN or infinite ones, or a
+    shape that is not audio.
+    """
+    import librosa
+    audio = np.asarray(audio)
+    if audio.ndim not in (1, 2):
+        raise ValueError(f"{what} has shape {audio.shape}: pass samples [N] or [N, channels].")
     if audio.size == 0:
-        raise ValueError(f"{path} holds no audio samples.")
+        raise ValueError(f"{what} holds no audio samples.")
+    if np.issubdtype(audio.dtype, np.integer):
+        audio = audio / float(-np.iinfo(audio.dtype).min)
+    elif not np.issubdtype(audio.dtype, np.floating):
+        raise ValueError(f"{what} has samples of type {audio.dtype}: pass floats in [-1, 1] or "
+                         "integer PCM.")
     bad = int(np.size(audio) - np.count_nonzero(np.isfinite(audio)))
     if bad:
-        raise ValueError(f"{path}: {bad} of its {audio.size} samples are not finite (NaN or "
+        raise ValueError(f"{what}: {bad} of its {audio.size} samples are not finite (NaN or "
                          "infinity); re-export the file from its source.")
-    audio = librosa.resample(librosa.to_mono(audio), orig_sr=native_rate, target_sr=sample_rate)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=channel_axis)
+    audio = audio.astype(np.float32)
+    if rate != sample_rate:
+        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate)
     return audio.astype(np.float32)
 
 

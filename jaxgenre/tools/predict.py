@@ -22,179 +22,27 @@ renamed over it when the run ends with a file classified, so a failed run leaves
 CSV as it was; an interrupted one (Ctrl-C, SIGTERM) keeps its complete rows in
 `<output>.partial`.
 """
-from jaxgenre.audio import windows
 from jaxgenre.core import cli
 
 # First of all: before TensorFlow and JAX start their threads and loggers.
 cli.prepare_process(relaunch=__name__ == "__main__")
 
-import collections
 import contextlib
 import csv
-import dataclasses
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
 
-import jax
 import numpy as np
 from absl import app, flags
 
-from jaxgenre.core import errors, outputs, sharding
+from jaxgenre import api
+from jaxgenre.core import errors, outputs
 from jaxgenre.data import audio_files
-from jaxgenre.inference import judge as judge_lib
 from jaxgenre.run import rundir
 
-DEFAULT_WINDOW_SECONDS = 10.0
 
-
-@dataclasses.dataclass
-class Prediction:
-    """One file's verdict.
-
-    times: float32 [W], each window's centre in seconds from the file's start.
-    window_probabilities: float32 [W, C], the judge's probabilities per window (C = genres).
-    warning: why the verdict means little (`audio_files.verdict_warning`), or None.
-    """
-    path: str
-    times: np.ndarray
-    window_probabilities: np.ndarray
-    warning: str | None = None
-
-    @property
-    def probabilities(self) -> np.ndarray:
-        """float32 [C]: the mean of the windows' probabilities (each window counts the same)."""
-        return self.window_probabilities.mean(axis=0)
-
-
-@dataclasses.dataclass
-class Skipped:
-    """A file that could not be read; `reason` names the file and the problem."""
-    path: str
-    reason: str
-
-
-def window_samples(judge: judge_lib.Judge, window_seconds: float | None = None) -> int:
-    """Window length in samples at the judge's rate: `window_seconds` (default 10 s or the run's
-    crop if longer). Shorter than a crop, the judge would hear mostly zero padding: refused."""
-    crop = judge.config.data.crop_seconds
-    seconds = max(DEFAULT_WINDOW_SECONDS, crop) if window_seconds is None else window_seconds
-    if seconds < crop:
-        raise ValueError(f"--window_seconds {seconds:g} is shorter than the run's "
-                         f"{crop:g} s crop; pass {crop:g} or more.")
-    return round(seconds * judge.sample_rate)
-
-
-class _File:
-    """A file whose windows are queued: their probabilities fill in as batches finish."""
-
-    def __init__(self, path: str, starts: np.ndarray, lengths: np.ndarray, rate: int,
-                 num_classes: int, warning: str | None):
-        self.path, self.starts, self.warning = path, starts, warning
-        self.times = ((starts + lengths / 2) / rate).astype(np.float32)
-        self.probabilities = np.zeros((len(starts), num_classes), np.float32)
-        self.remaining = len(starts)
-
-
-class _Batcher:
-    """Packs windows of many files into batches of fixed shape [B, window] (one compilation),
-    padding the last with masked rows (zeros, length 0, results dropped).
-
-    One batch stays in flight: JAX returns before the judge finishes, so the next file decodes
-    while it runs; its results are collected when the next batch goes out, or on `flush`.
-    """
-
-    def __init__(self, judge: judge_lib.Judge, mesh: jax.sharding.Mesh,
-                 window_seconds: float | None, batch_size: int):
-        self.judge, self.window = judge, window_samples(judge, window_seconds)
-        self.batch = sharding.round_up(batch_size, mesh.size)
-        self._mesh = mesh
-        self._rows = []  # (file, window index, audio float32 [<= window])
-        self._in_flight = None  # (rows, probabilities jax.Array [B, C])
-
-    def add(self, file: _File, audio: np.ndarray) -> None:
-        self._rows += [(file, i, audio[s:s + self.window]) for i, s in enumerate(file.starts)]
-        while len(self._rows) >= self.batch:
-            self._dispatch(self._rows[:self.batch])
-            del self._rows[:self.batch]
-
-    def flush(self) -> None:
-        if self._rows:
-            self._dispatch(self._rows)
-            self._rows = []
-        self._collect()
-
-    def _dispatch(self, rows) -> None:
-        audio = np.zeros((self.batch, self.window), np.float32)
-        lengths = np.zeros(self.batch, np.int32)
-        for r, (_, _, clip) in enumerate(rows):
-            audio[r, :len(clip)], lengths[r] = clip, len(clip)
-        self._collect()
-        probabilities, _ = self.judge(sharding.from_host(audio, self._mesh),
-                                      sharding.from_host(lengths, self._mesh))
-        self._in_flight = (rows, probabilities)
-
-    def _collect(self) -> None:
-        if self._in_flight is None:
-            return
-        rows, probabilities = self._in_flight
-        probabilities = np.asarray(probabilities)  # waits for the judge
-        for r, (file, i, _) in enumerate(rows):
-            file.probabilities[i] = probabilities[r]
-            file.remaining -= 1
-        self._in_flight = None
-
-    def compile(self) -> None:
-        """Compiles the judge for this batch shape without running it."""
-        self.judge.compile(self.batch, self.window)
-
-
-def compile_judge(judge: judge_lib.Judge, mesh: jax.sharding.Mesh,
-                  window_seconds: float | None = None, batch_size: int = 16) -> None:
-    """Compiles what `predict_files` with the same arguments runs, without running it."""
-    _Batcher(judge, mesh, window_seconds, batch_size).compile()
-
-
-def predict_files(judge: judge_lib.Judge, mesh: jax.sharding.Mesh, paths: Iterable[str],
-                  window_seconds: float | None = None, batch_size: int = 16
-                  ) -> Iterator[Prediction | Skipped]:
-    """Judges each file in `paths` on `mesh` (the judge's), yielding a Prediction or a Skipped
-    per file, in input order.
-
-    Windows (see `window_samples`, `windows.covering_starts`) of consecutive files share batches of
-    `batch_size` rounded up to a multiple of the device count.
-    """
-    batcher = _Batcher(judge, mesh, window_seconds, batch_size)
-    queue = collections.deque()  # _File or Skipped, in input order, until done
-    for path in paths:
-        try:
-            audio = audio_files.read(path, judge.sample_rate)
-        except (FileNotFoundError, ValueError) as e:
-            queue.append(Skipped(path, str(e)))
-        else:
-            starts = windows.covering_starts(len(audio), batcher.window)
-            lengths = np.minimum(len(audio) - starts, batcher.window)
-            warning = audio_files.verdict_warning(audio, judge.sample_rate,
-                                                  judge.crop_samples)
-            file = _File(path, starts, lengths, judge.sample_rate, len(judge.class_names),
-                         warning)
-            queue.append(file)
-            batcher.add(file, audio)
-        yield from _done(queue)
-    batcher.flush()
-    yield from _done(queue)
-
-
-def _done(queue: collections.deque) -> Iterator[Prediction | Skipped]:
-    """Pops finished entries from the front of `queue`, so that results keep the input order."""
-    while queue and (isinstance(queue[0], Skipped) or queue[0].remaining == 0):
-        entry = queue.popleft()
-        yield entry if isinstance(entry, Skipped) else Prediction(
-            entry.path, entry.times, entry.probabilities, entry.warning)
-
-
-def format_top_k(prediction: Prediction, class_names: list[str], k: int) -> str:
+def format_top_k(prediction: api.Prediction, class_names: list[str], k: int) -> str:
     """`path: Genre1 0.83, Genre2 0.10, Genre3 0.04`, most probable first."""
     p = prediction.probabilities
     order = np.argsort(-p, kind="stable")[:k]
@@ -212,7 +60,7 @@ def plot_path(path: str, out_dir: str, taken: set[str]) -> str:
     return os.path.join(out_dir, name)
 
 
-def write_plot(png: str, prediction: Prediction, class_names: list[str]) -> None:
+def write_plot(png: str, prediction: api.Prediction, class_names: list[str]) -> None:
     """One line per genre: probability against window centre (s)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -248,17 +96,17 @@ def predict(inputs: list[str], workdir: str, checkpoint: str = "best", top_k: in
     if output:
         outputs.check_writable(output)
         outputs.refuse_inputs([output], paths)
-    mesh = sharding.make_mesh()
-    judge = judge_lib.Judge(workdir, mesh, checkpoint)
-    names = judge.class_names
+    classifier = api.Classifier.from_run(workdir, checkpoint, window_seconds=window_seconds,
+                                         batch_sizes=(batch_size,))
+    names = classifier.class_names
     out_dir = os.path.dirname(output) if output else os.getcwd()
-    compile_judge(judge, mesh, window_seconds, batch_size)
+    classifier.compile()
     start, classified, taken = time.perf_counter(), 0, set()
     with (_csv_rows(output, names) as write_row,
           tqdm(total=len(paths), unit="file", file=sys.stderr, dynamic_ncols=True) as bar):
-        for result in predict_files(judge, mesh, paths, window_seconds, batch_size):
+        for result in classifier.predict_files(paths):
             bar.update(1)
-            if isinstance(result, Skipped):  # the reason names the file
+            if isinstance(result, api.Skipped):  # the reason names the file
                 bar.write(f"skipped: {result.reason}", file=sys.stderr)
                 continue
             classified += 1
@@ -287,7 +135,7 @@ def _csv_rows(path: str | None, class_names: list[str]):
     with outputs.replacing(path, "w", keep_on_error=f"{path}.partial", newline="") as f:
         writer = csv.writer(f)
 
-        def write(p: Prediction) -> None:
+        def write(p: api.Prediction) -> None:
             if not f.tell():  # the header with the first row: no rows, nothing to keep
                 writer.writerow(["path", "genre", *class_names])
             probabilities = p.probabilities
@@ -312,7 +160,7 @@ def _report_speed(found: int, classified: int, seconds: float) -> None:
 
 def define_flags() -> None:
     """The command line's flags, in absl's global FLAGS. Only the command line defines them:
-    `predict_files` is imported beside other entry points (tests, notebooks) that define
+    `predict` is imported beside other entry points (tests, notebooks) that define
     --workdir too, and absl refuses a flag defined twice."""
     flags.DEFINE_string("workdir", None, "A genre classifier run's --workdir.", required=True)
     flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
@@ -321,8 +169,8 @@ def define_flags() -> None:
     flags.DEFINE_bool("plot", False, "Write <stem>_genres.png per file: genre probabilities over "
                       "time (beside --output, else in the current directory).")
     cli.float_flag("window_seconds", None, "Window judged at once (default "
-                   f"{DEFAULT_WINDOW_SECONDS:g} s or the run's crop if longer); windows overlap "
-                   "by half.", above=0)
+                   f"{api.DEFAULT_WINDOW_SECONDS:g} s or the run's crop if longer); windows "
+                   "overlap by half.", above=0)
     cli.integer_flag("batch_size", 16, "Windows judged at once, rounded up to a multiple of the "
                      "device count.", minimum=1)
 

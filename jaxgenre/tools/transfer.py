@@ -1,17 +1,23 @@
-r"""Turns a song into another genre with a trained style-transfer run.
+r"""Turns songs into other genres with a trained style-transfer run.
 
-  python -m jaxgenre.transfer --workdir runs/stargan_demo --input song.mp3 --to Rock \
-      [--output out.wav] [--checkpoint best|latest|STEP] [--classifier CLASSIFIER_WORKDIR]
-      [--strength 0..1]
+  python -m jaxgenre.transfer --workdir runs/stargan_demo --to Rock song.mp3 [more.flac music/]
+      [--input song.mp3] [--output out.wav] [--checkpoint best|latest|STEP]
+      [--classifier CLASSIFIER_WORKDIR] [--strength 0..1]
 
-Any length and any format librosa reads (resampled to the run's rate, mixed to mono): its
-log-mel converted in overlapping windows cross-faded into one another, then vocoded in one pass
-(`GeneratorMethod.convert_long`); writes a WAV (or FLAC: --output's suffix)
-and a PNG of the log-mel before and after. `--to all` writes one WAV per genre into --output (a
-directory). The source genre is not needed; with --classifier, a genre classifier run names it
-for you. Outputs are checked before any conversion (writable, none of them the input) and each
-appears whole or not at all; a silent input, or one shorter than the run's crop, is converted
-with a warning.
+Files of any length and any format librosa reads (resampled to the run's rate, mixed to mono),
+named as arguments or with --input; directories are searched at any depth for audio files
+(`audio_files.EXTENSIONS`). Each file's log-mel is converted in overlapping windows cross-faded
+into one another, then vocoded in one pass (`api.StyleTransfer`); writes a WAV (or FLAC:
+--output's suffix) and a PNG of the log-mel before and after.
+
+Outputs: one file to one genre writes --output (default `<stem>_<genre>.wav`); one file `--to
+all` writes `<genre>.wav` per genre into --output (a directory, default `<stem>_transfer/`);
+several files write `<stem>_<genre>.wav` into --output (a directory, default the current one).
+With --classifier, a genre classifier run names each input's genre, and `--to all` skips it
+(without one, every genre is a target). Outputs are checked before any conversion (writable,
+none of them an input) and each appears whole or not at all; a file that cannot be read is
+skipped and named (exit 1 when none was converted); a silent input, or one shorter than the
+run's crop, is converted with a warning.
 """
 from jaxgenre.core import cli
 
@@ -20,27 +26,26 @@ cli.prepare_process(relaunch=__name__ == "__main__")
 
 import sys
 
-import numpy as np
 from absl import app, flags
 from etils import epath
 
+from jaxgenre import api
 from jaxgenre.audio import vocoder
-from jaxgenre.core import errors, outputs, sharding
+from jaxgenre.core import errors, outputs
 from jaxgenre.data import audio_files
-from jaxgenre.inference import judge as judge_lib
 from jaxgenre.run import rundir
 from jaxgenre.transfer import generator, report
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A style-transfer run's --workdir "
                                "(configs/stargan.py or configs/autoencoder.py).", required=True)
-_INPUT = flags.DEFINE_string("input", None, "An audio file (wav, flac, mp3, ogg, ...).",
-                             required=True)
+_INPUT = flags.DEFINE_multi_string("input", [], "An audio file or directory (repeatable; files "
+                                   "and directories may also follow the flags).")
 _TO = flags.DEFINE_string("to", None, "Target genre name, or 'all'.", required=True)
-_OUTPUT = flags.DEFINE_string("output", None, "Output WAV (default <input stem>_<genre>.wav); a "
-                              "directory with --to all (default <input stem>_transfer/).")
+_OUTPUT = flags.DEFINE_string("output", None, "Output WAV or FLAC for one file and one genre; "
+                              "otherwise a directory (see the module docstring).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
 _CLASSIFIER = flags.DEFINE_string("classifier", None, "A genre classifier run's --workdir: "
-                                  "prints the input's predicted genre.")
+                                  "names each input's genre, which --to all then skips.")
 _WINDOW = cli.float_flag("window_seconds", None, "Conversion window (default: 2 x the run's "
                          "training crop; at least the crop); windows overlap by half.", above=0)
 _GL_ITERS = cli.integer_flag("gl_iters", vocoder.VocoderConfig.n_iter, "Griffin-Lim iterations.",
@@ -53,29 +58,43 @@ _STRENGTH = cli.float_flag("strength", 1.0, "How far to convert: 0 keeps the inp
 _FORMATS = {".wav": "WAV", ".flac": "FLAC"}  # 16-bit PCM formats, by --output suffix
 
 
-def output_paths(to: str, names: list[str]) -> dict[str, epath.Path]:
-    """{target genre: output audio path} from --to, --output and --input (see the flags), each
-    checked to be writable and not the input, so nothing is converted for nothing."""
-    stem = epath.Path(_INPUT.value).stem
-    if to == "all":
-        out_dir = _OUTPUT.value or f"{stem}_transfer"
-        outputs.check_writable(out_dir, directory=True)
-        paths = {t: epath.Path(out_dir) / f"{t}.wav" for t in names}
-    else:
-        path = _OUTPUT.value or f"{stem}_{to}.wav"
+def output_paths(paths: list[str], to: str, names: list[str]) -> dict[str, dict[str, epath.Path]]:
+    """{input path: {target genre: output audio path}} from --to, --output and the inputs (see
+    the module docstring), each checked to be writable and not an input, so nothing is
+    converted for nothing."""
+    targets = names if to == "all" else [to]
+    if len(paths) == 1 and to != "all":
+        path = _OUTPUT.value or f"{epath.Path(paths[0]).stem}_{to}.wav"
         if epath.Path(path).suffix.lower() not in _FORMATS:
             raise errors.UserError(f"--output {path}: end it in {' or '.join(_FORMATS)} (the "
                                    "audio format is taken from the suffix).")
         outputs.check_writable(path)
-        paths = {to: epath.Path(path)}
-    outputs.refuse_inputs([p for a in paths.values() for p in (a, a.with_suffix(".png"))],
-                          [_INPUT.value])
-    return paths
+        planned = {paths[0]: {to: epath.Path(path)}}
+    elif len(paths) == 1:
+        out_dir = _OUTPUT.value or f"{epath.Path(paths[0]).stem}_transfer"
+        outputs.check_writable(out_dir, directory=True)
+        planned = {paths[0]: {t: epath.Path(out_dir) / f"{t}.wav" for t in targets}}
+    else:
+        out_dir = _OUTPUT.value or "."
+        outputs.check_writable(out_dir, directory=True)
+        planned, stems = {}, set()
+        for p in paths:  # music/a/song.mp3 and music/b/song.mp3: song_*.wav and song_2_*.wav
+            stem = unique = epath.Path(p).stem
+            n = 1
+            while unique in stems:
+                n += 1
+                unique = f"{stem}_{n}"
+            stems.add(unique)
+            planned[p] = {t: epath.Path(out_dir) / f"{unique}_{t}.wav" for t in targets}
+    outputs.refuse_inputs([a for per_file in planned.values() for p in per_file.values()
+                           for a in (p, p.with_suffix(".png"))], paths)
+    return planned
 
 
-def transfer() -> list[str]:
+def transfer(inputs: list[str]) -> list[str]:
+    """What the command line does (see the module docstring); returns the paths written."""
     import soundfile
-    # What the run is, its genres and rate, the input and the outputs, before any model is
+    # What the run is, its genres and rate, the inputs and the outputs, before any model is
     # restored.
     config = rundir.load_config(_WORKDIR.value)
     rundir.check_task(_WORKDIR.value, config, generator.GENERATOR_TASKS)
@@ -85,57 +104,66 @@ def transfer() -> list[str]:
         raise errors.UserError(f"Unknown genre {_TO.value!r} for --to; valid: "
                                f"{', '.join(names)}, all.")
     crop = config.data.crop_seconds
-    window = 2 * crop if _WINDOW.value is None else _WINDOW.value
-    if window < crop:
-        raise errors.UserError(f"--window_seconds {window:g} is shorter than the run's {crop:g} s "
-                               f"training crop; pass {crop:g} or more.")
-    paths = output_paths(_TO.value, names)
-    audio = audio_files.read(_INPUT.value, data.sample_rate)
-    warning = audio_files.verdict_warning(audio, data.sample_rate, data.crop_samples)
-    if warning:
-        print(f"warning: {_INPUT.value}: {warning}.", file=sys.stderr)
-    mesh = sharding.make_mesh()
-    method = generator.GeneratorMethod(
-        _WORKDIR.value, mesh, vocoder.VocoderConfig(n_iter=_GL_ITERS.value),
-        checkpoint=_CHECKPOINT.value, strength=_STRENGTH.value)
+    if _WINDOW.value is not None and _WINDOW.value < crop:
+        raise errors.UserError(f"--window_seconds {_WINDOW.value:g} is shorter than the run's "
+                               f"{crop:g} s training crop; pass {crop:g} or more.")
+    paths = audio_files.find(inputs)
+    if not paths:
+        raise errors.UserError(f"No audio files ({', '.join(audio_files.EXTENSIONS)}) in "
+                               f"{', '.join(inputs)}.")
+    planned = output_paths(paths, _TO.value, names)
+    model = api.StyleTransfer.from_run(_WORKDIR.value, _CHECKPOINT.value,
+                                       window_seconds=_WINDOW.value, gl_iters=_GL_ITERS.value)
+    classifier = None
     if _CLASSIFIER.value:
-        judge = judge_lib.Judge(_CLASSIFIER.value, mesh)
-        judge.check_labels(names, f"the run {_WORKDIR.value}")
-        print(f"input genre (by {_CLASSIFIER.value}): {_predict(judge, audio)}")
+        classifier = api.Classifier.from_run(_CLASSIFIER.value, mesh=model.method.mesh)
+        classifier.judge.check_labels(names, f"the run {_WORKDIR.value}")
+    mel = model.method.run.task.mel
     written = []
-    for target, path in paths.items():
-        out = method.convert_long(audio, names.index(target), window)
-        out, gain_db = audio_files.peak_safe(out)
-        with outputs.replacing(path, "wb") as f:
-            soundfile.write(f, out, method.sample_rate, format=_FORMATS[path.suffix.lower()],
-                            subtype="PCM_16")
-        png = str(path.with_suffix(".png"))
-        mel = method.run.task.mel
-        report.write_before_after(png, audio, out, method.sample_rate, ("input", f"to {target}"),
-                                  mel.n_fft, mel.hop_length, mel.n_mels, mel.top_db)
-        written += [str(path), png]
-        level = (f" (scaled by {gain_db:.1f} dB: its peak would have clipped)" if gain_db
-                 else "")
-        print(f"{target}: wrote {path}{level} and {png}", flush=True)
+    for path, targets in planned.items():
+        try:
+            audio = audio_files.read(path, model.sample_rate)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"skipped: {e}", file=sys.stderr)
+            continue
+        warning = audio_files.verdict_warning(audio, model.sample_rate, data.crop_samples)
+        if warning:
+            print(f"warning: {path}: {warning}.", file=sys.stderr)
+        if classifier:
+            p = classifier.predict_many([audio], [path])[0].probabilities
+            top = sorted(range(len(p)), key=lambda i: -p[i])
+            print(f"{path}: input genre (by {_CLASSIFIER.value}): "
+                  + ", ".join(f"{names[i]} {p[i]:.2f}" for i in top[:3]))
+            if _TO.value == "all":
+                targets = {t: out for t, out in targets.items() if t != names[top[0]]}
+        for target, out_path in targets.items():
+            out = model.convert_many(audio[None], [names.index(target)], [_STRENGTH.value])[0]
+            out, gain_db = audio_files.peak_safe(out)
+            with outputs.replacing(out_path, "wb") as f:
+                soundfile.write(f, out, model.sample_rate,
+                                format=_FORMATS[out_path.suffix.lower()], subtype="PCM_16")
+            png = str(out_path.with_suffix(".png"))
+            report.write_before_after(png, audio, out, model.sample_rate,
+                                      ("input", f"to {target}"), mel.n_fft, mel.hop_length,
+                                      mel.n_mels, mel.top_db)
+            written += [str(out_path), png]
+            level = (f" (scaled by {gain_db:.1f} dB: its peak would have clipped)" if gain_db
+                     else "")
+            print(f"{path} to {target}: wrote {out_path}{level} and {png}", flush=True)
+    if not written:
+        raise errors.UserError("no file could be converted (each is named above with the "
+                               "reason).")
     return written
 
 
-def _predict(judge, audio: np.ndarray) -> str:
-    import jax
-    n = jax.device_count()
-    mesh = sharding.make_mesh()
-    batch = np.repeat(audio[None], n, axis=0)  # one clip, on every device
-    lengths = np.full(n, len(audio), np.int32)
-    probs = np.asarray(judge(sharding.from_host(batch, mesh), sharding.from_host(lengths, mesh))[0])[0]
-    order = np.argsort(-probs)[:3]
-    return ", ".join(f"{judge.class_names[i]} {probs[i]:.2f}" for i in order)
-
-
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    """argv: the program, then the files and directories (after parsing)."""
+    inputs = [*_INPUT.value, *argv[1:]]
+    if not inputs:
+        raise app.UsageError("Pass one or more audio files or directories (after the flags, or "
+                             "with --input).")
     cli.quiet_logs()
-    transfer()
+    transfer(inputs)
 
 
 def entry_point() -> None:

@@ -2,9 +2,10 @@
 method: audio -> fixed-reference log-mel -> averaged generator -> the same vocoder as the
 baselines (`methods.Codec`, with the run's own mel analysis) -> audio.
 
-`GeneratorMethod` plugs into `evaluator.TransferEvaluator`; `convert_long` turns audio of any
-length into a genre (the `jaxgenre.transfer` CLI): overlapping windows converted one by one,
-their log-mels cross-faded on the file's frame grid, the file vocoded in one pass.
+`GeneratorMethod` plugs into `evaluator.TransferEvaluator`; `convert_many` turns files of any
+length into genres (the `jaxgenre.transfer` CLI and the service, through `inference.api`):
+overlapping windows converted in batches, their log-mels cross-faded on each file's frame grid,
+each file vocoded in one pass.
 
 Strength: the converted log-mel is `input + strength * (conversion - input)` in dB, so 0 is
 the identity codec exactly, 1 the generator's conversion, and values between scale every
@@ -59,52 +60,82 @@ class GeneratorMethod:
         # grows with the file's length, and each length compiles once.
         self._file_codec = methods.Codec(task.mel, vcfg,
                                          sharding.make_mesh(jax.local_devices()[:1]), phase, seed)
+        self.strength = strength
         data = sharding.batch_sharding(mesh)
-        self._convert_db = jax.jit(functools.partial(_convert_db, task=task, strength=strength),
-                                   in_shardings=(self.run.state_sharding, data, data),
+        # strength is an argument, not a constant: callers converting at many strengths (the
+        # service) share one compilation.
+        self._convert_db = jax.jit(functools.partial(_convert_db, task=task),
+                                   in_shardings=(self.run.state_sharding, data, data, data),
                                    out_shardings=data)
 
-    def convert_db(self, audio: jax.Array, target: jax.Array) -> jax.Array:
-        """audio float32 [B, N] in [-1, 1] (or int16), target int32 [B] -> the converted
-        fixed-reference log-mel dB [B, T, M] that `__call__` vocodes."""
-        return self._convert_db(self.run.state, methods.to_float(audio), target)
+    def convert_db(self, audio: jax.Array, target: jax.Array,
+                   strength: jax.Array | None = None) -> jax.Array:
+        """audio float32 [B, N] in [-1, 1] (or int16), target int32 [B], strength float32 [B]
+        (default: the method's) -> the converted fixed-reference log-mel dB [B, T, M] that
+        `__call__` vocodes."""
+        if strength is None:
+            strength = jax.device_put(np.full(target.shape, self.strength, np.float32),
+                                      target.sharding)
+        return self._convert_db(self.run.state, methods.to_float(audio), target, strength)
 
     def __call__(self, audio: jax.Array, source: jax.Array, target: jax.Array) -> jax.Array:
         """audio float32 [B, N] in [-1, 1] (or int16), target int32 [B] -> float32 [B, N]."""
         x = methods.to_float(audio)
         return self.codec.synthesise(self.convert_db(x, target), x)
 
-    def convert_long(self, audio: np.ndarray, target: int, window_seconds: float,
-                     batch_size: int = 8) -> np.ndarray:
-        """float32 [N] of any length -> float32 [N] in genre `target`, vocoded in one pass.
-
-        Audio no longer than `window_seconds` (rounded up to whole pairs of STFT hops) is converted
-        whole. Longer audio is cut into such windows every half window
-        (`windows.crossfade_cut`); each window's log-mel is converted on its own, the converted
-        log-mels are cross-faded on the file's frame grid with sin^2 weights that sum to one
-        (`windows.crossfade_join_frames`), and the file is vocoded once, from its own phase: one
-        phase reconstruction, where vocoding each window would cross-fade two independent ones
-        (comb filtering where they disagree).
-        """
+    def window_samples(self, window_seconds: float) -> int:
+        """`window_seconds` in samples, rounded up to whole pairs of STFT hops (so the windows'
+        frames fall on the file's frame grid; a window of the training crop is never shorter)."""
         hop = self.codec.mel.hop_length
-        # whole pairs of hops, rounded up: a window of the training crop is never shorter
-        window = max(math.ceil(window_seconds * self.sample_rate / (2 * hop)), 1) * 2 * hop
-        cut = audio[None] if len(audio) <= window else windows.crossfade_cut(audio, window)
+        return max(math.ceil(window_seconds * self.sample_rate / (2 * hop)), 1) * 2 * hop
+
+    def convert_long(self, audio: np.ndarray, target: int, window_seconds: float,
+                     batch_size: int = 8, strength: float | None = None) -> np.ndarray:
+        """float32 [N] of any length -> float32 [N] in genre `target`, vocoded in one pass
+        (`convert_many` of one file)."""
+        return self.convert_many(audio[None], np.array([target]), window_seconds, batch_size,
+                                 None if strength is None else np.array([strength]))[0]
+
+    def convert_many(self, audio: np.ndarray, targets: np.ndarray, window_seconds: float,
+                     batch_size: int = 8, strengths: np.ndarray | None = None) -> np.ndarray:
+        """float32 [K, N] (K files of one length) -> float32 [K, N], file k in genre
+        `targets[k]` (int [K]) at `strengths[k]` (float [K], default the method's).
+
+        Files no longer than `window_samples(window_seconds)` are converted whole. Longer ones
+        are cut into such windows every half window (`windows.crossfade_cut`); every window's
+        log-mel is converted on its own (the windows of all K files share batches of
+        `batch_size`, rounded up to a multiple of the device count), each file's converted
+        log-mels are cross-faded on its frame grid with sin^2 weights that sum to one
+        (`windows.crossfade_join_frames`), and the K files are vocoded together in one pass, each
+        from its own phase: one phase reconstruction per file, where vocoding each window would
+        cross-fade two independent ones (comb filtering where they disagree).
+        """
+        k, n = audio.shape
+        window = self.window_samples(window_seconds)
+        strengths = np.full(k, self.strength) if strengths is None else np.asarray(strengths)
+        cuts = [a[None] if n <= window else windows.crossfade_cut(a, window) for a in audio]
+        per_file = len(cuts[0])
+        rows = np.concatenate(cuts)
+        row_targets = np.repeat(np.asarray(targets, np.int32), per_file)
+        row_strengths = np.repeat(strengths.astype(np.float32), per_file)
         per_batch = sharding.round_up(batch_size, jax.device_count())
-        targets = sharding.from_host(np.full(per_batch, target, np.int32), self.mesh)
         db = []
-        for i in range(0, len(cut), per_batch):
-            chunk = cut[i:i + per_batch]
-            x = sharding.from_host(sharding.pad_rows(chunk, per_batch), self.mesh)
-            db.append(np.asarray(jax.device_get(self.convert_db(x, targets)))[:len(chunk)])
-        db = np.concatenate(db)
-        if len(audio) > window:
-            db = windows.crossfade_join_frames(db, window, hop, len(audio))[None]
-        return np.asarray(self._file_codec.synthesise(db, audio[None].astype(np.float32)))[0]
+        for i in range(0, len(rows), per_batch):
+            put = [sharding.from_host(sharding.pad_rows(x[i:i + per_batch], per_batch), self.mesh)
+                   for x in (rows, row_targets, row_strengths)]
+            db.append(np.asarray(jax.device_get(self.convert_db(*put)))[:len(rows) - i])
+        db = np.concatenate(db).reshape(k, per_file, *db[0].shape[1:])
+        if n > window:
+            hop = self.codec.mel.hop_length
+            db = np.stack([windows.crossfade_join_frames(d, window, hop, n) for d in db])
+        else:
+            db = db[:, 0]
+        return np.asarray(self._file_codec.synthesise(db, audio.astype(np.float32)))
 
 
-def _convert_db(state, audio, target, *, task, strength):
-    """float32 [B, N] -> converted fixed-reference log-mel dB [B, T, M], at `strength`."""
+def _convert_db(state, audio, target, strength, *, task):
+    """float32 [B, N] -> converted fixed-reference log-mel dB [B, T, M], at `strength` [B]."""
     x = task.spectrogram(audio * 32768.0)
     db_in = task.to_db(x)
-    return db_in + strength * (task.to_db(task.convert(state, x, target)) - db_in)
+    change = task.to_db(task.convert(state, x, target)) - db_in
+    return db_in + strength[:, None, None] * change
