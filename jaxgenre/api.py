@@ -33,6 +33,11 @@ from jaxgenre.transfer import generator
 
 DEFAULT_WINDOW_SECONDS = 10.0
 
+class InputError(errors.UserError, ValueError):
+    """A call the run cannot answer (unknown genre, strength outside [0, 1], a window shorter
+    than the run's crop): the message names the problem and the valid values."""
+
+
 # Called after each batch with (rows of real audio, rows in the batch, seconds it took).
 BatchObserver = Callable[[int, int, float], None]
 
@@ -85,7 +90,7 @@ class Classifier:
         crop = judge.config.data.crop_seconds
         seconds = max(DEFAULT_WINDOW_SECONDS, crop) if window_seconds is None else window_seconds
         if seconds < crop:
-            raise errors.UserError(f"--window_seconds {seconds:g} is shorter than the run's "
+            raise InputError(f"--window_seconds {seconds:g} is shorter than the run's "
                                    f"{crop:g} s crop; pass {crop:g} or more.")
         self.window = round(seconds * judge.sample_rate)
         self.batch_sizes = sorted({sharding.round_up(b, mesh.size) for b in batch_sizes})
@@ -240,7 +245,7 @@ class StyleTransfer:
         crop = config.data.crop_seconds
         self.window_seconds = 2 * crop if window_seconds is None else window_seconds
         if self.window_seconds < crop:
-            raise errors.UserError(f"--window_seconds {self.window_seconds:g} is shorter than the "
+            raise InputError(f"--window_seconds {self.window_seconds:g} is shorter than the "
                                    f"run's {crop:g} s training crop; pass {crop:g} or more.")
         self.class_names, self.sample_rate = method.class_names, method.sample_rate
         self.info = run_info(method.run.workdir, config, method.run.step,
@@ -266,7 +271,7 @@ class StyleTransfer:
             return int(to)
         if to in self.class_names:
             return self.class_names.index(to)
-        raise errors.UserError(f"Unknown genre {to!r}; valid: {', '.join(self.class_names)}.")
+        raise InputError(f"Unknown genre {to!r}; valid: {', '.join(self.class_names)}.")
 
     def convert(self, audio: np.ndarray, sample_rate: int, to: str | int,
                 strength: float = 1.0) -> np.ndarray:
@@ -286,7 +291,7 @@ class StyleTransfer:
         yet peak-safe (one jitted pass for all K: `GeneratorMethod.convert_many`)."""
         strengths = np.asarray(strengths, np.float32)
         if not ((strengths >= 0) & (strengths <= 1)).all():
-            raise errors.UserError(f"strength {strengths.tolist()} is outside [0, 1]: 0 keeps the "
+            raise InputError(f"strength {strengths.tolist()} is outside [0, 1]: 0 keeps the "
                                    "input, 1 is the full conversion.")
         return self.method.convert_many(np.asarray(clips, np.float32), np.asarray(targets),
                                         self.window_seconds, strengths=strengths)
