@@ -2,6 +2,7 @@
 test_multihost.py; its parts in test_gan_parts.py); the transfer CLI and the evaluator taking a
 GAN run; bad input."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,6 +129,22 @@ def test_transfer_cli_converts_any_length_and_refuses_bad_input(gan8, classifier
                      "--output", str(tmp_path / "all"), "--gl_iters", "2")
     assert code == 0, log[-3000:]
     assert len([f for f in os.listdir(tmp_path / "all") if f.endswith(".wav")]) == 8
+
+    # many files (one named, a directory holding another of the same stem), each to every genre
+    # but the one the classifier hears in it
+    (tmp_path / "more").mkdir()
+    shutil.copy(song, tmp_path / "more" / "song.wav")
+    code, log = _run("jaxgenre.transfer", "--workdir", workdir, "--to", "all", "--classifier",
+                     classifiers[1], "--output", str(tmp_path / "many"), "--gl_iters", "2", song,
+                     str(tmp_path / "more"))
+    assert code == 0, log[-3000:]
+    heard = [line.split("input genre (by ")[1].split(": ")[1].split(" ")[0]
+             for line in log.splitlines() if "input genre (by " in line]
+    assert len(heard) == 2
+    genres = th.read_json(os.path.join(workdir, "dataset_info.json"))["class_names"]
+    assert sorted(os.listdir(tmp_path / "many")) == sorted(
+        f"{stem}_{g}.{ext}" for stem, source in (("song", heard[0]), ("song_2", heard[1]))
+        for g in genres if g != source for ext in ("wav", "png"))
 
     empty, broken = str(tmp_path / "empty.wav"), str(tmp_path / "broken.mp3")
     soundfile.write(empty, np.zeros(0), 22050)
