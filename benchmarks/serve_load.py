@@ -4,12 +4,14 @@ and off (`1`), in one run; the ratio on/off is the figure. Also the conversion r
 (seconds of audio converted per second of wall time, over all clients).
 
   python -m benchmarks.serve_load --classifier runs/demo --generator runs/stargan_demo
-      [--clients 1,4,16] [--requests 48] [--classify_seconds 10] [--convert_seconds 6]
+      [--clients 1,4,16] [--requests 32] [--repeats 3] [--classify_seconds 10]
+      [--convert_seconds 6]
 
-Each server is a real process on 127.0.0.1 (one CPU device, warmed up before the clock starts);
-each client a thread sending the same WAV (a tone with vibrato) over a fresh HTTP connection,
-one request at a time. Bounded: `--requests` per level (at least one per client), each with a
-600 s timeout. Needs the serve extra.
+Both servers are real processes on 127.0.0.1 (one CPU device each, warmed up before the clock
+starts), up side by side and taking turns round by round; each client is a thread sending the
+same WAV (a tone with vibrato) over a fresh HTTP connection, one request at a time. Bounded: `--repeats` rounds of `--requests` per level (at least one per
+client), each request with a 600 s timeout; the median round's requests/s is reported, the
+latency percentiles over all rounds. Needs the serve extra.
 """
 import argparse
 import concurrent.futures
@@ -100,17 +102,31 @@ def _one(url: str, body: bytes, headers: dict) -> tuple[int, float]:
     return status, time.perf_counter() - start
 
 
-def load(url: str, body: bytes, headers: dict, clients: int, requests: int) -> dict:
-    """`requests` requests (at least one per client) from `clients` threads, one at a time each."""
+def load(urls: dict, body: bytes, headers: dict, clients: int, requests: int,
+         repeats: int) -> dict:
+    """For each server in `urls` ({mode: url}), `repeats` rounds of `requests` requests (at least
+    one per client) from `clients` threads, one at a time each; the servers take turns round by
+    round, so that drift in the machine's load hits both alike. Per mode: the median round's
+    requests/s, latency percentiles over every round."""
     total = max(requests, clients)
-    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        start = time.perf_counter()
-        results = list(pool.map(lambda _: _one(url, body, headers), range(total)))
-        wall = time.perf_counter() - start
-    ok = [seconds for status, seconds in results if status == 200]
-    q = statistics.quantiles(ok, n=100, method="inclusive") if len(ok) > 1 else ok * 99
-    return {"requests": total, "ok": len(ok), "wall_s": wall, "rps": len(ok) / wall,
-            "p50": q[49], "p95": q[94], "p99": q[98]}
+    rates = {mode: [] for mode in urls}
+    latencies = {mode: [] for mode in urls}
+    for _ in range(repeats):
+        for mode, url in urls.items():
+            with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+                start = time.perf_counter()
+                results = list(pool.map(lambda _: _one(url, body, headers), range(total)))
+                wall = time.perf_counter() - start
+            good = [seconds for status, seconds in results if status == 200]
+            rates[mode].append(len(good) / wall)
+            latencies[mode] += good
+    out = {}
+    for mode in urls:
+        q = statistics.quantiles(latencies[mode], n=100, method="inclusive")
+        out[mode] = {"requests": total * repeats, "ok": len(latencies[mode]),
+                     "rps": statistics.median(rates[mode]), "p50": q[49], "p95": q[94],
+                     "p99": q[98]}
+    return out
 
 
 def main():
@@ -118,7 +134,9 @@ def main():
     parser.add_argument("--classifier", required=True)
     parser.add_argument("--generator")
     parser.add_argument("--clients", default="1,4,16")
-    parser.add_argument("--requests", type=int, default=48, help="Requests per level.")
+    parser.add_argument("--requests", type=int, default=32, help="Requests per round.")
+    parser.add_argument("--repeats", type=int, default=3, help="Rounds per level (the median "
+                        "round's requests/s is reported).")
     parser.add_argument("--classify_seconds", type=float, default=10.0)
     parser.add_argument("--convert_seconds", type=float, default=6.0)
     parser.add_argument("--json", help="Also write the results here.")
@@ -130,13 +148,16 @@ def main():
                      args.convert_seconds))
     print(f"machine: {machine()}", flush=True)
     rows = []
-    for mode, batch_requests in (("batched", 16), ("unbatched", 1)):
-        server = Server(args, batch_requests)
-        try:
-            for endpoint, (body, headers), seconds in jobs:
-                _one(f"{server.url}/v1/{endpoint}", body, headers)  # first request: imports
-                for clients in args.clients:
-                    r = load(f"{server.url}/v1/{endpoint}", body, headers, clients, args.requests)
+    servers = {mode: Server(args, batch_requests)
+               for mode, batch_requests in (("batched", 16), ("unbatched", 1))}
+    try:
+        for endpoint, (body, headers), seconds in jobs:
+            urls = {mode: f"{server.url}/v1/{endpoint}" for mode, server in servers.items()}
+            for url in urls.values():
+                _one(url, body, headers)  # the first request of each: imports
+            for clients in args.clients:
+                results = load(urls, body, headers, clients, args.requests, args.repeats)
+                for mode, r in results.items():
                     r.update(mode=mode, endpoint=endpoint, clients=clients,
                              realtime=r["rps"] * seconds)
                     rows.append(r)
@@ -144,7 +165,8 @@ def main():
                           f"p50 {r['p50']:.3f} s, p95 {r['p95']:.3f} s, p99 {r['p99']:.3f} s, "
                           f"{r['realtime']:6.1f} s of audio per s ({r['ok']}/{r['requests']} ok)",
                           flush=True)
-        finally:
+    finally:
+        for server in servers.values():
             server.stop()
     print("\n| endpoint | clients | batched req/s | unbatched req/s | ratio | batched p50 / p95 / "
           "p99 (s) | unbatched p50 / p95 / p99 (s) | audio s per s (batched) |")
