@@ -6,8 +6,8 @@
   rock = st.convert(audio, sample_rate, to="Rock", strength=1.0)   # float32, input's rate
 
 `audio` is [N] or [N, channels], float in [-1, 1] or integer PCM, at any rate: mixed to mono and
-resampled to the run's rate (`audio_files.conform`). The mesh (every device of this process),
-the shardings, the windows and the vocoder have defaults a user never has to pass. The
+resampled to the run's rate (`audio_files.conform`). The mesh (every device, `make_mesh`), the
+shardings, the windows and the vocoder have defaults a user never has to pass. The
 `predict` and `jaxgenre.transfer` CLIs and `jaxgenre.serve` are built on these two classes.
 
 Classifier: a file is cut into windows of 10 s (or the run's crop if longer; the whole file if
@@ -40,6 +40,14 @@ class InputError(errors.UserError, ValueError):
 
 # Called after each batch with (rows of real audio, rows in the batch, seconds it took).
 BatchObserver = Callable[[int, int, float], None]
+
+
+def check_window(seconds: float, crop: float) -> None:
+    """Refuses a window shorter than the run's training crop: the model would hear mostly
+    zero padding."""
+    if seconds < crop:
+        raise InputError(f"a window of {seconds:g} s is shorter than the run's {crop:g} s "
+                         f"crop; pass {crop:g} or more (--window_seconds).")
 
 
 @dataclasses.dataclass
@@ -89,10 +97,10 @@ class Classifier:
         self.class_names, self.sample_rate = judge.class_names, judge.sample_rate
         crop = judge.config.data.crop_seconds
         seconds = max(DEFAULT_WINDOW_SECONDS, crop) if window_seconds is None else window_seconds
-        if seconds < crop:
-            raise InputError(f"--window_seconds {seconds:g} is shorter than the run's "
-                                   f"{crop:g} s crop; pass {crop:g} or more.")
+        check_window(seconds, crop)
         self.window = round(seconds * judge.sample_rate)
+        if not batch_sizes or min(batch_sizes) < 1:
+            raise InputError(f"batch sizes {tuple(batch_sizes)}: pass one or more, each at least 1.")
         self.batch_sizes = sorted({sharding.round_up(b, mesh.size) for b in batch_sizes})
         self.info = run_info(judge.workdir, judge.config, judge.step, judge.dataset,
                              judge.sample_rate)
@@ -103,7 +111,7 @@ class Classifier:
                  window_seconds: float | None = None, batch_sizes: Sequence[int] = (16,),
                  mesh: jax.sharding.Mesh | None = None) -> "Classifier":
         """Restores `workdir`'s `checkpoint` ('best', 'latest' or a step) on `mesh` (default:
-        every device of this process). Refuses any run but a classifier before restoring."""
+        every device, `sharding.make_mesh`). Refuses any run but a classifier before restoring."""
         rundir.check_task(workdir, rundir.load_config(workdir), ("classifier",))
         mesh = sharding.make_mesh() if mesh is None else mesh
         return cls(judge_lib.Judge(workdir, mesh, checkpoint), mesh, window_seconds, batch_sizes)
@@ -120,8 +128,8 @@ class Classifier:
 
     def predict_many(self, clips: Sequence[np.ndarray],
                      names: Sequence[str] | None = None) -> list[Prediction]:
-        """float32 [N_i] clips at `sample_rate` -> one Prediction each, their windows sharing
-        batches."""
+        """float32 [N_i] mono clips in [-1, 1] at the run's `sample_rate` (`audio_files.conform`
+        makes them) -> one Prediction each, their windows sharing batches."""
         names = [f"clip {i}" for i in range(len(clips))] if names is None else names
         batcher, files = self._batcher(), []
         for name, clip in zip(names, clips, strict=True):
@@ -244,9 +252,7 @@ class StyleTransfer:
         config = method.run.config
         crop = config.data.crop_seconds
         self.window_seconds = 2 * crop if window_seconds is None else window_seconds
-        if self.window_seconds < crop:
-            raise InputError(f"--window_seconds {self.window_seconds:g} is shorter than the "
-                                   f"run's {crop:g} s training crop; pass {crop:g} or more.")
+        check_window(self.window_seconds, crop)
         self.class_names, self.sample_rate = method.class_names, method.sample_rate
         self.info = run_info(method.run.workdir, config, method.run.step,
                              method.run.data.name, method.sample_rate)
@@ -257,7 +263,7 @@ class StyleTransfer:
                  gl_iters: int = vocoder.VocoderConfig.n_iter,
                  mesh: jax.sharding.Mesh | None = None) -> "StyleTransfer":
         """Restores `workdir`'s generator (`checkpoint` 'best', 'latest' or a step) on `mesh`
-        (default: every device of this process), vocoding with `gl_iters` Griffin-Lim
+        (default: every device, `sharding.make_mesh`), vocoding with `gl_iters` Griffin-Lim
         iterations. Refuses any run but a style-transfer one before restoring."""
         rundir.check_task(workdir, rundir.load_config(workdir), generator.GENERATOR_TASKS)
         mesh = sharding.make_mesh() if mesh is None else mesh
@@ -267,9 +273,10 @@ class StyleTransfer:
 
     def target(self, to: str | int) -> int:
         """A genre name (or index) -> its index; an unknown one is refused naming the valid."""
-        if isinstance(to, (int, np.integer)) and 0 <= to < len(self.class_names):
-            return int(to)
-        if to in self.class_names:
+        if isinstance(to, (int, np.integer)):
+            if 0 <= to < len(self.class_names):
+                return int(to)
+        elif to in self.class_names:
             return self.class_names.index(to)
         raise InputError(f"Unknown genre {to!r}; valid: {', '.join(self.class_names)}.")
 
@@ -281,17 +288,21 @@ class StyleTransfer:
         strength in [0, 1]: 0 keeps the input (through the vocoder), 1 the full conversion.
         """
         clip = audio_files.conform(audio, sample_rate, self.sample_rate)
-        out = self.convert_many(clip[None], [self.target(to)], [strength])[0]
+        out = self.convert_many(clip[None], [to], [strength])[0]
         out = audio_files.conform(out, self.sample_rate, sample_rate)
         return audio_files.peak_safe(out)[0]
 
-    def convert_many(self, clips: np.ndarray, targets: Sequence[int],
+    def convert_many(self, clips: np.ndarray, targets: Sequence[str | int],
                      strengths: Sequence[float]) -> np.ndarray:
-        """float32 [K, N] clips of one length at `sample_rate` -> float32 [K, N] converted, not
-        yet peak-safe (one jitted pass for all K: `GeneratorMethod.convert_many`)."""
+        """float32 [K, N] mono clips in [-1, 1] of one length at the run's `sample_rate` ->
+        float32 [K, N] converted, not yet peak-safe; targets: K genre names or indices,
+        strengths: K values in [0, 1]. One jitted pass for all K
+        (`GeneratorMethod.convert_many`)."""
         strengths = np.asarray(strengths, np.float32)
-        if not ((strengths >= 0) & (strengths <= 1)).all():
-            raise InputError(f"strength {strengths.tolist()} is outside [0, 1]: 0 keeps the "
-                                   "input, 1 is the full conversion.")
-        return self.method.convert_many(np.asarray(clips, np.float32), np.asarray(targets),
+        try:
+            generator.check_strength(strengths)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        return self.method.convert_many(np.asarray(clips, np.float32),
+                                        np.array([self.target(t) for t in targets], np.int32),
                                         self.window_seconds, strengths=strengths)

@@ -215,7 +215,7 @@ def test_transfer_refuses_bad_outputs_and_windows_before_converting(gan_workdir,
              (["--to", "all", "--output", song], "is a file; pass a directory path"),
              (["--window_seconds", "-1"], "--window_seconds must be a finite number greater than 0"),
              (["--window_seconds", "0"], "--window_seconds must be a finite number greater than 0"),
-             (["--window_seconds", "0.5"], "shorter than the run's 1 s training crop"),
+             (["--window_seconds", "0.5"], "shorter than the run's 1 s crop"),
              (["--gl_iters", "-1"], "--gl_iters must be an integer from 0 up")]
     results = th.cli_exits("jaxgenre.tools.transfer", [base + args for args, _ in cases])
     for (args, message), (code, log) in zip(cases, results, strict=True):

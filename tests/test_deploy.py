@@ -325,7 +325,7 @@ def test_services_ingress_and_autoscalers_point_at_what_exists():
             assert backend["port"]["name"] in [x["name"] for x in services[backend["name"]]["spec"]["ports"]]
             routes[p["path"]] = (p["pathType"], backend["name"])
     assert routes == {"/v1/classify": ("Prefix", "jaxgenre-classify"),
-                      "/": ("Prefix", "jaxgenre-convert")}
+                      "/v1": ("Prefix", "jaxgenre-convert"), "/": ("Exact", "jaxgenre-convert")}
 
     autoscalers = _of_kind("HorizontalPodAutoscaler")
     targets = sorted(h["spec"]["scaleTargetRef"]["name"] for h in autoscalers.values())

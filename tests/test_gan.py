@@ -241,12 +241,12 @@ def test_long_audio_is_converted_in_one_vocoder_pass_without_seams(gan8):
     short = (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
     whole = method(sharding.from_host(np.repeat(short[None], n, axis=0), mesh),
                    *[sharding.from_host(np.full(n, 2, np.int32), mesh)] * 2)
-    np.testing.assert_allclose(method.convert_long(short, 2, window_seconds=2.0),
+    np.testing.assert_allclose(method.convert_many(short[None], [2], window_seconds=2.0)[0],
                                np.asarray(whole)[0], atol=1e-4)
 
     t = np.arange(int(7.3 * rate)) / rate  # 3.65 windows of 2 s: six seams
     tone = (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
-    out = method.convert_long(tone, 2, window_seconds=2.0)
+    out = method.convert_many(tone[None], [2], window_seconds=2.0)[0]
     assert out.shape == tone.shape and np.isfinite(out).all()
     frame = rate // 20  # 50 ms
     rms = np.sqrt(np.mean(out[:len(out) // frame * frame].reshape(-1, frame) ** 2, axis=1))

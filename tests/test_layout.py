@@ -112,7 +112,7 @@ def test_imports_point_down():
 
 
 @pytest.mark.parametrize("entry", ["predict", "export", "evaluate_transfer", "import_weights",
-                                   "baselines", "transfer/__main__"])
+                                   "baselines", "transfer/__main__", "serve/__main__"])
 def test_entry_points_are_one_line(entry):
     """Each `python -m jaxgenre.X` kept for users only hands over to jaxgenre.tools."""
     body = [n for n in ast.parse((PACKAGE / f"{entry}.py").read_text()).body

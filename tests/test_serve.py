@@ -79,7 +79,7 @@ def test_the_api_takes_any_rate_and_layout_and_matches_the_windows_judged_alone(
     assert np.isfinite(out).all() and np.abs(out).max() <= audio_files.PEAK
     with pytest.raises(ValueError, match="Unknown genre 'Polka'; valid: "):
         transfer.convert(_tone(1.0), RATE, to="Polka")
-    with pytest.raises(ValueError, match=r"strength \[1.5\] is outside \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"strength 1.5 is outside \[0, 1\]"):
         transfer.convert(_tone(1.0), RATE, to="Rock", strength=1.5)
 
 
@@ -200,15 +200,15 @@ def test_bad_input_gets_a_4xx_naming_the_problem_and_the_server_carries_on(serve
          "Cannot read notes.mp3 as audio"),
         (server, "/v1/classify", {}, "empty.wav", b"", 400, "empty.wav is empty"),
         (server, "/v1/classify", {}, "long.wav", _wav(21.0), 413,
-         "long.wav is 21.0 s long; this server takes at most 20 s (--max_seconds)"),
+         "long.wav is longer than this server's limit of 20 s"),
         (server, "/v1/convert", {"to": "Rock"}, "long.wav", _wav(8.0), 413,
-         "at most 7 s (--max_convert_seconds)"),
+         "long.wav is longer than this server's limit of 7 s"),
         (server, "/v1/convert", {"to": "Polka"}, "tone.wav", wav, 422,
          "Unknown genre 'Polka'; valid: "),
         (server, "/v1/convert", {"to": "Rock", "strength": "1.5"}, "tone.wav", wav, 422,
          "strength 1.5 is outside [0, 1]"),
         (alone, "/v1/convert", {"to": "Rock"}, "tone.wav", wav, 404,
-         "started without --generator"),
+         "started without a style-transfer run"),
     ]
     for target, path, fields, name, content, status, message in cases:
         got, _, body = target.request(path, *_form(fields, name, content))
@@ -223,7 +223,14 @@ def test_bad_input_gets_a_4xx_naming_the_problem_and_the_server_carries_on(serve
     connection.putheader("Content-Length", str(3 * 2**20))
     connection.endheaders()  # and no body
     answer = connection.getresponse()
-    assert answer.status == 413 and "at most 2 MiB (--max_upload_mb)" in answer.read().decode()
+    assert answer.status == 413 and "this server takes at most 2 MiB" in answer.read().decode()
+    connection.close()
+    # a chunked upload (no Content-Length, so no limit known before reading) is refused
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.request("POST", "/v1/classify", body=iter([body]), headers=headers,
+                       encode_chunked=True)
+    answer = connection.getresponse()
+    assert answer.status == 411 and "Content-Length" in answer.read().decode()
     connection.close()
     # a client that hangs up mid-upload: a fifth of the body it announced, then gone
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
@@ -231,6 +238,11 @@ def test_bad_input_gets_a_4xx_naming_the_problem_and_the_server_carries_on(serve
     time.sleep(1.0)
     assert server.request("/v1/classify", *_form({}, "tone.wav", wav))[0] == 200
     assert server.proc.poll() is None and "Traceback" not in server.log()
+    assert '"path": "/v1/classify", "endpoint": "classify", "status": 499' in server.log()
+    # a file name that is not ASCII comes back in the RFC 6266 form, an ASCII one beside it
+    status, headers, _ = server.request("/v1/convert", *_form({"to": "Rock"}, "曲.wav", wav))
+    assert status == 200 and headers["content-disposition"] == (
+        "attachment; filename=\"__Rock.wav\"; filename*=UTF-8''%E6%9B%B2_Rock.wav")
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_nothing_piles_up(servers):
@@ -317,5 +329,12 @@ def test_the_web_page_classifies_and_converts_a_demo_clip_in_chromium(servers, t
         shot = tmp_path / "page.png"
         browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+        # a classifier-only server's page classifies and offers no conversion
+        servers[1].wait("/readyz")
+        browser.get(servers[1].url + "/")
+        wait.until(lambda b: "trained on" in b.find_element(By.ID, "model").text)
+        browser.find_element(By.ID, "file").send_keys(clip)
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#chart path.genre")) == 8)
+        assert not browser.find_element(By.ID, "transfer").is_displayed()
     finally:
         browser.quit()

@@ -1,4 +1,4 @@
-"""`python -m jaxgenre.serve`: trained runs behind HTTP (see __main__ for the command).
+"""Trained runs behind HTTP; `python -m jaxgenre.serve` (jaxgenre/tools/serve.py) starts it.
 
   app        the FastAPI application: endpoints, errors as 4xx with a message, access logs
   service    the models, their micro-batchers and the warm-up that readiness waits for

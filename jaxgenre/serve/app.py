@@ -9,19 +9,24 @@
   POST /v1/classify      multipart `file` -> genres with probabilities and their timeline
   POST /v1/convert       multipart `file`, form `to` (a genre), `strength` (0..1) -> audio/wav
 
-Every refusal is a 4xx with {"detail": message naming the problem}: not audio (415), empty
-(400), too long (413, from the audio's duration or before reading from Content-Length), unknown
-genre (422, with the valid ones), conversion on a classifier-only server (404), queue full or
-not warmed up yet (503 with Retry-After). A client that disconnects mid-upload is logged with
-status 499 and costs nothing else. Each request is one JSON line on stdout (the access log).
+Every refusal is a 4xx with {"detail": message naming the problem} (FastAPI's own 422 for a
+malformed form lists its problems instead): not audio (415), empty (400), too long (413: a body
+over the upload limit from its Content-Length before it is read, audio over the duration limit
+after decoding at most that much), no Content-Length (411), unknown genre or strength outside
+[0, 1] (422, with the valid values), conversion on a classifier-only server (404), queue full or
+not warmed up yet (503 with Retry-After, before the body is read). A client that disconnects
+mid-upload is logged with status 499 and costs nothing else. Each request is one JSON line on
+stdout (the access log).
 """
 import asyncio
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
+import urllib.parse
 
 import numpy as np
 import prometheus_client
@@ -30,17 +35,19 @@ import soundfile
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.requests import ClientDisconnect
 
 from jaxgenre.data import audio_files
 from jaxgenre.serve import batching
 from jaxgenre.serve import service as service_lib
+from jaxgenre.transfer import generator
 
 PAGE = os.path.join(os.path.dirname(__file__), "static", "index.html")
 ENDPOINTS = {"/": "page", "/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics",
              "/v1/genres": "genres", "/v1/info": "info", "/v1/classify": "classify",
              "/v1/convert": "convert", "/docs": "docs", "/openapi.json": "docs"}
 RETRY_AFTER_S = 1
+REQUEST_TIMEOUT_S = 600  # a request still waiting for its batch after this gets a 504
+MODEL_PATHS = ("/v1/classify", "/v1/convert")
 
 
 class GenreProbability(pydantic.BaseModel):
@@ -65,15 +72,17 @@ class Classification(pydantic.BaseModel):
 
 class Observe:
     """ASGI middleware: the request counter, latency histogram and access log line for every
-    request, and the body limit checked from Content-Length before anything is read."""
+    request; and for the model endpoints, refusals before the body is read: no Content-Length
+    (411), a body over `max_bytes` (413), not warmed up yet (503). uvicorn delivers no more body
+    than Content-Length announces, so the limit holds for every upload."""
 
-    def __init__(self, app, metrics, max_bytes: int):
-        self.app, self.metrics, self.max_bytes = app, metrics, max_bytes
+    def __init__(self, app, metrics, max_bytes: int, ready):
+        self.app, self.metrics, self.max_bytes, self.ready = app, metrics, max_bytes, ready
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), 500
+        start, status, gone = time.perf_counter(), 500, False
         endpoint = ENDPOINTS.get(scope["path"], "other")
 
         async def send_status(message):
@@ -81,23 +90,39 @@ class Observe:
             if message["type"] == "http.response.start":
                 status = message["status"]
             await send(message)
-        length = int(dict(scope["headers"]).get(b"content-length", b"0") or 0)
+
+        async def receive_watched():
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
+        length = dict(scope["headers"]).get(b"content-length")
+        refusal = None
+        if scope["method"] == "POST" and scope["path"] in MODEL_PATHS:
+            if not self.ready():
+                refusal = (503, "The server is warming up (compiling); retry shortly.")
+            elif length is None:
+                refusal = (411, "Send the upload with a Content-Length (no chunked bodies).")
+            elif int(length) > self.max_bytes:
+                refusal = (413, f"The upload is {int(length) / 2**20:.1f} MiB; this server takes "
+                           f"at most {self.max_bytes / 2**20:g} MiB.")
         try:
-            if length > self.max_bytes:
-                await JSONResponse({"detail": f"The upload is {length / 2**20:.1f} MiB; this "
-                                    f"server takes at most {self.max_bytes / 2**20:.0f} MiB "
-                                    "(--max_upload_mb)."}, 413)(scope, receive, send_status)
+            if refusal:
+                headers = {"Retry-After": str(RETRY_AFTER_S)} if refusal[0] == 503 else None
+                await JSONResponse({"detail": refusal[1]}, refusal[0], headers)(
+                    scope, receive, send_status)
             else:
-                await self.app(scope, receive, send_status)
+                await self.app(scope, receive_watched, send_status)
         finally:
             seconds = time.perf_counter() - start
+            status = 499 if gone else status  # whatever the app answered, nobody read it
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.request_seconds.labels(endpoint).observe(seconds)
             client = scope.get("client") or ("", 0)
             print(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                               "method": scope["method"], "path": scope["path"],
                               "endpoint": endpoint, "status": status,
-                              "seconds": round(seconds, 4), "bytes_in": length,
+                              "seconds": round(seconds, 4), "bytes_in": int(length or 0),
                               "client": client[0]}), file=sys.stdout, flush=True)
 
 
@@ -106,19 +131,21 @@ def create_app(service: service_lib.Service) -> FastAPI:
     settings, metrics = service.settings, service.metrics
     app = FastAPI(title="jaxgenre", summary="Music genre classification and genre style "
                   "transfer with trained jaxgenre runs.")
-    app.add_middleware(Observe, metrics=metrics, max_bytes=int(settings.max_upload_mb * 2**20))
-
-    @app.exception_handler(ClientDisconnect)
-    async def _gone(request, exc):
-        return Response(status_code=499)  # nobody reads it: the access log and metrics do
+    app.add_middleware(Observe, metrics=metrics, max_bytes=int(settings.max_upload_mb * 2**20),
+                       ready=service.ready.is_set)
+    decoding = asyncio.Semaphore(settings.decoders)  # uploads decoded at once: memory bounded
 
     @app.get("/", include_in_schema=False)
     async def page():
         with open(PAGE, encoding="utf-8") as f:
             return HTMLResponse(f.read())
 
-    @app.get("/healthz", summary="Liveness")
+    @app.get("/healthz", summary="Liveness: 503 once a model's worker has died")
     async def healthz():
+        dead = service.dead_workers()
+        if dead:
+            return JSONResponse({"status": "failed", "detail": f"the {', '.join(dead)} worker "
+                                 "stopped: restart the server"}, 503)
         return {"status": "ok"}
 
     @app.get("/readyz", summary="Readiness: 200 once every batch shape is compiled")
@@ -148,11 +175,10 @@ def create_app(service: service_lib.Service) -> FastAPI:
     @app.post("/v1/classify", response_model=Classification,
               summary="Genres of an uploaded audio file, with their timeline")
     async def classify(file: UploadFile = File(..., description="Any format librosa reads.")):
-        _check_ready(service)
-        audio = await _decode(file, service.classifier.sample_rate, settings.max_seconds,
-                              "--max_seconds")
-        metrics.audio_seconds.labels("classify").inc(len(audio) / service.classifier.sample_rate)
+        async with decoding:
+            audio = await _decode(file, service.classifier.sample_rate, settings.max_seconds)
         prediction = await _await(service.submit_classify, audio, file.filename or "upload")
+        metrics.audio_seconds.labels("classify").inc(len(audio) / service.classifier.sample_rate)
         p = prediction.probabilities
         return Classification(
             filename=file.filename or "", duration_seconds=len(audio) / service.classifier.sample_rate,
@@ -172,72 +198,77 @@ def create_app(service: service_lib.Service) -> FastAPI:
                                              "vocoder), 1 the full conversion.")):
         if service.transfer is None:
             raise HTTPException(404, "This server converts nothing: it was started without "
-                                "--generator (a style-transfer run).")
-        if to not in service.class_names:
-            raise HTTPException(422, f"Unknown genre {to!r}; valid: "
-                                f"{', '.join(service.class_names)}.")
-        if not 0.0 <= strength <= 1.0:
-            raise HTTPException(422, f"strength {strength:g} is outside [0, 1]: 0 keeps the "
-                                "input, 1 is the full conversion.")
-        _check_ready(service)
+                                "a style-transfer run.")
+        try:
+            target = service.transfer.target(to)
+            generator.check_strength(np.array([strength]))
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
         rate = service.transfer.sample_rate
-        audio = await _decode(file, rate, settings.max_convert_seconds, "--max_convert_seconds")
+        async with decoding:
+            audio = await _decode(file, rate, settings.max_convert_seconds)
+        result = await _await(service.submit_convert, audio, target, strength)
         seconds = len(audio) / rate
         metrics.audio_seconds.labels("convert").inc(seconds)
-        began = time.perf_counter()
-        result = await _await(service.submit_convert, audio, service.class_names.index(to),
-                              strength)
-        metrics.realtime_factor.observe(seconds / max(time.perf_counter() - began, 1e-9))
+        metrics.realtime_factor.observe(seconds / max(result.seconds, 1e-9))
         wav = io.BytesIO()
         soundfile.write(wav, result.audio, rate, format="WAV", subtype="PCM_16")
-        stem = os.path.splitext(os.path.basename(file.filename or "upload"))[0]
         return Response(wav.getvalue(), media_type="audio/wav", headers={
-            "Content-Disposition": f'attachment; filename="{stem}_{to}.wav"',
+            "Content-Disposition": _attachment(file.filename, to),
             "X-Gain-dB": f"{result.gain_db:.2f}"})
 
     return app
 
 
-def _check_ready(service: service_lib.Service) -> None:
-    if not service.ready.is_set():
-        raise HTTPException(503, "The server is warming up (compiling); retry shortly.",
-                            headers={"Retry-After": str(RETRY_AFTER_S)})
+def _attachment(filename: str | None, genre: str) -> str:
+    """Content-Disposition for `<stem>_<genre>.wav`: an ASCII name for every client, and the
+    UTF-8 one (RFC 6266) where the upload's name was not ASCII."""
+    stem = os.path.splitext(os.path.basename(filename or "upload"))[0]
+    name = f"{stem}_{audio_files.file_stem(genre)}.wav"
+    ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
+                         for c in name)
+    return (f'attachment; filename="{ascii_name}"; '
+            f"filename*=UTF-8''{urllib.parse.quote(name)}")
 
 
-async def _decode(file: UploadFile, rate: int, max_seconds: float, flag: str) -> np.ndarray:
+async def _decode(file: UploadFile, rate: int, max_seconds: float) -> np.ndarray:
     """The upload as float32 [N] at `rate`, mono; 400 empty, 415 not audio, 413 too long."""
     name = file.filename or "the upload"
-    data = await file.read()
-    if not data:
+    if not file.size:
         raise HTTPException(400, f"{name} is empty: upload an audio file.")
     try:
-        audio = await run_in_threadpool(_read_bytes, data, name, rate)
+        return await run_in_threadpool(_read_upload, file, name, rate, max_seconds)
+    except audio_files.TooLong:
+        raise HTTPException(413, f"{name} is longer than this server's limit of {max_seconds:g} "
+                            "s: send a shorter excerpt.") from None
     except ValueError as e:
         status = 400 if "no audio samples" in str(e) or "not finite" in str(e) else 415
         raise HTTPException(status, str(e)) from None
-    if len(audio) > max_seconds * rate:
-        raise HTTPException(413, f"{name} is {len(audio) / rate:.1f} s long; this server takes "
-                            f"at most {max_seconds:g} s ({flag}).")
-    return audio
 
 
-def _read_bytes(data: bytes, name: str, rate: int) -> np.ndarray:
-    """Decodes through a file (mp3 and the like need a path), naming the upload in errors."""
+def _read_upload(file: UploadFile, name: str, rate: int, max_seconds: float) -> np.ndarray:
+    """Decodes through a named file (mp3 and the like need a path; the upload's suffix tells the
+    decoder its format), naming the upload rather than the temporary file in errors."""
     suffix = os.path.splitext(name)[1][:10]
     with tempfile.NamedTemporaryFile(suffix=suffix) as f:
-        f.write(data)
+        file.file.seek(0)
+        shutil.copyfileobj(file.file, f)
         f.flush()
         try:
-            return audio_files.read(f.name, rate)
+            return audio_files.read(f.name, rate, max_seconds)
         except ValueError as e:
-            raise ValueError(str(e).replace(f.name, name)) from None
+            raise type(e)(str(e).replace(f.name, name)) from None
 
 
 async def _await(submit, *args):
-    """Submits to a batcher and waits; 503 with Retry-After when its queue is full."""
+    """Submits to a batcher and waits (at most REQUEST_TIMEOUT_S: 504); 503 with Retry-After
+    when its queue is full."""
     try:
         future = submit(*args)
     except batching.QueueFull:
         raise HTTPException(503, "The server is busy (its queue is full); retry shortly.",
                             headers={"Retry-After": str(RETRY_AFTER_S)}) from None
-    return await asyncio.wrap_future(future)
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), REQUEST_TIMEOUT_S)
+    except TimeoutError:
+        raise HTTPException(504, f"No answer within {REQUEST_TIMEOUT_S} s.") from None

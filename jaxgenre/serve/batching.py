@@ -39,6 +39,8 @@ class MicroBatcher:
         self._thread.start()
 
     def submit(self, item: Any) -> concurrent.futures.Future:
+        """Queues `item`; the future holds its result, or the exception `process` raised.
+        Raises QueueFull at once when `queue_size` items wait."""
         future = concurrent.futures.Future()
         try:
             self._queue.put_nowait((item, future))
@@ -47,10 +49,17 @@ class MicroBatcher:
         self._on_depth(self._queue.qsize())
         return future
 
-    def close(self) -> None:
-        """Stops the worker after the items already queued."""
-        self._queue.put((None, None))
-        self._thread.join()
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Stops the worker after the items already queued (waits at most `timeout_s`)."""
+        if self.alive():
+            try:
+                self._queue.put((None, None), timeout=timeout_s)
+            except queue.Full:
+                return
+            self._thread.join(timeout_s)
 
     def _take(self) -> list:
         """The next batch: blocks for one item, then gathers what arrives within max_wait_s."""
@@ -70,14 +79,17 @@ class MicroBatcher:
             stop = batch[-1][1] is None
             batch = [(item, future) for item, future in batch
                      if future is not None and future.set_running_or_notify_cancel()]
-            if batch:
-                try:
-                    results = self._process([item for item, _ in batch])
-                except Exception as e:  # noqa: BLE001 - handed to each waiting request
-                    for _, future in batch:
-                        future.set_exception(e)
-                else:
-                    for (_, future), result in zip(batch, results, strict=True):
-                        future.set_result(result)
+            try:
+                results = self._process([item for item, _ in batch]) if batch else []
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{len(batch)} items gave {len(results)} results.")
+            except BaseException as e:  # noqa: BLE001 - handed to each waiting request
+                for _, future in batch:
+                    future.set_exception(e)
+                if not isinstance(e, Exception):
+                    raise  # KeyboardInterrupt, SystemExit: the thread ends; liveness fails
+            else:
+                for (_, future), result in zip(batch, results, strict=True):
+                    future.set_result(result)
             if stop:
                 return

@@ -6,8 +6,9 @@ Shapes the service compiles, once, at warm-up:
   device count); a request's windows and its neighbours' share them (`api.Classifier`).
 - generator: clips [K, L] for K in `Settings.convert_batch_sizes` and L in `buckets`: the
   conversion window times 1, 2, 4, ... up to `max_convert_seconds`. A clip is mirrored at its end
-  up to its bucket's length and cut back after (at most 2x the work for the shortest clip of a
-  bucket; a compile per request otherwise), and clips of one bucket are converted together.
+  up to its bucket's length and cut back after (beyond the first bucket, at most 2x the work of
+  its own length; without buckets, a compile per request length), and clips of one bucket are
+  converted together.
 """
 import dataclasses
 import threading
@@ -24,13 +25,14 @@ from jaxgenre.serve import metrics as metrics_lib
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """What an operator tunes (each a flag of `python -m jaxgenre.serve`)."""
+    """What an operator tunes (all but the batch sizes are flags of `python -m jaxgenre.serve`)."""
     max_seconds: float = 600.0  # longest audio a classify request may hold (413 beyond)
     max_convert_seconds: float = 60.0  # longest audio a convert request may hold (413 beyond)
     max_upload_mb: float = 100.0  # largest request body (413 beyond, before it is read)
     queue_size: int = 64  # requests waiting per model; 503 with Retry-After beyond
     max_batch_requests: int = 16  # requests sharing one batch; 1 turns batching off
     max_wait_ms: float = 5.0  # how long a batch waits for more requests once one is there
+    decoders: int = 4  # uploads decoded at once (each holds up to max_seconds of audio)
     classify_batch_sizes: tuple[int, ...] = (1, 4, 16)
     convert_batch_sizes: tuple[int, ...] = (1, 4)
 
@@ -38,7 +40,8 @@ class Settings:
 @dataclasses.dataclass
 class Conversion:
     """audio: float32 [N] at the generator's rate, peak-safe; gain_db: the level change that
-    made it so (0 where nothing would have clipped); seconds: compute time of its batch."""
+    made it so (0 where nothing would have clipped); seconds: compute time of its batch (the
+    real-time factor's denominator)."""
     audio: np.ndarray
     gain_db: float
     seconds: float
@@ -64,11 +67,15 @@ class Service:
                 self.metrics.model_info.labels(role, info["workdir"], str(info["step"]),
                                                info["dataset"], str(info["sample_rate"])).set(1)
         classifier.observer = self._observer("classifier")
-        self._classify = self._batcher("classifier", self._classify_batch)
+        self._classify = self._batcher("classifier", self._classify_batch,
+                                       settings.max_batch_requests)
         self._convert = None
         if transfer is not None:
             self.buckets = self._buckets()
-            self._convert = self._batcher("generator", self._convert_batch)
+            # no more clips per call than one batch holds: a request never waits for chunks of
+            # other requests run after its own
+            self._convert = self._batcher("generator", self._convert_batch,
+                                          max(self._convert_sizes()))
 
     @classmethod
     def from_runs(cls, classifier_workdir: str, generator_workdir: str | None = None,
@@ -80,16 +87,20 @@ class Service:
             transfer = api.StyleTransfer.from_run(generator_workdir, mesh=classifier.mesh)
         return cls(classifier, transfer, settings)
 
-    def _batcher(self, model: str, process) -> batching.MicroBatcher:
+    def _batcher(self, model: str, process, max_items: int) -> batching.MicroBatcher:
         s = self.settings
-        return batching.MicroBatcher(process, s.max_batch_requests, s.max_wait_ms / 1000,
-                                     s.queue_size, model,
-                                     on_depth=self.metrics.queue_depth.labels(model).set)
+        return batching.MicroBatcher(process, max_items, s.max_wait_ms / 1000, s.queue_size,
+                                     model, on_depth=self.metrics.queue_depth.labels(model).set)
+
+    def dead_workers(self) -> list[str]:
+        """The models whose batcher thread has stopped (liveness fails with them)."""
+        return [name for name, b in (("classifier", self._classify), ("generator", self._convert))
+                if b is not None and not b.alive()]
 
     def _observer(self, model: str):
         size, seconds = self.metrics.batch_size.labels(model), self.metrics.batch_seconds.labels(model)
 
-        def observe(rows: int, batch: int, took: float) -> None:
+        def observe(rows: int, batch: int, took: float) -> None:  # batch: rows with padding
             size.observe(rows)
             seconds.observe(took)
         return observe
@@ -132,7 +143,7 @@ class Service:
         return lengths
 
     def _convert_sizes(self) -> list[int]:
-        sizes = [s for s in self.settings.convert_batch_sizes
+        sizes = [s for s in sorted(self.settings.convert_batch_sizes)
                  if s <= self.settings.max_batch_requests]
         return sizes or [1]
 

@@ -88,7 +88,10 @@ def predict(inputs: list[str], workdir: str, checkpoint: str = "best", top_k: in
     from tqdm import tqdm
     # The task, the files and the output before any model is restored: wrong input fails in
     # a second.
-    rundir.check_task(workdir, rundir.load_config(workdir), ("classifier",))
+    config = rundir.load_config(workdir)
+    rundir.check_task(workdir, config, ("classifier",))
+    if window_seconds is not None:
+        api.check_window(window_seconds, config.data.crop_seconds)
     paths = audio_files.find(inputs)
     if not paths:
         raise errors.UserError(f"No audio files ({', '.join(audio_files.EXTENSIONS)}) in "

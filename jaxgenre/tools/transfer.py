@@ -26,6 +26,7 @@ cli.prepare_process(relaunch=__name__ == "__main__")
 
 import sys
 
+import numpy as np
 from absl import app, flags
 from etils import epath
 
@@ -56,6 +57,7 @@ _STRENGTH = cli.float_flag("strength", 1.0, "How far to convert: 0 keeps the inp
 
 
 _FORMATS = {".wav": "WAV", ".flac": "FLAC"}  # 16-bit PCM formats, by --output suffix
+GENRES_AT_ONCE = 4
 
 
 def output_paths(paths: list[str], to: str, names: list[str]) -> dict[str, dict[str, epath.Path]]:
@@ -63,8 +65,9 @@ def output_paths(paths: list[str], to: str, names: list[str]) -> dict[str, dict[
     the module docstring), each checked to be writable and not an input, so nothing is
     converted for nothing."""
     targets = names if to == "all" else [to]
+    safe = {t: audio_files.file_stem(t) for t in targets}  # 'Old-Time / Historic' is no file name
     if len(paths) == 1 and to != "all":
-        path = _OUTPUT.value or f"{epath.Path(paths[0]).stem}_{to}.wav"
+        path = _OUTPUT.value or f"{epath.Path(paths[0]).stem}_{safe[to]}.wav"
         if epath.Path(path).suffix.lower() not in _FORMATS:
             raise errors.UserError(f"--output {path}: end it in {' or '.join(_FORMATS)} (the "
                                    "audio format is taken from the suffix).")
@@ -73,9 +76,12 @@ def output_paths(paths: list[str], to: str, names: list[str]) -> dict[str, dict[
     elif len(paths) == 1:
         out_dir = _OUTPUT.value or f"{epath.Path(paths[0]).stem}_transfer"
         outputs.check_writable(out_dir, directory=True)
-        planned = {paths[0]: {t: epath.Path(out_dir) / f"{t}.wav" for t in targets}}
+        planned = {paths[0]: {t: epath.Path(out_dir) / f"{safe[t]}.wav" for t in targets}}
     else:
         out_dir = _OUTPUT.value or "."
+        if epath.Path(out_dir).suffix.lower() in _FORMATS:
+            raise errors.UserError(f"--output {out_dir}: {len(paths)} files write one output each "
+                                   "per genre; pass a directory.")
         outputs.check_writable(out_dir, directory=True)
         planned, stems = {}, set()
         for p in paths:  # music/a/song.mp3 and music/b/song.mp3: song_*.wav and song_2_*.wav
@@ -85,7 +91,7 @@ def output_paths(paths: list[str], to: str, names: list[str]) -> dict[str, dict[
                 n += 1
                 unique = f"{stem}_{n}"
             stems.add(unique)
-            planned[p] = {t: epath.Path(out_dir) / f"{unique}_{t}.wav" for t in targets}
+            planned[p] = {t: epath.Path(out_dir) / f"{unique}_{safe[t]}.wav" for t in targets}
     outputs.refuse_inputs([a for per_file in planned.values() for p in per_file.values()
                            for a in (p, p.with_suffix(".png"))], paths)
     return planned
@@ -94,8 +100,8 @@ def output_paths(paths: list[str], to: str, names: list[str]) -> dict[str, dict[
 def transfer(inputs: list[str]) -> list[str]:
     """What the command line does (see the module docstring); returns the paths written."""
     import soundfile
-    # What the run is, its genres and rate, the inputs and the outputs, before any model is
-    # restored.
+    # What the run is, its genres and rate, that the inputs exist, and the outputs, before any
+    # model is restored (the inputs are decoded one by one after).
     config = rundir.load_config(_WORKDIR.value)
     rundir.check_task(_WORKDIR.value, config, generator.GENERATOR_TASKS)
     data = rundir.data_spec(_WORKDIR.value, config)
@@ -103,14 +109,14 @@ def transfer(inputs: list[str]) -> list[str]:
     if _TO.value != "all" and _TO.value not in names:
         raise errors.UserError(f"Unknown genre {_TO.value!r} for --to; valid: "
                                f"{', '.join(names)}, all.")
-    crop = config.data.crop_seconds
-    if _WINDOW.value is not None and _WINDOW.value < crop:
-        raise errors.UserError(f"--window_seconds {_WINDOW.value:g} is shorter than the run's "
-                               f"{crop:g} s training crop; pass {crop:g} or more.")
+    if _WINDOW.value is not None:
+        api.check_window(_WINDOW.value, config.data.crop_seconds)
     paths = audio_files.find(inputs)
     if not paths:
         raise errors.UserError(f"No audio files ({', '.join(audio_files.EXTENSIONS)}) in "
                                f"{', '.join(inputs)}.")
+    if not any(epath.Path(p).is_file() for p in paths):  # else each is named as it is skipped
+        raise errors.UserError("; ".join(f"{p}: no such file" for p in paths) + ".")
     planned = output_paths(paths, _TO.value, names)
     model = api.StyleTransfer.from_run(_WORKDIR.value, _CHECKPOINT.value,
                                        window_seconds=_WINDOW.value, gl_iters=_GL_ITERS.value)
@@ -130,14 +136,21 @@ def transfer(inputs: list[str]) -> list[str]:
         if warning:
             print(f"warning: {path}: {warning}.", file=sys.stderr)
         if classifier:
-            p = classifier.predict_many([audio], [path])[0].probabilities
-            top = sorted(range(len(p)), key=lambda i: -p[i])
+            p = classifier.predict(audio, model.sample_rate, path).probabilities
+            top = np.argsort(-p, kind="stable")
             print(f"{path}: input genre (by {_CLASSIFIER.value}): "
                   + ", ".join(f"{names[i]} {p[i]:.2f}" for i in top[:3]))
             if _TO.value == "all":
                 targets = {t: out for t, out in targets.items() if t != names[top[0]]}
-        for target, out_path in targets.items():
-            out = model.convert_many(audio[None], [names.index(target)], [_STRENGTH.value])[0]
+        # GENRES_AT_ONCE genres of this file per pass: one vocoder run for them (memory grows
+        # with their number times the file's length)
+        pending = list(targets.items())
+        converted = np.concatenate([
+            model.convert_many(np.repeat(audio[None], len(chunk), axis=0), [t for t, _ in chunk],
+                               [_STRENGTH.value] * len(chunk))
+            for chunk in (pending[i:i + GENRES_AT_ONCE]
+                          for i in range(0, len(pending), GENRES_AT_ONCE))])
+        for (target, out_path), out in zip(pending, converted, strict=True):
             out, gain_db = audio_files.peak_safe(out)
             with outputs.replacing(out_path, "wb") as f:
                 soundfile.write(f, out, model.sample_rate,

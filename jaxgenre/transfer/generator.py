@@ -3,7 +3,7 @@ method: audio -> fixed-reference log-mel -> averaged generator -> the same vocod
 baselines (`methods.Codec`, with the run's own mel analysis) -> audio.
 
 `GeneratorMethod` plugs into `evaluator.TransferEvaluator`; `convert_many` turns files of any
-length into genres (the `jaxgenre.transfer` CLI and the service, through `inference.api`):
+length into genres (the `jaxgenre.transfer` CLI and the service, through `jaxgenre.api`):
 overlapping windows converted in batches, their log-mels cross-faded on each file's frame grid,
 each file vocoded in one pass.
 
@@ -42,9 +42,7 @@ class GeneratorMethod:
     def __init__(self, workdir: str, mesh: jax.sharding.Mesh, vcfg: vocoder.VocoderConfig,
                  phase: str = "source", seed: int = 0, checkpoint: str = "best",
                  strength: float = 1.0):
-        if not 0.0 <= strength <= 1.0:
-            raise ValueError(f"strength {strength:g} is outside [0, 1]: 0 keeps the input, 1 "
-                             "is the full conversion.")
+        check_strength(np.array([strength]))
         self.run = rundir.restore(workdir, mesh, tasks.create, checkpoint, items=("generator_ema",),
                                 expect_tasks=GENERATOR_TASKS)
         task = self.run.task
@@ -56,8 +54,8 @@ class GeneratorMethod:
         self.class_names, self.sample_rate = list(task.data.class_names), task.data.sample_rate
         self.mesh = mesh
         self.codec = methods.Codec(task.mel, vcfg, mesh, phase, seed)
-        # One file is vocoded whole on one device of this process (`convert_long`): memory
-        # grows with the file's length, and each length compiles once.
+        # Files are vocoded whole on one device of this process (`convert_many`): memory grows
+        # with their number times their length, and each shape compiles once.
         self._file_codec = methods.Codec(task.mel, vcfg,
                                          sharding.make_mesh(jax.local_devices()[:1]), phase, seed)
         self.strength = strength
@@ -74,8 +72,8 @@ class GeneratorMethod:
         (default: the method's) -> the converted fixed-reference log-mel dB [B, T, M] that
         `__call__` vocodes."""
         if strength is None:
-            strength = jax.device_put(np.full(target.shape, self.strength, np.float32),
-                                      target.sharding)
+            strength = sharding.from_host(np.full(target.shape, self.strength, np.float32),
+                                          self.mesh)
         return self._convert_db(self.run.state, methods.to_float(audio), target, strength)
 
     def __call__(self, audio: jax.Array, source: jax.Array, target: jax.Array) -> jax.Array:
@@ -88,13 +86,6 @@ class GeneratorMethod:
         frames fall on the file's frame grid; a window of the training crop is never shorter)."""
         hop = self.codec.mel.hop_length
         return max(math.ceil(window_seconds * self.sample_rate / (2 * hop)), 1) * 2 * hop
-
-    def convert_long(self, audio: np.ndarray, target: int, window_seconds: float,
-                     batch_size: int = 8, strength: float | None = None) -> np.ndarray:
-        """float32 [N] of any length -> float32 [N] in genre `target`, vocoded in one pass
-        (`convert_many` of one file)."""
-        return self.convert_many(audio[None], np.array([target]), window_seconds, batch_size,
-                                 None if strength is None else np.array([strength]))[0]
 
     def convert_many(self, audio: np.ndarray, targets: np.ndarray, window_seconds: float,
                      batch_size: int = 8, strengths: np.ndarray | None = None) -> np.ndarray:
@@ -110,15 +101,25 @@ class GeneratorMethod:
         from its own phase: one phase reconstruction per file, where vocoding each window would
         cross-fade two independent ones (comb filtering where they disagree).
         """
+        if audio.ndim != 2:
+            raise ValueError(f"audio has shape {audio.shape}; pass [K files, N samples].")
         k, n = audio.shape
-        window = self.window_samples(window_seconds)
+        targets = np.asarray(targets)
         strengths = np.full(k, self.strength) if strengths is None else np.asarray(strengths)
+        if targets.shape != (k,) or strengths.shape != (k,):
+            raise ValueError(f"{k} files need {k} targets and {k} strengths, not shapes "
+                             f"{targets.shape} and {strengths.shape}.")
+        if not ((targets >= 0) & (targets < len(self.class_names))).all():
+            raise ValueError(f"targets {targets.tolist()}: genre indices run from 0 to "
+                             f"{len(self.class_names) - 1}.")
+        check_strength(strengths)
+        window = self.window_samples(window_seconds)
         cuts = [a[None] if n <= window else windows.crossfade_cut(a, window) for a in audio]
         per_file = len(cuts[0])
         rows = np.concatenate(cuts)
         row_targets = np.repeat(np.asarray(targets, np.int32), per_file)
         row_strengths = np.repeat(strengths.astype(np.float32), per_file)
-        per_batch = sharding.round_up(batch_size, jax.device_count())
+        per_batch = sharding.round_up(batch_size, self.mesh.size)
         db = []
         for i in range(0, len(rows), per_batch):
             put = [sharding.from_host(sharding.pad_rows(x[i:i + per_batch], per_batch), self.mesh)
@@ -131,6 +132,14 @@ class GeneratorMethod:
         else:
             db = db[:, 0]
         return np.asarray(self._file_codec.synthesise(db, audio.astype(np.float32)))
+
+
+def check_strength(strengths: np.ndarray) -> None:
+    """Refuses strengths outside [0, 1] (float [K]), naming them."""
+    bad = strengths[~((strengths >= 0.0) & (strengths <= 1.0))]
+    if bad.size:
+        raise ValueError(f"strength {bad[0]:g} is outside [0, 1]: 0 keeps the input, 1 is the "
+                         "full conversion.")
 
 
 def _convert_db(state, audio, target, strength, *, task):
