@@ -9,9 +9,10 @@ and off (`1`), in one run; the ratio on/off is the figure. Also the conversion r
 
 Both servers are real processes on 127.0.0.1 (one CPU device each, warmed up before the clock
 starts), up side by side and taking turns round by round; each client is a thread sending the
-same WAV (a tone with vibrato) over a fresh HTTP connection, one request at a time. Bounded: `--repeats` rounds of `--requests` per level (at least one per
-client), each request with a 600 s timeout; the median round's requests/s is reported, the
-latency percentiles over all rounds. Needs the serve extra.
+same WAV (a tone with vibrato) over a fresh HTTP connection, one request at a time. Bounded:
+`--repeats` rounds of `--requests` per level (at least one per client), each request with a
+600 s timeout; the median round's requests/s is reported, the latency percentiles over all
+rounds. Needs the serve extra.
 """
 import argparse
 import concurrent.futures
@@ -21,6 +22,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -70,12 +72,14 @@ class Server:
                "--max_convert_seconds", str(args.convert_seconds)]
         if args.generator:
             cmd += ["--generator", args.generator]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")  # never a full pipe
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=self.log,
+                                     text=True)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SystemExit(f"the server ended: {self.proc.stderr.read()[-2000:]}")
+                self.log.seek(0)
+                raise SystemExit(f"the server ended: {self.log.read()[-2000:]}")
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=5) as r:
                     if r.status == 200:
@@ -83,6 +87,7 @@ class Server:
             except (urllib.error.URLError, ConnectionError):
                 pass
             time.sleep(0.5)
+        self.stop()
         raise SystemExit("the server was not ready within 600 s")
 
     def stop(self):
@@ -99,6 +104,8 @@ def _one(url: str, body: bytes, headers: dict) -> tuple[int, float]:
             status = r.status
     except urllib.error.HTTPError as e:
         status = e.code
+    except (urllib.error.URLError, OSError):  # refused, reset, timed out: counted as failed
+        status = 0
     return status, time.perf_counter() - start
 
 
@@ -122,6 +129,9 @@ def load(urls: dict, body: bytes, headers: dict, clients: int, requests: int,
             latencies[mode] += good
     out = {}
     for mode in urls:
+        if len(latencies[mode]) < 2:
+            raise SystemExit(f"{mode}: {len(latencies[mode])} of {total * repeats} requests "
+                             "succeeded; see the server's log.")
         q = statistics.quantiles(latencies[mode], n=100, method="inclusive")
         out[mode] = {"requests": total * repeats, "ok": len(latencies[mode]),
                      "rps": statistics.median(rates[mode]), "p50": q[49], "p95": q[94],
@@ -148,9 +158,10 @@ def main():
                      args.convert_seconds))
     print(f"machine: {machine()}", flush=True)
     rows = []
-    servers = {mode: Server(args, batch_requests)
-               for mode, batch_requests in (("batched", 16), ("unbatched", 1))}
+    servers = {}
     try:
+        for mode, batch_requests in (("batched", 16), ("unbatched", 1)):
+            servers[mode] = Server(args, batch_requests)
         for endpoint, (body, headers), seconds in jobs:
             urls = {mode: f"{server.url}/v1/{endpoint}" for mode, server in servers.items()}
             for url in urls.values():
