@@ -89,6 +89,7 @@ def test_gan_resumed_on_one_device_matches_eight_devices_uninterrupted(gan8, tin
         assert diff <= TOLERANCE, (field, diff)
 
 
+@pytest.mark.slow  # a GAN run of its own (28 s); test_train's classifier NaN run is the fast check
 def test_gan_nan_stops_and_keeps_the_last_good_checkpoint(tiny_fma, classifiers, tmp_path):
     config = th.gan_config(tiny_fma[0], **{"gan.g_learning_rate": 1e15,
                                            "checkpoint_every_steps": 1, "total_steps": 12,
