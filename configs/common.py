@@ -85,6 +85,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.augment.time_masks = 2
     c.augment.time_mask_width = 20
     c.augment.mixup_alpha = 0.2  # 0 disables mixup
+
+    # Knowledge distillation (Hinton et al. 2015): with a teacher (any classifier run on the same
+    # genres, sample rate and crop; its own frontend and model), the loss is
+    # (1 - weight) x cross-entropy to the labels + weight x T^2 x cross-entropy to the teacher's
+    # probabilities at temperature T (softmax; multi-label: a sigmoid per genre), the teacher's
+    # averaged weights run inside the same jitted step on the same crops, mixed up alike.
+    c.distill = ml_collections.ConfigDict()
+    c.distill.teacher_workdir = ml_collections.FieldReference(None, field_type=str)
+    c.distill.teacher_checkpoint = "best"  # 'best', 'latest' or a step
+    c.distill.temperature = 4.0
+    c.distill.weight = 0.5
     return c
 
 

@@ -14,6 +14,11 @@ ADDED_KEYS = {
                    "optim.encoder_lr_scale": 1.0, "optim.freeze": []},
     "stargan": {"gan.chroma_weight": 0.0},
 }
+# task -> {section: its keys and values}: sections added after runs were saved
+ADDED_SECTIONS = {
+    "classifier": {"distill": {"teacher_workdir": None, "teacher_checkpoint": "best",
+                               "temperature": 4.0, "weight": 0.5}},
+}
 
 
 def task_name(config: ml_collections.ConfigDict) -> str:
@@ -22,9 +27,13 @@ def task_name(config: ml_collections.ConfigDict) -> str:
 
 def with_added_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A copy of `config` with each key added for its task that it lacks set to the value
-    older runs were trained with. Keys of sections it does not have are left out."""
+    older runs were trained with, and each section added since whole. Keys of other sections it
+    does not have are left out."""
     config = config.copy_and_resolve_references()
     with config.unlocked():
+        for section, values in ADDED_SECTIONS.get(task_name(config), {}).items():
+            if section not in config:
+                config[section] = ml_collections.ConfigDict(values)
         for key, value in ADDED_KEYS.get(task_name(config), {}).items():
             section, leaf = key.split(".")
             if section in config and leaf not in config[section]:

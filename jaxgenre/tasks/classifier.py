@@ -18,7 +18,7 @@ from jaxgenre.audio import augment, frontend
 from jaxgenre.core import sharding
 from jaxgenre.data import spec
 from jaxgenre.pretrained import import_dir
-from jaxgenre.run import config_checks
+from jaxgenre.run import config_checks, rundir
 from jaxgenre.tasks import optim
 
 
@@ -120,22 +120,75 @@ def spectrogram_input(db: jax.Array, kind: str, config, key: jax.Array | None = 
     return x
 
 
+class Teacher:
+    """A trained classifier run's averaged weights, as the teacher of a distilled student
+    (`config.distill`): its own frontend and model applied to the student's raw crops.
+
+    Refused unless it was trained on the student's genres, sample rate, crop and label kind, so
+    that its probabilities are about the same thing the student learns.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, data: spec.DataSpec, mesh):
+        d = config.distill
+        run = rundir.restore(d.teacher_workdir, mesh, ClassifierTask, d.teacher_checkpoint,
+                             items=("ema",), expect_tasks=("classifier",))
+        differ = [f"{what} {theirs} vs {ours}" for what, theirs, ours in (
+            ("genres", list(run.data.class_names), list(data.class_names)),
+            ("sample rate", run.data.sample_rate, data.sample_rate),
+            ("crop seconds", run.config.data.crop_seconds, config.data.crop_seconds),
+            ("multi-label", multi_label(run.config), multi_label(config))) if theirs != ours]
+        if differ:
+            raise ValueError(f"The teacher {d.teacher_workdir} was trained differently from this "
+                             f"student: {'; '.join(differ)} (teacher vs student). Distil from a "
+                             "run on the same dataset, crop and data.label.")
+        self.graphdef, self.config, self.mel, self.mesh = (run.task.graphdef, run.config,
+                                                           run.task.mel, mesh)
+        self.params = (run.state.ema_params, run.state.ema_model_state)
+
+    def logits(self, audio: jax.Array) -> jax.Array:
+        """int16 crops [B, N] -> the teacher's logits [B, C] float32, no gradient."""
+        ema_params, ema_model_state = self.params
+        averaged = TrainState(step=None, params=None, model_state=None, opt_state=None,
+                              ema_params=ema_params, ema_model_state=ema_model_state)
+        logits, _ = predict_step(averaged, {"audio": audio[:, None]}, graphdef=self.graphdef,
+                                 config=self.config, mel=self.mel, mesh=self.mesh)
+        return jax.lax.stop_gradient(logits)
+
+
+def distillation_loss(logits: jax.Array, teacher_probs: jax.Array, temperature: float,
+                      multi: bool) -> jax.Array:
+    """Mean cross-entropy of the student's logits [B, C] at `temperature` to the teacher's
+    probabilities at the same temperature [B, C] (softmax, or a sigmoid per genre when
+    `multi`), times T^2 so that its gradients keep their scale as T changes (Hinton et al.).
+    Its gradient is the KL divergence's: the teacher's entropy is a constant."""
+    scaled = logits / temperature
+    loss = (optax.sigmoid_binary_cross_entropy(scaled, teacher_probs) if multi
+            else optax.softmax_cross_entropy(scaled, teacher_probs))
+    return loss.mean() * temperature ** 2
+
+
 def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mesh,
-               num_classes: int, base_key: jax.Array):
+               num_classes: int, base_key: jax.Array, teacher: Teacher | None = None):
     """One optimizer update on a global batch {audio int16 [B, N], label int32 [B], or [B, C]
-    0/1 when `multi_label(config)`}.
+    0/1 when `multi_label(config)`}; with a `teacher`, the loss mixes in `distillation_loss`
+    (config.distill).
 
     Returns (new state, metrics {loss, accuracy (multi-label: precision_at_1), grad_norm,
-    param_norm}: float32 scalars).
+    param_norm, and with a teacher distill_loss}: float32 scalars).
     """
     key = jax.random.fold_in(base_key, state.step)  # a resumed run draws the same numbers
     aug_key, mix_key, drop_key = jax.random.split(key, 3)
     x = model_input(batch["audio"], input_kind(config), config, mel, mesh, aug_key)
     multi = multi_label(config)
     labels = targets(batch["label"], num_classes, config.optim.label_smoothing, multi)
+    if teacher is not None:  # the teacher hears the crops before the student's augmentations
+        t = teacher.logits(batch["audio"]) / config.distill.temperature
+        labels = jnp.concatenate([labels, jax.nn.sigmoid(t) if multi else jax.nn.softmax(t)], -1)
     # Mixup mixes multi-hot targets as it mixes one-hots: a clip mixed from two tracks holds
-    # both tracks' genres, in proportion (as PANNs trains AudioSet's tags).
+    # both tracks' genres, in proportion (as PANNs trains AudioSet's tags); and the teacher's
+    # probabilities alike.
     x, labels = augment.mixup(mix_key, x, labels, config.augment.mixup_alpha)
+    labels, teacher_probs = labels[:, :num_classes], labels[:, num_classes:]
 
     def loss_fn(params):
         params = optim.stop_frozen_gradients(config.optim, params)
@@ -147,9 +200,14 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mes
         # multi-label: the mean over clips and genres, so the scale does not grow with C
         loss = (optax.sigmoid_binary_cross_entropy(logits, labels) if multi
                 else optax.softmax_cross_entropy(logits, labels)).mean()
-        return loss, (logits, models.rest(model))
+        distill = jnp.zeros(())
+        if teacher is not None:
+            distill = distillation_loss(logits, teacher_probs, config.distill.temperature, multi)
+            loss = (1.0 - config.distill.weight) * loss + config.distill.weight * distill
+        return loss, (logits, models.rest(model), distill)
 
-    (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, model_state, distill)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = ema_rate(config.optim.ema_decay, state.step)
@@ -162,6 +220,8 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mes
             else top == batch["label"])
     metrics = {"loss": loss, train_hit_metric(config): jnp.mean(hits),
                "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
+    if teacher is not None:
+        metrics["distill_loss"] = distill
     return new_state, metrics
 
 
@@ -228,11 +288,17 @@ class ClassifierTask:
     def check_config(config: ml_collections.ConfigDict) -> None:
         models.get(config.model.name)  # raises, listing the registered models
         config_checks.check_choices({"optim.name": (config.optim.name, ("adamw", "sgd"))})
+        d = config.distill
+        if not (0.0 <= d.weight <= 1.0 and d.temperature > 0):
+            raise ValueError(f"distill.weight {d.weight:g} must be in [0, 1] and "
+                             f"distill.temperature {d.temperature:g} above 0.")
 
     def __init__(self, config: ml_collections.ConfigDict, data: spec.DataSpec, mesh,
                  training: bool = True):
-        del training  # the classifier builds the same either way
         self.config, self.data, self.mesh = config, data, mesh
+        # The teacher only trains: a run read back to evaluate or predict never needs it.
+        self.teacher = (Teacher(config, data, mesh)
+                        if training and config.distill.teacher_workdir else None)
         self.tx = optim.make(config.optim, config.total_steps)
         self.graphdef, params, _ = abstract_model(config, data.num_classes)
         optim.check_freeze(config.optim, params)
@@ -263,7 +329,7 @@ class ClassifierTask:
     def train_step(self, state: TrainState, batch: dict):
         return train_step(state, batch, graphdef=self.graphdef, tx=self.tx, config=self.config,
                           mel=self.mel, mesh=self.mesh, num_classes=self.data.num_classes,
-                          base_key=self.step_key)
+                          base_key=self.step_key, teacher=self.teacher)
 
     def train_steps(self) -> tuple:
         return (self.train_step,)

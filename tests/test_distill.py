@@ -1,0 +1,57 @@
+"""Knowledge distillation (`config.distill`): the loss, its wiring into the train step, and the
+teachers a student refuses."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgenre import tasks, train
+from jaxgenre.core import sharding
+from jaxgenre.run import rundir
+from jaxgenre.tasks import classifier
+from tests import train_helpers as th
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_the_distillation_gradient_is_the_kl_divergences_times_t(multi):
+    """d/ds [T^2 CE(p_t, softmax(s / T))] = T (softmax(s / T) - p_t) per clip (/ B for the
+    mean; multi-label: per genre, / (B C))."""
+    rng = np.random.default_rng(0)
+    s, t = (jnp.asarray(rng.normal(size=(4, 5)) * 3, jnp.float32) for _ in range(2))
+    temperature = 2.5
+    p_t = jax.nn.sigmoid(t / temperature) if multi else jax.nn.softmax(t / temperature)
+    grad = jax.grad(classifier.distillation_loss)(s, p_t, temperature, multi)
+    p_s = jax.nn.sigmoid(s / temperature) if multi else jax.nn.softmax(s / temperature)
+    count = s.size if multi else s.shape[0]
+    np.testing.assert_allclose(grad, temperature * (p_s - p_t) / count, rtol=1e-5, atol=1e-7)
+    # the student that matches the teacher is at the loss's minimum
+    assert float(classifier.distillation_loss(t, p_t, temperature, multi)) < float(
+        classifier.distillation_loss(s, p_t, temperature, multi))
+
+
+def test_a_student_learns_from_its_teacher_and_weight_zero_is_the_plain_run(
+        tiny_fma, tiny_classifier, classifiers, tmp_path):
+    """tiny_classifier is the plain run (seed 0, 4 steps); the same config with a teacher at
+    weight 0 must train to the same weights, at weight 1 to others."""
+    def student(name, weight):
+        config = th.config(tiny_fma[0], total_steps=4, checkpoint_every_steps=4,
+                           eval_every_steps=4, **{"distill.teacher_workdir": classifiers[1],
+                                                  "distill.weight": weight})
+        train.train_and_evaluate(config, str(tmp_path / name))
+        return th.params(str(tmp_path / name), 4)
+    plain = th.params(tiny_classifier, 4)
+    assert th.max_abs_diff(student("weight0", 0.0), plain) <= 1e-6
+    taught = student("weight1", 1.0)
+    assert th.max_abs_diff(taught, plain) > 1e-4
+    assert all(np.isfinite(v).all() for v in taught.values())
+
+
+def test_a_teacher_trained_on_other_crops_or_a_gan_is_refused(tiny_fma, tiny_classifier):
+    mesh = sharding.make_mesh()
+    data = rundir.data_spec(tiny_classifier, rundir.load_config(tiny_classifier))
+    config = th.config(tiny_fma[0], **{"distill.teacher_workdir": tiny_classifier,
+                                       "data.crop_seconds": 2.0})
+    with pytest.raises(ValueError, match=r"crop seconds 1.0 vs 2.0 \(teacher vs student\)"):
+        tasks.create(config, data, mesh)
+    with pytest.raises(ValueError, match="distill.weight 1.5 must be in"):
+        tasks.check_config(th.config(tiny_fma[0], **{"distill.weight": 1.5}))
