@@ -30,7 +30,7 @@ def style_transfer_config(task: str, words: set[str]) -> ml_collections.ConfigDi
     """The shared base of configs/stargan.py and configs/autoencoder.py."""
     c = common.base_config()
     c.task = task
-    del c.optim, c.augment  # the classifier's; the GAN's own settings are under c.gan
+    del c.optim, c.augment, c.distill  # the classifier's; the GAN's own settings: c.gan
     c.frontend.ref = 1.0  # fixed reference: the level survives the round trip to audio
 
     c.model = ml_collections.ConfigDict({

@@ -149,10 +149,11 @@ def test_added_keys_fill_only_what_a_config_lacks():
     from jaxgenre.configs import mfcc_cnn, stargan
     old = mfcc_cnn.get_config("demo")
     with old.unlocked():
-        del old.frontend.compress, old.optim.freeze
+        del old.frontend.compress, old.optim.freeze, old.distill
     old.data.label = "genres"
     filled = config_versions.with_added_keys(old)
     assert filled.frontend.compress == "db" and list(filled.optim.freeze) == []
+    assert filled.distill.teacher_workdir is None and filled.distill.weight == 0.5  # a section
     assert filled.data.label == "genres"  # a value the config has is kept
     assert "compress" not in old.frontend  # the caller's config is left as it was
     old_gan = stargan.get_config("demo")
@@ -161,6 +162,7 @@ def test_added_keys_fill_only_what_a_config_lacks():
     gan = config_versions.with_added_keys(old_gan)
     assert gan.gan.chroma_weight == 0.0  # the GAN's own added key
     assert "init_from" not in gan.model and "optim" not in gan  # none of the classifier's
+    assert "distill" not in gan
 
 
 def test_a_run_saved_before_keys_were_added_resumes(plain_run, tiny_fma, tmp_path):
@@ -170,6 +172,8 @@ def test_a_run_saved_before_keys_were_added_resumes(plain_run, tiny_fma, tmp_pat
     for key in config_versions.ADDED_KEYS["classifier"]:
         section, leaf = key.split(".")
         del saved[section][leaf]
+    for section in config_versions.ADDED_SECTIONS["classifier"]:
+        del saved[section]
     path.write_text(json.dumps(saved))
     train.train_and_evaluate(_plain_config(tiny_fma[0], total_steps=5, checkpoint_every_steps=5),
                              workdir)
