@@ -1,4 +1,5 @@
-"""The Python API and the HTTP service the way they are used: `jaxgenre.api` in-process, then
+"""The Python API, the transfer command line over it, and the HTTP service the way they are
+used: `jaxgenre.api` in-process, `python -m jaxgenre.transfer` end to end, then
 `python -m jaxgenre.serve` as real uvicorn processes on 127.0.0.1 (every refusal the service
 promises, a full queue, a client that hangs up mid-upload) and its web page in Debian's headless
 Chromium (upload, chart, convert, a playable <audio>; a screenshot).
@@ -81,6 +82,72 @@ def test_the_api_takes_any_rate_and_layout_and_matches_the_windows_judged_alone(
         transfer.convert(_tone(1.0), RATE, to="Polka")
     with pytest.raises(ValueError, match=r"strength 1.5 is outside \[0, 1\]"):
         transfer.convert(_tone(1.0), RATE, to="Rock", strength=1.5)
+
+
+def _module(module, *args, devices=1):
+    """Runs `python -m module args` (one fake device by default); (exit code, its output)."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=th.ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_transfer_cli_converts_any_length_and_refuses_bad_input(runs, classifiers, tmp_path):
+    """`python -m jaxgenre.transfer`, a thin command line over `api.StyleTransfer`."""
+    workdir = runs[1]
+    song = str(tmp_path / "song.wav")
+    t = np.arange(60_000) / 44_100  # 1.36 s at another rate: resampled to the run's 22.05 kHz
+    soundfile.write(song, 0.3 * np.sin(2 * np.pi * 220 * t), 44_100)
+    out = str(tmp_path / "out.wav")
+    code, log = _module("jaxgenre.transfer", "--workdir", workdir, "--input", song, "--to", "Rock",
+                     "--output", out, "--classifier", classifiers[1], "--gl_iters", "4")
+    assert code == 0, log[-3000:]
+    audio, rate = soundfile.read(out)
+    assert rate == 22050 and abs(len(audio) - 30_000) <= 1 and np.isfinite(audio).all()
+    assert os.path.exists(str(tmp_path / "out.png")) and "input genre (by" in log
+
+    code, log = _module("jaxgenre.transfer", "--workdir", workdir, "--input", song, "--to", "all",
+                     "--output", str(tmp_path / "all"), "--gl_iters", "2")
+    assert code == 0, log[-3000:]
+    assert len([f for f in os.listdir(tmp_path / "all") if f.endswith(".wav")]) == 8
+
+    # many files (one named, a directory holding another of the same stem), each to every genre
+    # but the one the classifier hears in it
+    (tmp_path / "more").mkdir()
+    shutil.copy(song, tmp_path / "more" / "song.wav")
+    code, log = _module("jaxgenre.transfer", "--workdir", workdir, "--to", "all", "--classifier",
+                     classifiers[1], "--output", str(tmp_path / "many"), "--gl_iters", "2", song,
+                     str(tmp_path / "more"))
+    assert code == 0, log[-3000:]
+    heard = [line.split("input genre (by ")[1].split(": ")[1].split(" ")[0]
+             for line in log.splitlines() if "input genre (by " in line]
+    assert len(heard) == 2
+    genres = th.read_json(os.path.join(workdir, "dataset_info.json"))["class_names"]
+    assert sorted(os.listdir(tmp_path / "many")) == sorted(
+        f"{stem}_{g}.{ext}" for stem, source in (("song", heard[0]), ("song_2", heard[1]))
+        for g in genres if g != source for ext in ("wav", "png"))
+
+    empty, broken = str(tmp_path / "empty.wav"), str(tmp_path / "broken.mp3")
+    soundfile.write(empty, np.zeros(0), 22050)
+    with open(broken, "wb") as f:
+        f.write(b"not audio at all")
+    cases = [(["--workdir", workdir, "--to", "Polka", "--input", song],
+              "Unknown genre 'Polka' for --to; valid: "),
+             (["--workdir", workdir, "--to", "Rock", "--input", empty], "holds no audio samples"),
+             (["--workdir", workdir, "--to", "Rock", "--input", broken], "Cannot read"),
+             (["--workdir", workdir, "--to", "Rock", "--input", str(tmp_path / "missing.wav")],
+              "no such file"),
+             # a classifier where a generator is expected
+             (["--workdir", classifiers[0], "--input", song, "--to", "Rock"],
+              "is a 'classifier' run where a stargan or autoencoder run")]
+    results = th.cli_exits("jaxgenre.tools.transfer", [args for args, _ in cases])
+    for (_, message), (code, log) in zip(cases, results, strict=True):
+        assert code != 0 and message in log and "Traceback" not in log, log[-2000:]
+    code, log = _module("jaxgenre.evaluate_transfer", "--method", "identity", "--judge", workdir,
+                     "--output_dir", str(tmp_path / "eval"))
+    assert code != 0 and "is a 'stargan' run where a classifier run is needed" in log
+
 
 
 # ------------------------------------------------------------------------------ the service
