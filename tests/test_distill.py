@@ -29,6 +29,7 @@ def test_the_distillation_gradient_is_the_kl_divergences_times_t(multi):
         classifier.distillation_loss(s, p_t, temperature, multi))
 
 
+@pytest.mark.slow  # two training runs
 def test_a_student_learns_from_its_teacher_and_weight_zero_is_the_plain_run(
         tiny_fma, tiny_classifier, classifiers, tmp_path):
     """tiny_classifier is the plain run (seed 0, 4 steps); the same config with a teacher at
