@@ -35,6 +35,7 @@ class MicroBatcher:
         self._process, self.max_items, self.max_wait_s = process, max_items, max_wait_s
         self._queue = queue.Queue(maxsize=queue_size)
         self._on_depth = on_depth
+        self._depth_lock = threading.Lock()  # the gauge reports the depth after the last change
         self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -42,11 +43,12 @@ class MicroBatcher:
         """Queues `item`; the future holds its result, or the exception `process` raised.
         Raises QueueFull at once when `queue_size` items wait."""
         future = concurrent.futures.Future()
-        try:
-            self._queue.put_nowait((item, future))
-        except queue.Full:
-            raise QueueFull from None
-        self._on_depth(self._queue.qsize())
+        with self._depth_lock:
+            try:
+                self._queue.put_nowait((item, future))
+            except queue.Full:
+                raise QueueFull from None
+            self._on_depth(self._queue.qsize())
         return future
 
     def alive(self) -> bool:
@@ -70,7 +72,8 @@ class MicroBatcher:
                 batch.append(self._queue.get(timeout=max(deadline - time.monotonic(), 0.0)))
             except queue.Empty:
                 break
-        self._on_depth(self._queue.qsize())
+        with self._depth_lock:
+            self._on_depth(self._queue.qsize())
         return batch
 
     def _work(self) -> None:
