@@ -12,6 +12,7 @@ Every task trains on the same batches: {"audio": int16 [B, crop_samples], "label
 (a multi-label classifier, data.label 'genres': label int32 [B, C] multi-hot), batch-sharded
 over the mesh; its state is replicated.
 """
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -49,6 +50,13 @@ class Task(Protocol):
         of them stops training, so include the loss and gradient norms). Pure; jitted
         by the loop with the state's and the batch's shardings; random numbers come from
         `config.seed` folded with `state.step`, so a resumed run draws the same ones."""
+
+    def step_inputs(self) -> Any:
+        """Frozen arrays every update reads besides the state and the batch (the classifier's
+        distillation teacher), or None. Optional: a task without the method has none. They
+        reach the jitted step as a third, replicated, never donated argument, not as constants
+        compiled into it (a multi-process mesh forbids those, and they would copy the weights
+        into the program)."""
 
     def train_steps(self) -> tuple[Callable, ...]:
         """The update functions (like `train_step`) the loop cycles through, one per step: step
@@ -116,14 +124,26 @@ def create(config: ml_collections.ConfigDict, data: DataSpec, mesh: jax.sharding
 def jit_update_cycle(task: Task, state_sharding, mesh: jax.sharding.Mesh) -> list[Callable]:
     """`task.train_steps()` jitted as the trainer runs them: state replicated, the batch split
     over `mesh`, metrics replicated, the state donated; a function that repeats in the cycle
-    is compiled once. Step s runs `cycle[(s - 1) % len(cycle)]`."""
+    is compiled once. Step s runs `cycle[(s - 1) % len(cycle)](state, batch)`; a task's
+    `step_inputs` are passed to each as its third argument."""
     data = sharding.batch_sharding(mesh)
+    inputs = task.step_inputs() if hasattr(task, "step_inputs") else None
+    in_shardings = (state_sharding, {"audio": data, "label": data})
+    if inputs is not None:
+        in_shardings += (sharding.replicated(mesh),)
     step_fns, jitted = task.train_steps(), {}
     for fn in step_fns:
         jitted.setdefault(id(fn), jax.jit(
-            fn, in_shardings=(state_sharding, {"audio": data, "label": data}),
+            fn, in_shardings=in_shardings,
             out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,)))
-    return [jitted[id(fn)] for fn in step_fns]
+    cycle = [jitted[id(fn)] for fn in step_fns]
+    if inputs is None:
+        return cycle
+    return [functools.partial(_with_inputs, step, inputs) for step in cycle]
+
+
+def _with_inputs(step: Callable, inputs: Any, state, batch):
+    return step(state, batch, inputs)
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

@@ -130,24 +130,31 @@ class Teacher:
 
     def __init__(self, config: ml_collections.ConfigDict, data: spec.DataSpec, mesh):
         d = config.distill
-        run = rundir.restore(d.teacher_workdir, mesh, ClassifierTask, d.teacher_checkpoint,
-                             items=("ema",), expect_tasks=("classifier",))
+        try:
+            run = rundir.restore(d.teacher_workdir, mesh, ClassifierTask, d.teacher_checkpoint,
+                                 items=("ema",), expect_tasks=("classifier",))
+        except FileNotFoundError as e:
+            raise rundir.RunError(f"distill.teacher_workdir: {e}") from None
         differ = [f"{what} {theirs} vs {ours}" for what, theirs, ours in (
             ("genres", list(run.data.class_names), list(data.class_names)),
             ("sample rate", run.data.sample_rate, data.sample_rate),
             ("crop seconds", run.config.data.crop_seconds, config.data.crop_seconds),
             ("multi-label", multi_label(run.config), multi_label(config))) if theirs != ours]
         if differ:
-            raise ValueError(f"The teacher {d.teacher_workdir} was trained differently from this "
-                             f"student: {'; '.join(differ)} (teacher vs student). Distil from a "
-                             "run on the same dataset, crop and data.label.")
+            raise rundir.RunError(
+                f"The teacher {d.teacher_workdir} was trained differently from this student: "
+                f"{'; '.join(differ)} (teacher vs student). Distil from a run on the same "
+                "dataset, crop and data.label.")
+        logging.info("Distilling from %s, step %d.", d.teacher_workdir, run.step)
         self.graphdef, self.config, self.mel, self.mesh = (run.task.graphdef, run.config,
                                                            run.task.mel, mesh)
+        # (averaged params, averaged model state): the train step's third argument
         self.params = (run.state.ema_params, run.state.ema_model_state)
 
-    def logits(self, audio: jax.Array) -> jax.Array:
-        """int16 crops [B, N] -> the teacher's logits [B, C] float32, no gradient."""
-        ema_params, ema_model_state = self.params
+    def logits(self, params, audio: jax.Array) -> jax.Array:
+        """`params` (this teacher's `params`), int16 crops [B, N] -> the teacher's logits [B, C]
+        float32, no gradient."""
+        ema_params, ema_model_state = params
         averaged = TrainState(step=None, params=None, model_state=None, opt_state=None,
                               ema_params=ema_params, ema_model_state=ema_model_state)
         logits, _ = predict_step(averaged, {"audio": audio[:, None]}, graphdef=self.graphdef,
@@ -167,14 +174,14 @@ def distillation_loss(logits: jax.Array, teacher_probs: jax.Array, temperature: 
     return loss.mean() * temperature ** 2
 
 
-def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mesh,
-               num_classes: int, base_key: jax.Array, teacher: Teacher | None = None):
+def train_step(state: TrainState, batch: dict, teacher_params=None, *, graphdef, tx, config,
+               mel, mesh, num_classes: int, base_key: jax.Array, teacher: Teacher | None = None):
     """One optimizer update on a global batch {audio int16 [B, N], label int32 [B], or [B, C]
-    0/1 when `multi_label(config)`}; with a `teacher`, the loss mixes in `distillation_loss`
-    (config.distill).
+    0/1 when `multi_label(config)`}; with a `teacher` (and its `teacher_params`, an argument so
+    that they are not compiled in), the loss mixes in `distillation_loss` (config.distill).
 
     Returns (new state, metrics {loss, accuracy (multi-label: precision_at_1), grad_norm,
-    param_norm, and with a teacher distill_loss}: float32 scalars).
+    param_norm, and with a teacher label_loss and distill_loss}: float32 scalars).
     """
     key = jax.random.fold_in(base_key, state.step)  # a resumed run draws the same numbers
     aug_key, mix_key, drop_key = jax.random.split(key, 3)
@@ -182,7 +189,7 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mes
     multi = multi_label(config)
     labels = targets(batch["label"], num_classes, config.optim.label_smoothing, multi)
     if teacher is not None:  # the teacher hears the crops before the student's augmentations
-        t = teacher.logits(batch["audio"]) / config.distill.temperature
+        t = teacher.logits(teacher_params, batch["audio"]) / config.distill.temperature
         labels = jnp.concatenate([labels, jax.nn.sigmoid(t) if multi else jax.nn.softmax(t)], -1)
     # Mixup mixes multi-hot targets as it mixes one-hots: a clip mixed from two tracks holds
     # both tracks' genres, in proportion (as PANNs trains AudioSet's tags); and the teacher's
@@ -200,13 +207,15 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mes
         # multi-label: the mean over clips and genres, so the scale does not grow with C
         loss = (optax.sigmoid_binary_cross_entropy(logits, labels) if multi
                 else optax.softmax_cross_entropy(logits, labels)).mean()
-        distill = jnp.zeros(())
+        parts = {}
         if teacher is not None:
-            distill = distillation_loss(logits, teacher_probs, config.distill.temperature, multi)
-            loss = (1.0 - config.distill.weight) * loss + config.distill.weight * distill
-        return loss, (logits, models.rest(model), distill)
+            parts = {"label_loss": loss, "distill_loss": distillation_loss(
+                logits, teacher_probs, config.distill.temperature, multi)}
+            loss = ((1.0 - config.distill.weight) * loss
+                    + config.distill.weight * parts["distill_loss"])
+        return loss, (logits, models.rest(model), parts)
 
-    (loss, (logits, model_state, distill)), grads = jax.value_and_grad(
+    (loss, (logits, model_state, parts)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -220,9 +229,7 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, config, mel, mes
             else top == batch["label"])
     metrics = {"loss": loss, train_hit_metric(config): jnp.mean(hits),
                "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
-    if teacher is not None:
-        metrics["distill_loss"] = distill
-    return new_state, metrics
+    return new_state, {**metrics, **parts}
 
 
 def multi_label(config: ml_collections.ConfigDict) -> bool:
@@ -326,9 +333,12 @@ class ClassifierTask:
         # donates them; arrays made from host views segfaulted under pytest-xdist here).
         return jax.device_put(new, jax.tree.map(lambda x: x.sharding, state))
 
-    def train_step(self, state: TrainState, batch: dict):
-        return train_step(state, batch, graphdef=self.graphdef, tx=self.tx, config=self.config,
-                          mel=self.mel, mesh=self.mesh, num_classes=self.data.num_classes,
+    def step_inputs(self):
+        return None if self.teacher is None else self.teacher.params
+
+    def train_step(self, state: TrainState, batch: dict, teacher_params=None):
+        return train_step(state, batch, teacher_params, graphdef=self.graphdef, tx=self.tx,
+                          config=self.config, mel=self.mel, mesh=self.mesh, num_classes=self.data.num_classes,
                           base_key=self.step_key, teacher=self.teacher)
 
     def train_steps(self) -> tuple:
