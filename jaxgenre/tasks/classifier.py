@@ -4,7 +4,7 @@ The trainer jits these with explicit shardings. The model lives as (graphdef, St
 step merges it inside `jax.jit` (cheaper than `nnx.jit`, which walks the object graph each call).
 """
 import functools
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -120,6 +120,13 @@ def spectrogram_input(db: jax.Array, kind: str, config, key: jax.Array | None = 
     return x
 
 
+class Averaged(NamedTuple):
+    """The two fields of a `TrainState` that `predict_step` reads: a classifier's averaged
+    weights without its optimizer (the teacher of a distilled run, the SavedModel export)."""
+    ema_params: nnx.State
+    ema_model_state: nnx.State
+
+
 class Teacher:
     """A trained classifier run's averaged weights, as the teacher of a distilled student
     (`config.distill`): its own frontend and model applied to the student's raw crops.
@@ -148,16 +155,13 @@ class Teacher:
         logging.info("Distilling from %s, step %d.", d.teacher_workdir, run.step)
         self.graphdef, self.config, self.mel, self.mesh = (run.task.graphdef, run.config,
                                                            run.task.mel, mesh)
-        # (averaged params, averaged model state): the train step's third argument
-        self.params = (run.state.ema_params, run.state.ema_model_state)
+        # the train step's third argument
+        self.params = Averaged(run.state.ema_params, run.state.ema_model_state)
 
     def logits(self, params, audio: jax.Array) -> jax.Array:
-        """`params` (this teacher's `params`), int16 crops [B, N] -> the teacher's logits [B, C]
-        float32, no gradient."""
-        ema_params, ema_model_state = params
-        averaged = TrainState(step=None, params=None, model_state=None, opt_state=None,
-                              ema_params=ema_params, ema_model_state=ema_model_state)
-        logits, _ = predict_step(averaged, {"audio": audio[:, None]}, graphdef=self.graphdef,
+        """`params` (this teacher's `Averaged` weights), int16 crops [B, N] -> the teacher's
+        logits [B, C] float32, no gradient."""
+        logits, _ = predict_step(params, {"audio": audio[:, None]}, graphdef=self.graphdef,
                                  config=self.config, mel=self.mel, mesh=self.mesh)
         return jax.lax.stop_gradient(logits)
 

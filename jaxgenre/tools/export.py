@@ -34,7 +34,6 @@ import functools
 import json
 import os
 import time
-from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -55,13 +54,6 @@ PLATFORMS = ("cpu", "cuda")
 
 class ExportError(errors.UserError, ValueError):
     """The run cannot be exported as asked: the message names the problem and the fix."""
-
-
-class _Averaged(NamedTuple):
-    """The two fields of a classifier `TrainState` that `judge.judge_step` reads: a state
-    without the optimizer, so only the averaged weights become SavedModel variables."""
-    ema_params: object
-    ema_model_state: object
 
 
 def export(workdir: str, out: str, checkpoint: str = "best", clip_seconds: float | None = None,
@@ -89,7 +81,8 @@ def export(workdir: str, out: str, checkpoint: str = "best", clip_seconds: float
     clip_samples = _clip_samples(run, clip_seconds)
     genres, rate = list(run.data.class_names), run.data.sample_rate
 
-    weights = jax.device_get(_Averaged(run.state.ema_params, run.state.ema_model_state))
+    weights = jax.device_get(classifier.Averaged(run.state.ema_params,
+                                                 run.state.ema_model_state))
     leaves, treedef = jax.tree.flatten(weights)
     step = functools.partial(judge.judge_step, graphdef=run.task.graphdef, config=run.config,
                              mel=run.task.mel, mesh=None, crop=run.data.crop_samples)
