@@ -7,9 +7,11 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -295,6 +297,37 @@ def test_user_errors_print_at_most_two_lines_and_verbosity_shows_the_traceback(
         assert lines[-1].startswith("error: ") and message in lines[-1], (argv, log[-3000:])
     assert procs[-1].returncode == 1 and "Traceback (most recent call last)" in logs[-1]
     assert "config.json not found" in logs[-1]
+
+
+def test_sigterm_landing_in_a_librarys_cleanup_still_exits_143(tmp_path):
+    """CI once saw SIGTERM's SystemExit raised inside tqdm's lock handling, whose release then
+    failed (RuntimeError) and replaced it: predict exited 1, not 143. Here the signal arrives
+    inside a block whose cleanup fails the same way; the output is still unwound."""
+    from jaxgenre.core import cli
+
+    class FailingCleanup:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            raise RuntimeError("cannot release un-acquired lock")
+
+    def main(argv):
+        with outputs.staged(tmp_path / "out.txt") as staged, FailingCleanup():
+            pathlib.Path(staged).write_text("half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            cli.call_main(main, ["prog"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.code == 143 and isinstance(stopped.value.__cause__, RuntimeError)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError):  # without a SIGTERM the error is the error
+        cli.call_main(lambda argv: FailingCleanup().__exit__(), ["prog"])
 
 
 @pytest.mark.slow  # two predict processes at once, and one stopped by SIGTERM

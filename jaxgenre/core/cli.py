@@ -28,6 +28,7 @@ import math
 import os
 import signal
 import sys
+import threading
 
 from jaxgenre.core import errors, host_memory
 
@@ -128,8 +129,9 @@ def call_main(main, argv, sigterm_unwinds: bool = True,
         # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so output files are finished or
         # removed (`outputs`) rather than left half-written.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _sigterm_received.clear()
     try:
-        return main(argv)
+        return _ended_by_sigterm_if_it_came(main, argv)
     except BrokenPipeError:
         # Python's own advice: point stdout at /dev/null so that its flush at exit is quiet.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -143,8 +145,28 @@ def call_main(main, argv, sigterm_unwinds: bool = True,
         sys.exit("error: " + " ".join(str(e).split()) + hint)
 
 
+_sigterm_received = threading.Event()
+
+
 def _exit_on_sigterm(signum, frame):
+    _sigterm_received.set()
     raise SystemExit(128 + signum)
+
+
+def _ended_by_sigterm_if_it_came(main, argv):
+    """`main(argv)`; once SIGTERM has come, whatever ends it ends it as SIGTERM (exit 143).
+
+    The handler's SystemExit is raised wherever the main thread happens to be, which can be
+    inside a library's lock handling (tqdm's write); that library's cleanup then fails
+    (RuntimeError: cannot release un-acquired lock) and replaces the SystemExit. The run was still
+    stopped by the signal: its outputs were unwound all the same, so it exits as such."""
+    try:
+        return main(argv)
+    except BaseException as e:
+        if _sigterm_received.is_set() and not isinstance(e, SystemExit):
+            print(f"stopped by SIGTERM ({type(e).__name__} while unwinding: {e})", file=sys.stderr)
+            raise SystemExit(128 + signal.SIGTERM) from e
+        raise
 
 
 def _unless_closed_loop(default_hook, unraisable) -> None:
