@@ -28,6 +28,7 @@ from jaxgenre.audio import vocoder, windows
 from jaxgenre.core import errors, sharding
 from jaxgenre.data import audio_files
 from jaxgenre.inference import judge as judge_lib
+from jaxgenre.inference import litert
 from jaxgenre.run import rundir
 from jaxgenre.transfer import generator
 
@@ -88,10 +89,12 @@ class Classifier:
     """A genre classifier run (its averaged weights) that names the genres of audio.
 
     Attributes: class_names, sample_rate, window (samples per window), batch_sizes (rows per
-    jitted batch, each a multiple of the device count), info (`run_info`), judge.
+    jitted batch, each a multiple of the device count), info (`run_info`, with `runtime`:
+    'jax', or 'litert-none' / 'litert-int8' for a LiteRT export), judge (a `Judge` on `mesh`,
+    or a `litert.LiteJudge` with mesh None).
     """
 
-    def __init__(self, judge: judge_lib.Judge, mesh: jax.sharding.Mesh,
+    def __init__(self, judge: judge_lib.Judge | litert.LiteJudge, mesh: jax.sharding.Mesh | None,
                  window_seconds: float | None = None, batch_sizes: Sequence[int] = (16,)):
         self.judge, self.mesh = judge, mesh
         self.class_names, self.sample_rate = judge.class_names, judge.sample_rate
@@ -101,9 +104,11 @@ class Classifier:
         self.window = round(seconds * judge.sample_rate)
         if not batch_sizes or min(batch_sizes) < 1:
             raise InputError(f"batch sizes {tuple(batch_sizes)}: pass one or more, each at least 1.")
-        self.batch_sizes = sorted({sharding.round_up(b, mesh.size) for b in batch_sizes})
+        devices = 1 if mesh is None else mesh.size
+        self.batch_sizes = sorted({sharding.round_up(b, devices) for b in batch_sizes})
         self.info = run_info(judge.workdir, judge.config, judge.step, judge.dataset,
                              judge.sample_rate)
+        self.info["runtime"] = "jax" if mesh is not None else f"litert-{judge.quantize}"
         self.observer: BatchObserver | None = None
 
     @classmethod
@@ -111,7 +116,11 @@ class Classifier:
                  window_seconds: float | None = None, batch_sizes: Sequence[int] = (16,),
                  mesh: jax.sharding.Mesh | None = None) -> "Classifier":
         """Restores `workdir`'s `checkpoint` ('best', 'latest' or a step) on `mesh` (default:
-        every device, `sharding.make_mesh`). Refuses any run but a classifier before restoring."""
+        every device, `sharding.make_mesh`). Refuses any run but a classifier before restoring.
+        `workdir` may also be a LiteRT export (`jaxgenre.export --format tflite`, float or int8),
+        which runs on this process's CPU threads (no mesh; `checkpoint` does not apply)."""
+        if litert.is_export(workdir):  # `jaxgenre.export --format tflite`: LiteRT on the CPU
+            return cls(litert.LiteJudge(workdir), None, window_seconds, batch_sizes)
         rundir.check_task(workdir, rundir.load_config(workdir), ("classifier",))
         mesh = sharding.make_mesh() if mesh is None else mesh
         return cls(judge_lib.Judge(workdir, mesh, checkpoint), mesh, window_seconds, batch_sizes)
@@ -188,8 +197,8 @@ class _Batcher:
     while it runs; its results are collected when the next batch goes out, or on `flush`.
     """
 
-    def __init__(self, judge: judge_lib.Judge, mesh: jax.sharding.Mesh, window: int,
-                 sizes: Sequence[int], observer: BatchObserver | None):
+    def __init__(self, judge: judge_lib.Judge | litert.LiteJudge, mesh: jax.sharding.Mesh | None,
+                 window: int, sizes: Sequence[int], observer: BatchObserver | None):
         self.judge, self.window, self.sizes = judge, window, sizes
         self._mesh, self._observer = mesh, observer
         self._rows = []  # (file, window index, audio float32 [<= window])
@@ -215,8 +224,10 @@ class _Batcher:
             audio[r, :len(clip)], lengths[r] = clip, len(clip)
         self._collect()
         start = time.perf_counter()
-        probabilities, _ = self.judge(sharding.from_host(audio, self._mesh),
-                                      sharding.from_host(lengths, self._mesh))
+        if self._mesh is not None:  # a LiteJudge (no mesh) takes the host arrays as they are
+            audio, lengths = (sharding.from_host(audio, self._mesh),
+                              sharding.from_host(lengths, self._mesh))
+        probabilities, _ = self.judge(audio, lengths)
         self._in_flight = (rows, size, start, probabilities)
 
     def _collect(self) -> None:

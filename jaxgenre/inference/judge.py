@@ -87,19 +87,27 @@ def judge_step(state, audio, num_samples, *, graphdef, config, mel, mesh, crop):
     [B, N] with real lengths num_samples int32 [B], as `Judge.__call__` documents. Pure; N must
     be static. mesh None traces it without sharding constraints (the SavedModel export)."""
     b, n = audio.shape
-    # What a listener's file holds: int16 PCM (clipped), re-analysed from scratch.
-    pcm = jnp.round(jnp.clip(audio, -1.0, 32767 / 32768) * 32768.0)
-    pcm = jnp.pad(pcm, ((0, 0), (0, max(crop - n, 0))))
-    # Crops evenly spaced over each clip's real audio, as `input_pipeline.host_eval_dataset`.
-    num_crops = input_pipeline.num_eval_crops(n, crop)
-    last = jnp.maximum(num_samples - crop, 0).astype(jnp.float32)
-    starts = jnp.round(jnp.linspace(0.0, 1.0, num_crops)[None, :] * last[:, None]).astype(jnp.int32)
+    pcm = jnp.pad(to_pcm(audio), ((0, 0), (0, max(crop - n, 0))))
+    starts = crop_starts(num_samples, input_pipeline.num_eval_crops(n, crop), crop)
     crops = jax.vmap(lambda x, s: jax.vmap(lambda t: jax.lax.dynamic_slice(x, (t,), (crop,)))(s))(
         pcm, starts)
     logits, features = classifier.predict_step(state, {"audio": crops}, graphdef=graphdef,
                                                config=config, mel=mel, mesh=mesh)
     probs = jax.nn.sigmoid(logits) if classifier.multi_label(config) else jax.nn.softmax(logits)
     return probs, features
+
+
+def to_pcm(audio):
+    """What a listener's file holds: audio float32 [..., N] in [-1, 1] as int16 PCM values
+    (clipped, rounded), float32 on the int16 scale, which the model's frontend expects."""
+    return jnp.round(jnp.clip(audio, -1.0, 32767 / 32768) * 32768.0)
+
+
+def crop_starts(num_samples, num_crops: int, crop: int):
+    """int32 [B, num_crops]: the first sample of each crop, evenly spaced over each clip's real
+    audio (num_samples int [B]), as `input_pipeline.host_eval_dataset` places them."""
+    last = jnp.maximum(jnp.asarray(num_samples) - crop, 0).astype(jnp.float32)
+    return jnp.round(jnp.linspace(0.0, 1.0, num_crops)[None, :] * last[:, None]).astype(jnp.int32)
 
 
 class FrozenClassifier:

@@ -1,7 +1,16 @@
-r"""Exports a genre classifier run as a TensorFlow SavedModel that classifies raw audio.
+r"""Exports a genre classifier run as a TensorFlow SavedModel that classifies raw audio, or as
+LiteRT (TensorFlow Lite) models, float32 or int8, for CPUs.
 
   python -m jaxgenre.export --workdir runs/x --out DIR [--checkpoint best|latest|STEP]
       [--clip_seconds S] [--platforms cpu,cuda]
+  python -m jaxgenre.export --workdir runs/x --out DIR --quantize int8 [--calibration_clips N]
+  python -m jaxgenre.export --workdir runs/x --out DIR --format tflite    # LiteRT, float32
+
+LiteRT (--format tflite, which --quantize int8 implies): DIR holds frontend.tflite (one crop
+float32 [1, crop] -> the network's input, float32), network.tflite (-> logits; int8 weights per
+channel and activations calibrated on --calibration_clips training clips with --quantize int8),
+the run's config.json and export_info.json; `jaxgenre.api.Classifier.from_run(DIR)`, and so
+`predict` and `jaxgenre.serve --classifier DIR`, serve it (`jaxgenre.inference.litert`).
 
 The SavedModel holds the whole computation of `jaxgenre.inference.judge.Judge` (the function
 `judge.judge_step`, not a copy): int16 PCM rounding, crops evenly spaced over the real audio,
@@ -44,12 +53,13 @@ from jax.experimental import jax2tf
 
 import tfds_fma  # noqa: F401  (registers the `fma` datasets with TFDS, for their clip length)
 from jaxgenre.core import sharding
-from jaxgenre.inference import judge
+from jaxgenre.inference import judge, litert
 from jaxgenre.run import rundir
 from jaxgenre.tasks import classifier
 
 INFO_FILE = "export_info.json"
 PLATFORMS = ("cpu", "cuda")
+FORMATS = ("saved_model", "tflite")
 
 
 class ExportError(errors.UserError, ValueError):
@@ -68,16 +78,7 @@ def export(workdir: str, out: str, checkpoint: str = "best", clip_seconds: float
     classifier, has no (readable) checkpoint, or an `out` that is not empty.
     """
     start = time.time()
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise ExportError(f"--out {out} exists and is not an empty directory: pick a new one "
-                          "(TF Serving wants MODEL_DIR/<version>, e.g. models/jaxgenre/1).")
-    outputs.check_writable(out, "--out", directory=True)
-    # One device is enough to read the weights, which then leave JAX as numpy arrays.
-    mesh = sharding.make_mesh(jax.devices()[:1])
-    try:
-        run = judge.restore(workdir, mesh, checkpoint)
-    except (ValueError, FileNotFoundError) as e:  # RunError, a bad STEP, no config.json
-        raise ExportError(str(e)) from None
+    run = _restore(workdir, out, checkpoint)
     clip_samples = _clip_samples(run, clip_seconds)
     genres, rate = list(run.data.class_names), run.data.sample_rate
 
@@ -123,6 +124,50 @@ def export(workdir: str, out: str, checkpoint: str = "best", clip_seconds: float
     logging.info("Exported step %d of %s to %s in %.1f s.", run.step, workdir, out,
                  time.time() - start)
     return info
+
+
+def export_lite(workdir: str, out: str, checkpoint: str = "best", quantize: str = "none",
+                calibration_clips: int = 256) -> dict:
+    """Writes the run in `workdir` as LiteRT models to the new directory `out` (see the module
+    docstring); quantize 'none' or 'int8' (activation ranges from `calibration_clips` crops of
+    the run's training split, which must be readable here). Returns export_info.json's dict."""
+    start = time.time()
+    run = _restore(workdir, out, checkpoint)
+    calibration = (litert.calibration_crops(run, calibration_clips) if quantize == "int8"
+                   else None)
+    frontend, network = litert.convert(run, quantize, calibration)
+    info = {"format": "tflite", "quantize": quantize, "genres": list(run.data.class_names),
+            "sample_rate": run.data.sample_rate, "crop_samples": run.data.crop_samples,
+            "dataset": run.data.name, "workdir": os.path.abspath(workdir), "step": run.step,
+            "model": run.config.model.name,
+            "calibration_clips": 0 if calibration is None else len(calibration),
+            "bytes": {litert.FRONTEND_FILE: len(frontend), litert.NETWORK_FILE: len(network)}}
+    with outputs.staged(out) as staging:
+        os.makedirs(staging)
+        for name, flatbuffer in ((litert.FRONTEND_FILE, frontend),
+                                 (litert.NETWORK_FILE, network)):
+            with outputs.replacing(os.path.join(staging, name), "wb") as f:
+                f.write(flatbuffer)
+        outputs.write_text(os.path.join(staging, "config.json"), run.config.to_json(indent=2))
+        outputs.write_text(os.path.join(staging, INFO_FILE), json.dumps(info, indent=2))
+    logging.info("Exported step %d of %s to %s (LiteRT, quantize %s) in %.1f s.", run.step,
+                 workdir, out, quantize, time.time() - start)
+    return info
+
+
+def _restore(workdir: str, out: str, checkpoint: str) -> rundir.Run:
+    """The classifier run's `checkpoint` on one device, once `out` is known to be a new or
+    empty directory that can be written; ExportError otherwise, or for any other run."""
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise ExportError(f"--out {out} exists and is not an empty directory: pick a new one "
+                          "(TF Serving wants MODEL_DIR/<version>, e.g. models/jaxgenre/1).")
+    outputs.check_writable(out, "--out", directory=True)
+    # One device is enough to read the weights, which then leave JAX as numpy arrays.
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    try:
+        return judge.restore(workdir, mesh, checkpoint)
+    except (ValueError, FileNotFoundError) as e:  # RunError, a bad STEP, no config.json
+        raise ExportError(str(e)) from None
 
 
 def _clip_samples(run: rundir.Run, clip_seconds: float | None) -> int:
@@ -217,6 +262,15 @@ def _define_flags() -> dict:
             above=0),
         "platforms": flags.DEFINE_list("platforms", list(PLATFORMS),
                                        "Platforms to lower for: cpu, cuda, rocm, tpu."),
+        "format": flags.DEFINE_enum("format", None, FORMATS,
+                                    "saved_model (default) or tflite (LiteRT; --quantize int8 "
+                                    "implies it)."),
+        "quantize": flags.DEFINE_enum("quantize", "none", litert.QUANTIZE,
+                                      "LiteRT network weights and activations: none (float32) "
+                                      "or int8."),
+        "calibration_clips": cli.integer_flag(
+            "calibration_clips", 256, "Training clips whose crops set int8 activation ranges.",
+            minimum=1),
     }
 
 
@@ -224,7 +278,18 @@ def main(argv, args: dict):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     cli.quiet_logs()
-    out = args["out"].value
+    out, quantize = args["out"].value, args["quantize"].value
+    kind = args["format"].value or ("tflite" if quantize != "none" else "saved_model")
+    if kind == "saved_model" and quantize != "none":
+        raise app.UsageError(f"--quantize {quantize} makes LiteRT models: drop --format "
+                             "saved_model (or pass --format tflite).")
+    if kind == "tflite":
+        info = export_lite(args["workdir"].value, out, args["checkpoint"].value, quantize,
+                           args["calibration_clips"].value)
+        size = sum(info["bytes"].values()) / 1e6
+        print(f"Exported {info['model']} step {info['step']} as LiteRT ({quantize}, "
+              f"{size:.1f} MB, {len(info['genres'])} genres, {info['sample_rate']} Hz) to {out}.")
+        return
     info = export(args["workdir"].value, out, args["checkpoint"].value,
                   args["clip_seconds"].value, tuple(args["platforms"].value))
     print(f"Exported {info['model']} step {info['step']} ({len(info['genres'])} genres, "
