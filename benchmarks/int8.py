@@ -8,7 +8,7 @@ the same clips, with accuracy, size, single-clip latency and batch throughput, a
 Both LiteRT exports are made here by `jaxgenre.export`'s function (into --out, default a
 temporary directory). Accuracy: every clip of --split as the dataset stores it (real length,
 crops evenly spaced, as `jaxgenre.evaluate`), top genre against the label. Latency: one stored
-clip, the median of --repeats calls after one untimed call. Throughput: the whole split, the
+clip, the median of 10 x --repeats calls after one untimed call. Throughput: the whole split, the
 JAX judge in batches of --batch clips, LiteRT one crop at a time on all CPU threads (its models
 take one crop); the median of --repeats passes. Size: the model files (LiteRT: frontend +
 network), against the run's float32 weights (ema parameters and statistics, 4 bytes each).
@@ -92,7 +92,7 @@ def main():
         probabilities = _batches(fn, audio, lengths, batch)  # also the untimed warm-up
         one = (audio[:1], lengths[:1])
         np.asarray(fn(*one)[0])
-        latency = median_seconds(lambda: np.asarray(fn(*one)[0]), args.repeats)
+        latency = median_seconds(lambda: np.asarray(fn(*one)[0]), 10 * args.repeats)
         total = median_seconds(lambda: _batches(fn, audio, lengths, batch), args.repeats)
         rows.append((name, probabilities, size, latency, len(audio) / total))
         print(f"{name}: accuracy {(probabilities.argmax(1) == labels).mean():.1%}, {size:,} bytes,"

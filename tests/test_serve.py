@@ -210,12 +210,16 @@ def _form(fields: dict, file_name: str, content: bytes) -> tuple[bytes, dict]:
 
 @pytest.fixture(scope="module")
 def servers(runs, tmp_path_factory):
-    """(a server with both runs, a classifier-only one), started side by side."""
+    """(a server with both runs, a classifier-only one serving the classifier's int8 LiteRT
+    export), started side by side."""
+    from jaxgenre.tools import export
     tmp = tmp_path_factory.mktemp("servers")
     both = Server(tmp, "--classifier", runs[0], "--generator", runs[1], "--max_seconds", "20",
                   "--max_convert_seconds", "7", "--max_upload_mb", "2", "--queue_size", "1",
                   "--max_batch_requests", "4")
-    alone = Server(tmp, "--classifier", runs[0])
+    int8 = str(tmp / "int8")
+    export.export_lite(runs[0], int8, quantize="int8", calibration_clips=32)
+    alone = Server(tmp, "--classifier", int8)
     yield both, alone
     for server in (both, alone):
         assert server.stop() in (0, -signal.SIGTERM) and "Traceback" not in server.log(), \
@@ -255,6 +259,19 @@ def test_liveness_comes_first_readiness_after_the_warm_up_and_the_api_answers(se
     assert {"/v1/classify", "/v1/convert", "/v1/genres", "/v1/info"} <= set(openapi["paths"])
     if len(readiness) > 1:  # the warm-up outlasted the first poll: it was refused meanwhile
         assert 503 in readiness
+
+
+def test_an_int8_litert_export_is_served_like_a_run(servers):
+    alone = servers[1]
+    alone.wait("/readyz")
+    info = json.loads(alone.request("/v1/info")[2])["classifier"]
+    assert info["runtime"] == "litert-int8" and info["step"] == 4 and info["sample_rate"] == RATE
+    status, _, body = alone.request("/v1/classify", *_form({}, "tone.wav", _wav(7.0)))
+    assert status == 200, body
+    result = json.loads(body)
+    assert len(result["genres"]) == 8
+    assert abs(sum(g["probability"] for g in result["genres"]) - 1) < 1e-4
+    assert len(result["timeline"]["times"]) >= 1
 
 
 def test_bad_input_gets_a_4xx_naming_the_problem_and_the_server_carries_on(servers):

@@ -8,7 +8,7 @@ on CPUs.
 
 The two parts are `classifier.predict_step`'s (`model_input` with the run's frontend settings,
 the network with the run's averaged weights: our inference path, not a copy), converted by
-jax2tf (StableHLO) and TensorFlow's LiteRT converter. The frontend stays float32. int8 is the
+jax2tf (StableHLO) and TensorFlow's LiteRT converter. The frontend computes in float32. int8 is the
 converter's full-integer post-training quantization of the network: weights int8 per output
 channel, activations int8 per tensor with ranges measured on the calibration crops' frontend
 outputs; an op without an int8 kernel stays float (the converter's fallback), and the network
@@ -80,7 +80,10 @@ def convert(run: rundir.Run, quantize: str = "none", calibration: np.ndarray | N
     if quantize == "int8":
         features = jax.jit(frontend)
         representative = lambda: ([np.asarray(features(c[None]))] for c in calibration)  # noqa: E731
-    return _to_tflite(frontend, crop), _to_tflite(network, inputs, representative)
+    # With int8, the frontend's constants (the mel filterbank, most of its file) are stored as
+    # float16 and widened at load; it still computes in float32.
+    return (_to_tflite(frontend, crop, float16_constants=quantize == "int8"),
+            _to_tflite(network, inputs, representative))
 
 
 def _scale_and_shift_batch_norms(model: nnx.Module) -> None:
@@ -107,10 +110,12 @@ class _ScaleShift(nnx.Module):
         return x * self.scale[...] + self.shift[...]
 
 
-def _to_tflite(function, spec: jax.ShapeDtypeStruct, representative=None) -> bytes:
+def _to_tflite(function, spec: jax.ShapeDtypeStruct, representative=None,
+               float16_constants: bool = False) -> bytes:
     """`function` of one float32 array of `spec`'s shape as a .tflite flatbuffer; int8 (weights
     per channel, activations per tensor, float where an op has no int8 kernel) when a
-    `representative` dataset is given."""
+    `representative` dataset is given; float32 with its constants stored as float16 with
+    `float16_constants`."""
     module = tf.Module()
     # Lowered for 'cuda', where our layers take XLA's own convolutions (`lax.platform_dependent`
     # in models/ops): the converter maps those to LiteRT's CONV_2D and DEPTHWISE_CONV_2D, while
@@ -126,6 +131,9 @@ def _to_tflite(function, spec: jax.ShapeDtypeStruct, representative=None) -> byt
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.TFLITE_BUILTINS]
+    elif float16_constants:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
     return converter.convert()
 
 
