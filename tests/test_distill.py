@@ -56,3 +56,34 @@ def test_a_teacher_trained_on_other_crops_or_a_gan_is_refused(tiny_fma, tiny_cla
         tasks.create(config, data, mesh)
     with pytest.raises(ValueError, match="distill.weight 1.5 must be in"):
         tasks.check_config(th.config(tiny_fma[0], **{"distill.weight": 1.5}))
+
+
+def test_at_weight_one_only_the_teacher_moves_the_student(tiny_fma, tiny_classifier):
+    """The teacher's probabilities reach the update: at distill.weight 1 the labels change
+    nothing and other teacher weights change the step; at 0.5 the labels count too."""
+    mesh = sharding.make_mesh()
+    data = rundir.data_spec(tiny_classifier, rundir.load_config(tiny_classifier))
+    rng = np.random.default_rng(0)
+    audio = jnp.asarray(rng.integers(-8000, 8000, (8, data.crop_samples)), jnp.int16)
+    batches = [{"audio": audio, "label": jnp.asarray(rng.integers(0, 8, 8), jnp.int32)}
+               for _ in range(2)]
+
+    def steps(weight, teacher_scale=1.0):
+        config = th.config(tiny_fma[0], **{"distill.teacher_workdir": tiny_classifier,
+                                           "distill.weight": weight,
+                                           "optim.warmup_steps": 0})  # step 1 moves the weights
+        task = tasks.create(config, data, mesh)
+        state = jax.jit(task.init)()
+        teacher = jax.tree.map(lambda x: x * teacher_scale, task.step_inputs())
+        step = jax.jit(task.train_step)
+        return [step(state, batch, teacher) for batch in batches]
+
+    (a, metrics_a), (b, metrics_b) = steps(1.0)
+    assert th.tree_max_abs_diff(a.params, b.params) == 0.0
+    assert float(metrics_a["label_loss"]) != float(metrics_b["label_loss"])
+    assert float(metrics_a["loss"]) == float(metrics_a["distill_loss"])
+    (other, _), _ = steps(1.0, teacher_scale=1.5)
+    assert th.tree_max_abs_diff(a.params, other.params) > 0.0
+    (half_a, _), (half_b, _) = steps(0.5)
+    assert th.tree_max_abs_diff(half_a.params, half_b.params) > 0.0
+

@@ -282,7 +282,6 @@ def predict_step(state: TrainState, batch: dict, *, graphdef, config, mel, mesh
     return logits.reshape(b, n, -1).mean(axis=1), features.reshape(b, n, -1).mean(axis=1)
 
 
-
 class ClassifierTask:
     """Genre classification as a `jaxgenre.tasks.Task`: the functions above, bound to a config.
 
@@ -307,9 +306,14 @@ class ClassifierTask:
     def __init__(self, config: ml_collections.ConfigDict, data: spec.DataSpec, mesh,
                  training: bool = True):
         self.config, self.data, self.mesh = config, data, mesh
-        # The teacher only trains: a run read back to evaluate or predict never needs it.
+        # The teacher only trains: a run read back to evaluate or predict never needs it; at
+        # weight 0 it would cost a forward pass per step and change nothing.
+        d = config.distill
+        if training and d.teacher_workdir and d.weight == 0:
+            logging.warning("distill.weight is 0: the teacher %s is not loaded, the run learns "
+                            "from the labels alone.", d.teacher_workdir)
         self.teacher = (Teacher(config, data, mesh)
-                        if training and config.distill.teacher_workdir else None)
+                        if training and d.teacher_workdir and d.weight > 0 else None)
         self.tx = optim.make(config.optim, config.total_steps)
         self.graphdef, params, _ = abstract_model(config, data.num_classes)
         optim.check_freeze(config.optim, params)
