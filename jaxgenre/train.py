@@ -18,6 +18,7 @@ import collections
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -68,9 +69,13 @@ def _as_config_error():
         raise ConfigError(str(e)) from e
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       on_evaluation: Callable[[int, dict], None] | None = None) -> dict:
     """Runs training to `config.total_steps`; returns the last evaluation's scalars.
 
+    on_evaluation(step, scalars) is called after each evaluation, once that step's checkpoint
+    (if one is due) is saved; an exception it raises stops the run there, the checkpoints kept
+    (a sweep's pruner stops a hopeless trial this way).
     Raises `preemption.Preempted` after saving the step reached when SIGTERM arrived.
     """
     config = config_versions.with_added_keys(config)
@@ -203,6 +208,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if preempted or step % config.checkpoint_every_steps == 0 or is_last:
                 checkpointing.save(mngr, step, state, val if due_eval else None)
                 logging.info("step %d: checkpoint saving to %s", step, mngr.directory)
+            if due_eval and on_evaluation is not None:
+                try:
+                    on_evaluation(step, val)
+                except BaseException:
+                    mngr.wait_until_finished()  # the run stops here with its checkpoints whole
+                    raise
             if preempted and not is_last:
                 mngr.wait_until_finished()
                 raise preemption.Preempted(

@@ -20,8 +20,8 @@ LAYERS = (
     # Trained runs as Python objects (Classifier, StyleTransfer): what the tools and the
     # service call.
     ("api",),
-    ("tools", "serve", "train", "evaluate", "predict", "export", "evaluate_transfer", "import_weights",
-     "baselines"),
+    ("tools", "serve", "sweep", "train", "evaluate", "predict", "export", "evaluate_transfer",
+     "import_weights", "baselines"),
 )
 _RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 

@@ -68,6 +68,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _check_best_metric(config)
 
 
+def scalar_names(config: ml_collections.ConfigDict) -> list[str]:
+    """Every scalar the trainer logs after an evaluation with `config`: `<name>_<metric>` for
+    each entry of `config.evals` (what `best_metric` and a sweep's objectives may name)."""
+    per_type = {"classification": classification.SCALARS[config.data.label],
+                "transfer_proxy": transfer_proxy.SCALARS}
+    return [f"{name}_{metric}" for name, entry in config.evals.items()
+            for metric in per_type.get(entry.type, ())]
+
+
 def _check_best_metric(config: ml_collections.ConfigDict) -> None:
     """A best_metric of a classification evaluator must be one it reports for `label`:
     otherwise the run fails at its first checkpoint with an evaluation."""

@@ -32,6 +32,10 @@ from jaxgenre.run import rundir
 from jaxgenre.tasks import gan_losses
 from jaxgenre.transfer import methods
 
+# The headline numbers, logged as `<evals name>_<scalar>` (e.g. val_target_accuracy).
+SCALARS = ("target_accuracy", "target_probability", "source_accuracy", "change_db",
+           "identity_db", "chroma_kept")
+
 
 class ProxyEvaluator:
     def __init__(self, task: tasks.StyleTransfer, state_sharding, builder, split: str,
@@ -129,8 +133,7 @@ class ProxyEvaluator:
 
     @staticmethod
     def scalars(result: dict) -> dict[str, float]:
-        return {k: result[k] for k in ("target_accuracy", "target_probability", "source_accuracy",
-                                       "change_db", "identity_db", "chroma_kept")}
+        return {k: result[k] for k in SCALARS}
 
     def summarise(self, writer, step: int, result: dict) -> None:
         """Spectrogram strips (input, then every genre in label order) and audio per clip."""
