@@ -141,7 +141,9 @@ def _check_type(key: str, dist: Distribution, current: Any) -> None:
 def _same_kind(value, current) -> bool:
     if isinstance(current, bool) or isinstance(value, bool):
         return isinstance(value, bool) and isinstance(current, bool)
-    if isinstance(current, (int, float)):
+    if isinstance(current, int):
+        return isinstance(value, int)
+    if isinstance(current, float):
         return isinstance(value, (int, float))
     return isinstance(value, type(current))
 
