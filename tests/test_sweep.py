@@ -7,11 +7,13 @@ The `sweep` tier (`-m sweep`): each sweep is a real process training real (tiny)
 import csv
 import glob
 import os
+import pathlib
 import pwd
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -147,16 +149,20 @@ def postgres(tmp_path):
     As root, the server runs as the `postgres` user (initdb refuses root)."""
     initdb = _initdb()
     bindir = os.path.dirname(os.path.realpath(initdb))
-    data, sockets = tmp_path / "pgdata", tmp_path / "pgsock"
+    # Not under tmp_path: pytest's directories are root's alone, and the server's user must
+    # reach its data.
+    root = pathlib.Path(tempfile.mkdtemp(prefix="jaxgenre-pg-"))
+    data, sockets = root / "data", root / "sockets"
     sockets.mkdir()
     as_user = []
     if os.geteuid() == 0:
         user = pwd.getpwnam("postgres")
-        for path in (tmp_path, sockets):
+        for path in (root, sockets):
             os.chown(path, user.pw_uid, user.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_user, os.path.join(bindir, "initdb"), "-D", str(data), "-A", "trust",
-                    "-U", "postgres"], check=True, capture_output=True, timeout=120)
+    made = subprocess.run([*as_user, os.path.join(bindir, "initdb"), "-D", str(data), "-A",
+                           "trust", "-U", "postgres"], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stdout + made.stderr
     port = th.free_port()
     server = subprocess.Popen([*as_user, os.path.join(bindir, "postgres"), "-D", str(data),
                                "-h", "127.0.0.1", "-p", str(port), "-k", str(sockets)],
@@ -170,6 +176,7 @@ def postgres(tmp_path):
     yield url
     server.terminate()
     server.wait(timeout=60)
+    shutil.rmtree(root)
 
 
 def test_workers_share_a_study_on_a_real_postgresql_server(tiny_fma, tmp_path, postgres):

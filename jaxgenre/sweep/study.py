@@ -76,7 +76,7 @@ def storage(url: str | None, study_dir: str):
         message = " ".join(str(e).split())[:300]
         raise SweepError(f"--storage {_hide_password(url)} cannot be used: {message}. Check the "
                          "server is up, the database exists and the driver is installed "
-                         "(pip install psycopg2-binary for PostgreSQL).") from None
+                         "(pip install 'psycopg[binary]' for PostgreSQL).") from None
 
 
 def _hide_password(url: str) -> str:
