@@ -10,10 +10,10 @@ best_metric and best_mode), `:max` (default) or `:min`; two or more make a multi
 (NSGA-II) whose result is the Pareto front. One objective: TPE, and the pruner stops trials
 worse than the median of earlier ones at the same step (or Hyperband's successive halving).
 --trials counts finished trials (complete or pruned) in the study: running the same command
-again continues it (after a crash or SIGKILL, the trial that was running is retried in its own
-directory and so resumes from its last checkpoint). --workers K runs K worker processes here,
-sharing the study; --storage postgresql://user:password@host/db (or mysql://, sqlite:///) shares
-it with workers on other machines (each runs the same command).
+again continues it (after a crash, SIGKILL, SIGTERM or Ctrl-C, the trial that was running is
+retried in its own directory and so resumes from its last checkpoint). --workers K runs K
+worker processes here, sharing the study; --storage postgresql://user:password@host/db (or
+mysql://, sqlite:///) shares it with workers on other machines (each runs the same command).
 
 Writes into --study_dir: journal.log (the study, without --storage), trials/<n>/ (trial n's
 run: evaluate, predict, export read it), results.csv / results.md, best.py (or front/ and
@@ -114,7 +114,7 @@ def main(argv):
         workers = [subprocess.Popen([sys.executable, "-m", "jaxgenre.sweep", *sys.argv[1:],
                                      "--workers=1", "--worker"])
                    for _ in range(_WORKERS.value - 1)]
-    objective = study_lib.make_objective(base, space, objectives, study_dir, _train(study))
+    objective = study_lib.make_objective(base, space, objectives, study_dir, _train)
     try:
         study_lib.run_worker(study, objective, _TRIALS.value, timeout,
                              catch=(train.NonFiniteLossError,))
@@ -130,20 +130,18 @@ def main(argv):
     _print_best(study, objectives)
 
 
-def _train(study):
-    """train_and_evaluate, retrying the trial later when SIGTERM stops it (its checkpoint
-    saved): the next run of the command resumes it."""
-    def run(config, workdir, on_evaluation):
-        try:
-            return train.train_and_evaluate(config, workdir, on_evaluation)
-        except preemption.Preempted as e:
-            trial = next(t for t in study.get_trials(deepcopy=False, states=(
-                study_lib.optuna.trial.TrialState.RUNNING,))
-                if t.user_attrs.get("workdir") == workdir)
-            study_lib.retry(study, trial)
-            logging.warning("%s", e)
-            sys.exit(preemption.EXIT_CODE)
-    return run
+def _train(config, workdir, on_evaluation):
+    """train_and_evaluate; SIGTERM (its step saved) or Ctrl-C end the command with the trial
+    left running in the study, so that the next run of the command finds its process gone and
+    retries it in the same directory, resuming the checkpoint. (Optuna would mark a trial that
+    raised KeyboardInterrupt failed, and a failed trial is not retried.)"""
+    try:
+        return train.train_and_evaluate(config, workdir, on_evaluation)
+    except preemption.Preempted as e:
+        logging.warning("%s", e)
+        sys.exit(preemption.EXIT_CODE)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 def _print_best(study, objectives) -> None:
