@@ -15,6 +15,7 @@ network), against the run's float32 weights (ema parameters and statistics, 4 by
 """
 import argparse
 import os
+import sys
 import tempfile
 
 import jax
@@ -24,6 +25,8 @@ from benchmarks.common import machine, median_seconds
 from jaxgenre.core import sharding
 from jaxgenre.data import input_pipeline
 from jaxgenre.inference import judge, litert
+from jaxgenre.run import rundir
+from jaxgenre.tasks import classifier
 from jaxgenre.tools import export
 
 
@@ -62,6 +65,10 @@ def main():
     args = parser.parse_args()
     print(f"machine: {machine()}; {jax.device_count()} {jax.default_backend()} device(s)")
     mesh = sharding.make_mesh(jax.devices()[:1])
+    if classifier.multi_label(rundir.load_config(args.workdir)):
+        sys.exit("benchmarks.int8 scores accuracy against one label per clip, and this run is "
+                 "multi-label (data.label 'genres'): its LiteRT export works (predict, serve), "
+                 "but this benchmark does not score it.")
     out = args.out or tempfile.mkdtemp(prefix="int8_")
     exports = {}
     for q in litert.QUANTIZE:

@@ -90,7 +90,7 @@ class Classifier:
 
     Attributes: class_names, sample_rate, window (samples per window), batch_sizes (rows per
     jitted batch, each a multiple of the device count), info (`run_info`, with `runtime`:
-    'jax', or 'litert-none' / 'litert-int8' for a LiteRT export), judge (a `Judge` on `mesh`,
+    'jax', or 'litert-float32' / 'litert-int8' for a LiteRT export), judge (a `Judge` on `mesh`,
     or a `litert.LiteJudge` with mesh None).
     """
 
@@ -108,7 +108,8 @@ class Classifier:
         self.batch_sizes = sorted({sharding.round_up(b, devices) for b in batch_sizes})
         self.info = run_info(judge.workdir, judge.config, judge.step, judge.dataset,
                              judge.sample_rate)
-        self.info["runtime"] = "jax" if mesh is not None else f"litert-{judge.quantize}"
+        self.info["runtime"] = ("jax" if mesh is not None else
+                                "litert-" + {"none": "float32"}.get(judge.quantize, judge.quantize))
         self.observer: BatchObserver | None = None
 
     @classmethod

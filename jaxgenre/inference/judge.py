@@ -103,11 +103,12 @@ def to_pcm(audio):
     return jnp.round(jnp.clip(audio, -1.0, 32767 / 32768) * 32768.0)
 
 
-def crop_starts(num_samples, num_crops: int, crop: int):
+def crop_starts(num_samples, num_crops: int, crop: int, xp=jnp):
     """int32 [B, num_crops]: the first sample of each crop, evenly spaced over each clip's real
-    audio (num_samples int [B]), as `input_pipeline.host_eval_dataset` places them."""
-    last = jnp.maximum(jnp.asarray(num_samples) - crop, 0).astype(jnp.float32)
-    return jnp.round(jnp.linspace(0.0, 1.0, num_crops)[None, :] * last[:, None]).astype(jnp.int32)
+    audio (num_samples int [B]), as `input_pipeline.host_eval_dataset` places them. xp: jnp
+    (traced, in `judge_step`) or np (on the host, without touching a device)."""
+    last = xp.maximum(xp.asarray(num_samples) - crop, 0).astype(xp.float32)
+    return xp.round(xp.linspace(0.0, 1.0, num_crops)[None, :] * last[:, None]).astype(xp.int32)
 
 
 class FrozenClassifier:

@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from flax import nnx
 from jax.experimental import jax2tf
+from scipy import special
 
 from jaxgenre import models
 from jaxgenre.core import errors
@@ -92,7 +93,7 @@ def _scale_and_shift_batch_norms(model: nnx.Module) -> None:
     preceding convolution's weights and bias; BatchNorm's own form, (x - mean) * rsqrt(var +
     eps) * gamma + beta, was left as three elementwise ops per layer, which in int8 split the
     network into dozens of delegate partitions and made it slower than float."""
-    for _, module in list(model.iter_modules()):
+    for _, module in list(nnx.iter_modules(model)):
         for name, child in list(vars(module).items()):
             if isinstance(child, nnx.BatchNorm):
                 setattr(module, name, _ScaleShift(child))
@@ -138,22 +139,22 @@ def _to_tflite(function, spec: jax.ShapeDtypeStruct, representative=None,
 
 
 def calibration_crops(run: rundir.Run, clips: int, seed: int = 0) -> np.ndarray:
-    """float32 [K, crop] in [-1, 1], K <= clips: one crop at a random place in each of the first
-    `clips` clips of the run's training split (its TFDS dataset, data_dir from the config),
-    shuffled by `seed` so that every genre is likely present."""
+    """float32 [K, crop] in [-1, 1], K <= clips: one crop at a random place in the real audio
+    (`num_samples`, as training crops) of each of `clips` clips of the run's training split
+    (its built TFDS dataset, at the config's data_dir), shuffled by `seed` so that every genre
+    is likely present."""
     config, crop = run.config.data, run.data.crop_samples
     try:
-        dataset = tfds.load(config.name, split=config.get("train_split", "train"),
-                            data_dir=config.get("data_dir"), shuffle_files=False)
-    except (tfds.core.registered.DatasetNotFoundError, AssertionError, OSError) as e:
-        raise LiteError(f"int8 calibration reads the run's training clips, and {config.name} is "
-                        f"not readable here ({' '.join(str(e).split())[:300]}): build it, or "
-                        "pass --config.data.data_dir's directory as the run had it.") from None
+        builder = input_pipeline.load_builder(config.name, config.get("data_dir"), build=False)
+    except input_pipeline.DatasetUnavailableError as e:
+        raise LiteError(f"int8 calibration reads the run's training clips: {e}") from None
+    dataset = builder.as_dataset(split=config.get("train_split", "train"), shuffle_files=False)
     rng = np.random.default_rng(seed)
     out = []
     for example in tfds.as_numpy(dataset.shuffle(4 * clips, seed=seed).take(clips)):
-        pcm = example["audio"].astype(np.float32) / 32768.0
-        start = rng.integers(0, max(len(pcm) - crop, 0) + 1)
+        real = int(example.get("num_samples", len(example["audio"])))
+        pcm = example["audio"][:real].astype(np.float32) / 32768.0
+        start = rng.integers(0, max(real - crop, 0) + 1)
         out.append(np.pad(pcm[start:start + crop], (0, max(crop - len(pcm), 0))))
     if not out:
         raise LiteError(f"The training split of {config.name} holds no clips to calibrate on.")
@@ -184,9 +185,13 @@ class LiteJudge:
         self.crop_samples, self.dataset = self.info["crop_samples"], self.info["dataset"]
         self.step, self.quantize = self.info["step"], self.info["quantize"]
         self._multi_label = classifier.multi_label(self.config)
-        threads = num_threads or os.cpu_count()
+        threads = num_threads or len(os.sched_getaffinity(0))  # the CPUs this process may use
         self._frontend = _Model(os.path.join(path, FRONTEND_FILE), threads)
         self._network = _Model(os.path.join(path, NETWORK_FILE), threads)
+
+    # The same refusal as the JAX judge's, of data labelled differently (it reads the
+    # attributes both classes have).
+    check_labels = judge.Judge.check_labels
 
     def compile(self, batch: int, length: int) -> None:
         """Nothing to do: the models were compiled when they were converted (`Judge.compile`'s
@@ -205,15 +210,14 @@ class LiteJudge:
         b, n = audio.shape
         crop = self.crop_samples
         audio = np.pad(audio, ((0, 0), (0, max(crop - n, 0))))
-        starts = np.asarray(judge.crop_starts(num_samples, input_pipeline.num_eval_crops(n, crop),
-                                              crop))
+        starts = judge.crop_starts(num_samples, input_pipeline.num_eval_crops(n, crop), crop,
+                                   xp=np)
         logits = np.zeros((b, len(self.class_names)), np.float32)
         for row in np.flatnonzero(num_samples > 0):
             logits[row] = np.mean([self.crop_logits(audio[row, s:s + crop])
                                    for s in starts[row]], axis=0)
-        probabilities = (jax.nn.sigmoid(logits) if self._multi_label
-                         else jax.nn.softmax(logits, axis=-1))
-        probabilities = np.array(probabilities, np.float32)
+        probabilities = (special.expit(logits) if self._multi_label
+                         else special.softmax(logits, axis=-1)).astype(np.float32)
         probabilities[num_samples <= 0] = 0.0
         return probabilities, None
 

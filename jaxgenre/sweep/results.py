@@ -7,8 +7,8 @@
   front/trial_<n>.py       several objectives: one such config per trial on the Pareto front,
   front.md                 and the front as a table
   history.png              each trial's value and the best so far (one objective)
-  importances.png          how much each parameter explains the objective (fANOVA), once two
-                           or more trials are complete
+  importances.png          how much each parameter explains the objective (Optuna's default
+                           importance evaluator), once two or more trials are complete
   pareto_front.png         two objectives: every complete trial, the front highlighted
 """
 import json
@@ -106,8 +106,14 @@ def _write_md(path: str, header: str, rows: list[dict], columns: list[str]) -> s
 
 def _write_config(path: str, base: ml_collections.ConfigDict, trial: optuna.trial.FrozenTrial,
                   metrics: list[str]) -> str:
-    """A config file holding the trial's whole config (the sweep's base with its values)."""
-    config = space_lib.apply(base, trial.params)
+    """A config file holding the trial's whole config: what its run saved (config.json), or
+    the sweep's base with the trial's values where the run saved none."""
+    saved = os.path.join(trial.user_attrs.get("workdir", ""), "config.json")
+    if os.path.exists(saved):
+        with open(saved) as f:
+            config = ml_collections.ConfigDict(json.load(f))
+    else:
+        config = space_lib.apply(base, trial.params)
     values = ", ".join(f"{m} {v:.4f}" for m, v in zip(metrics, trial.values))
     text = (f'"""Trial {trial.number} of a jaxgenre sweep: {values} (validation).\n\n'
             f"  python -m jaxgenre.train --config {path} --workdir runs/x\n\n"

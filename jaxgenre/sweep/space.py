@@ -16,6 +16,7 @@
 `check` refuses, before any trial runs, a key the config does not have (listing the keys that
 look like it) and a distribution that does not fit the key's type.
 """
+import copy
 import dataclasses
 import difflib
 import importlib.util
@@ -110,10 +111,14 @@ def check(space: dict, config: ml_collections.ConfigDict) -> None:
             raise SpaceError(f"{key}: {dist!r} is not a distribution; use uniform, log_uniform, "
                              "integer or choice from jaxgenre.sweep.space.")
         _check_type(key, dist, keys[key])
-        for other, value in (dist.when or {}).items():
+        later = list(space)[list(space).index(key) + 1:]
+        for other in dist.when or {}:
             if other not in keys:
                 raise SpaceError(f"{key}: its condition names {other!r}, which is not a config "
                                  "key.")
+            if other in later:
+                raise SpaceError(f"{key}: its condition names {other!r}, which the space samples "
+                                 "after it; list that key first.")
 
 
 def _check_type(key: str, dist: Distribution, current: Any) -> None:
@@ -167,7 +172,7 @@ def suggest(trial, space: dict, config: ml_collections.ConfigDict) -> dict:
 def apply(config: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
     """A copy of `config` with `values` {dotted key: value} set (an int where the key is a
     float is widened, as --config.KEY=3 would be)."""
-    out = ml_collections.ConfigDict(config.to_dict())
+    out = copy.deepcopy(config)  # keeps its field references (frontend.n_mels -> model.n_mels)
     for key, value in values.items():
         *parents, name = key.split(".")
         node = out

@@ -87,29 +87,34 @@ def _hide_password(url: str) -> str:
     return url
 
 
-def open_study(store, objectives: list[Objective], pruner: str, seed: int | None
-               ) -> optuna.Study:
-    """Creates the study or loads it (the same command continues it). TPE (multivariate) for one
-    objective, NSGA-II for several; the pruner only applies to one objective (Optuna prunes
-    single-objective studies only)."""
+def open_study(store, objectives: list[Objective], pruner: str, seed: int | None,
+               worker: int = 0) -> optuna.Study:
+    """Creates the study or loads it (the same command continues it). TPE (multivariate; with
+    several objectives Optuna's TPE is MOTPE, which suits budgets of tens of trials better than
+    NSGA-II's generations of 50); the pruner only applies to one objective (Optuna prunes
+    single-objective studies only). The sampler's seed is `seed` plus the trials already in the
+    study and 1000 x `worker`: a fresh single-worker study repeats itself exactly, while
+    workers, and later runs of the command, do not propose each other's trials."""
     directions = [o.direction for o in objectives]
-    if len(objectives) == 1:
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
-    else:
-        sampler = optuna.samplers.NSGAIISampler(seed=seed)
     pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
                "hyperband": lambda: optuna.pruners.HyperbandPruner(),
                "none": optuna.pruners.NopPruner}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = optuna.create_study(storage=store, study_name=STUDY_NAME, sampler=sampler,
+        study = optuna.create_study(storage=store, study_name=STUDY_NAME,
                                     pruner=pruners[pruner](), directions=directions,
                                     load_if_exists=True)
-    if [d.name.lower() for d in study.directions] != directions:
-        raise SweepError(f"The study in this --study_dir optimises {len(study.directions)} "
-                         f"objective(s) ({', '.join(study.user_attrs.get('objectives', []))}); "
-                         "pass the same --objective, or a new --study_dir.")
-    study.set_user_attr("objectives", [o.metric for o in objectives])
+    metrics = [o.metric for o in objectives]
+    saved = study.user_attrs.get("objectives")
+    if saved is not None and (saved != metrics
+                              or [d.name.lower() for d in study.directions] != directions):
+        raise SweepError(f"The study in this --study_dir optimises {', '.join(saved)} "
+                         f"({', '.join(d.name.lower() for d in study.directions)}); pass that "
+                         "--objective, or a new --study_dir.")
+    study.set_user_attr("objectives", metrics)
+    if seed is not None:
+        seed += len(study.get_trials(deepcopy=False)) + 1000 * worker
+    study.sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
     return study
 
 
@@ -215,7 +220,8 @@ def run_worker(study: optuna.Study, objective: Callable, trials: int, timeout: f
     if done >= trials:
         return
     study.optimize(objective, timeout=timeout, gc_after_trial=True, catch=catch,
-                   callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED), report])
+                   callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED), report,
+                              lambda study, _: recover_dead_trials(study)])
 
 
 def _short(value) -> str:

@@ -57,7 +57,7 @@ from jaxgenre.inference import judge, litert
 from jaxgenre.run import rundir
 from jaxgenre.tasks import classifier
 
-INFO_FILE = "export_info.json"
+INFO_FILE = litert.INFO_FILE  # one name for both formats
 PLATFORMS = ("cpu", "cuda")
 FORMATS = ("saved_model", "tflite")
 

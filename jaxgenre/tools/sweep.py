@@ -7,13 +7,15 @@ r"""Searches a config's hyperparameters with Optuna: each trial a normal trainin
 
 --objective: scalars the config's evaluators report after each evaluation (default its
 best_metric and best_mode), `:max` (default) or `:min`; two or more make a multi-objective study
-(NSGA-II) whose result is the Pareto front. One objective: TPE, and the pruner stops trials
-worse than the median of earlier ones at the same step (or Hyperband's successive halving).
---trials counts finished trials (complete or pruned) in the study: running the same command
-again continues it (after a crash, SIGKILL, SIGTERM or Ctrl-C, the trial that was running is
-retried in its own directory and so resumes from its last checkpoint). --workers K runs K
-worker processes here, sharing the study; --storage postgresql://user:password@host/db (or
-mysql://, sqlite:///) shares it with workers on other machines (each runs the same command).
+whose result is the Pareto front. The sampler is TPE (MOTPE for several objectives); with one
+objective the pruner stops trials worse than the median of earlier ones at the same step (or
+Hyperband's successive halving). --trials counts finished trials (complete or pruned) in the
+study: running the same command again continues it (after a crash, SIGKILL, SIGTERM or Ctrl-C,
+the trial that was running is retried in its own directory and so resumes from its last
+checkpoint). --workers K runs K worker processes here, sharing the study (on a GPU or TPU host
+each would claim every device: there, run one command per device set, e.g. with
+CUDA_VISIBLE_DEVICES); --storage postgresql://user:password@host/db (or mysql://, sqlite:///)
+shares it with workers on other machines (each runs the same command).
 
 Writes into --study_dir: journal.log (the study, without --storage), trials/<n>/ (trial n's
 run: evaluate, predict, export read it), results.csv / results.md, best.py (or front/ and
@@ -64,8 +66,9 @@ _PRUNER = flags.DEFINE_enum("pruner", "median", study_lib.PRUNERS, "Stops hopele
                             "(one objective only).")
 _SEED = cli.integer_flag("seed", 0, "The sampler's seed (the same seed proposes the same "
                          "trials).", minimum=0)
-_WORKER = flags.DEFINE_bool("worker", False, "Internal: a worker started by --workers (runs "
-                            "trials, writes no results).")
+_WORKER_INDEX = cli.integer_flag("worker_index", 0, "Internal: 1, 2 ... for the workers that "
+                                 "--workers starts (they run trials and write no results).",
+                                 minimum=0)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
@@ -104,23 +107,28 @@ def main(argv):
     study_dir = os.path.abspath(_STUDY_DIR.value)
     os.makedirs(study_dir, exist_ok=True)
     store = study_lib.storage(_STORAGE.value, study_dir)
-    study = study_lib.open_study(store, objectives, _PRUNER.value, _SEED.value)
+    worker = _WORKER_INDEX.value
+    study = study_lib.open_study(store, objectives, _PRUNER.value, _SEED.value, worker)
     study_lib.recover_dead_trials(study)
 
     workers = []
-    if _WORKER.value:
+    if worker:
         _die_with_parent()
     else:
         workers = [subprocess.Popen([sys.executable, "-m", "jaxgenre.sweep", *sys.argv[1:],
-                                     "--workers=1", "--worker"])
-                   for _ in range(_WORKERS.value - 1)]
+                                     "--workers=1", f"--worker_index={i}"])
+                   for i in range(1, _WORKERS.value)]
     objective = study_lib.make_objective(base, space, objectives, study_dir, _train)
     try:
         study_lib.run_worker(study, objective, _TRIALS.value, timeout,
                              catch=(train.NonFiniteLossError,))
+    except BaseException:
+        for w in workers:  # SIGTERM, Ctrl-C, an error: the workers stop too (and save a step)
+            w.terminate()
+        raise
     finally:
         failed = [w.wait() for w in workers]
-    if _WORKER.value:
+    if worker:
         return
     if any(failed):
         logging.warning("%d worker(s) ended with an error (exit %s); see their output above.",
@@ -162,6 +170,8 @@ def _die_with_parent() -> None:
     killed sweep leaves no workers behind and its next run starts a fresh set."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the command died before the line above ran
+            sys.exit(1)
 
 
 def entry_point() -> None:
