@@ -502,14 +502,17 @@ def test_readme_and_ci_install_through_the_install_script():
         assert "sh scripts/install.sh" in line and "pip install" not in line, line
     ci = (ROOT / ".ci" / "run").read_text()
     assert "sh scripts/install.sh test" in ci and "pip install" not in ci
-    # The README's test command is CI's fast tier, and CI runs the other two tiers too.
+    # The README's test command is CI's fast tier, and CI runs the other three tiers too (the
+    # sweep tier's tests spread over both workers: one module).
     (test_line,) = [line for line in lines if "pytest" in line]
     readme_pytest = test_line[test_line.index("python -m pytest"):]
-    assert '-m "not slow and not serve"' in readme_pytest
+    fast = '"not slow and not serve and not sweep"'
+    assert f"-m {fast}" in readme_pytest
     ci_pytest = [line[line.index("python -m pytest"):] for line in ci.splitlines()
                  if "python -m pytest" in line and not line.lstrip().startswith("#")]
-    assert ci_pytest == [readme_pytest, readme_pytest.replace('"not slow and not serve"', "slow"),
-                         readme_pytest.replace('"not slow and not serve"', "serve")]
+    assert ci_pytest == [readme_pytest, readme_pytest.replace(fast, "slow"),
+                         readme_pytest.replace(fast, "serve"),
+                         readme_pytest.replace(fast, "sweep").replace("loadscope", "load")]
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
     assert any(step.get("run") == ".ci/run" for step in workflow["jobs"]["test"]["steps"])
 
