@@ -88,15 +88,17 @@ def _hide_password(url: str) -> str:
 
 
 def open_study(store, objectives: list[Objective], pruner: str, seed: int | None,
-               worker: int = 0) -> optuna.Study:
+               worker: int = 0, warmup_steps: int = 0) -> optuna.Study:
     """Creates the study or loads it (the same command continues it). TPE (multivariate; with
     several objectives Optuna's TPE is MOTPE, which suits budgets of tens of trials better than
     NSGA-II's generations of 50); the pruner only applies to one objective (Optuna prunes
     single-objective studies only). The sampler's seed is `seed` plus the trials already in the
     study and 1000 x `worker`: a fresh single-worker study repeats itself exactly, while
-    workers, and later runs of the command, do not propose each other's trials."""
+    workers, and later runs of the command, do not propose each other's trials. The median
+    pruner stops no trial before `warmup_steps` (noisy small validation sets want some)."""
     directions = [o.direction for o in objectives]
-    pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
+    pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2,
+                                                             n_warmup_steps=warmup_steps),
                "hyperband": lambda: optuna.pruners.HyperbandPruner(),
                "none": optuna.pruners.NopPruner}
     with warnings.catch_warnings():

@@ -3,7 +3,7 @@ r"""Searches a config's hyperparameters with Optuna: each trial a normal trainin
   python -m jaxgenre.sweep --config configs/stargan.py:demo --space configs/sweeps/stargan.py \
       --study_dir runs/sweep_st [--trials 20] [--timeout 2h] [--workers 1] [--storage URL] \
       [--objective val_target_accuracy:max,val_chroma_kept:max] [--pruner median|hyperband|none] \
-      [--seed 0] [--config.KEY=VALUE ...]
+      [--prune_after_steps 0] [--seed 0] [--config.KEY=VALUE ...]
 
 --objective: scalars the config's evaluators report after each evaluation (default its
 best_metric and best_mode), `:max` (default) or `:min`; two or more make a multi-objective study
@@ -64,6 +64,9 @@ _OBJECTIVE = flags.DEFINE_string("objective", None, "metric[:max|:min][,metric..
                                  "the config's best_metric and best_mode).")
 _PRUNER = flags.DEFINE_enum("pruner", "median", study_lib.PRUNERS, "Stops hopeless trials early "
                             "(one objective only).")
+_PRUNE_AFTER = cli.integer_flag("prune_after_steps", 0, "The median pruner stops no trial "
+                                "before this step (raise it when validation is small and "
+                                "noisy).", minimum=0)
 _SEED = cli.integer_flag("seed", 0, "The sampler's seed (the same seed proposes the same "
                          "trials).", minimum=0)
 _WORKER_INDEX = cli.integer_flag("worker_index", 0, "Internal: 1, 2 ... for the workers that "
@@ -108,7 +111,8 @@ def main(argv):
     os.makedirs(study_dir, exist_ok=True)
     store = study_lib.storage(_STORAGE.value, study_dir)
     worker = _WORKER_INDEX.value
-    study = study_lib.open_study(store, objectives, _PRUNER.value, _SEED.value, worker)
+    study = study_lib.open_study(store, objectives, _PRUNER.value, _SEED.value, worker,
+                                 _PRUNE_AFTER.value)
     study_lib.recover_dead_trials(study)
 
     workers = []
