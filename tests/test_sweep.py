@@ -83,6 +83,30 @@ def test_a_seeded_sweep_prunes_hopeless_trials_and_writes_its_results(tiny_fma, 
     assert again.returncode == 0 and len(_results(study)) == 4, again.stderr[-3000:]
 
 
+def test_two_objectives_give_the_pareto_front_with_a_config_per_point(tiny_fma, tmp_path):
+    study = tmp_path / "study"
+    proc = _run(_argv(tiny_fma, study, _space(tmp_path), "--trials", "3",
+                      "--objective", "val_accuracy:max,val_loss:min"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [r for r in _results(study) if r["state"] == "complete"]
+    assert len(rows) == 3
+    points = {int(r["trial"]): (float(r["val_accuracy"]), float(r["val_loss"])) for r in rows}
+
+    def dominated(n):
+        a, loss = points[n]
+        return any(b >= a and m <= loss and (b, m) != (a, loss) for b, m in points.values())
+
+    front = sorted(int(p.stem.split("_")[1]) for p in (study / "front").glob("trial_*.py"))
+    assert front and front == sorted(n for n in points if not dominated(n)), (front, points)
+    from jaxgenre.run import config_checks
+    for n in front:
+        config = config_checks._load_config_file(str(study / "front" / f"trial_{n}.py"))
+        row = next(r for r in rows if int(r["trial"]) == n)
+        assert config.optim.learning_rate == pytest.approx(float(row["optim.learning_rate"]))
+    assert (study / "pareto_front.png").stat().st_size > 100
+    assert "Pareto front" in (study / "front.md").read_text()
+
+
 def test_two_workers_share_one_journal_and_run_no_trial_twice(tiny_fma, tmp_path):
     study = tmp_path / "study"
     proc = _run(_argv(tiny_fma, study, _space(tmp_path), "--trials", "4", "--workers", "2",
