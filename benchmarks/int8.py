@@ -30,10 +30,10 @@ from jaxgenre.tasks import classifier
 from jaxgenre.tools import export
 
 
-def _clips(workdir: str, split: str, mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(audio float32 [K, N] in [-1, 1], num_samples int32 [K], labels int [K]) of the split."""
-    config = judge.restore(workdir, mesh).config.data
-    builder = input_pipeline.load_builder(config.name, config.get("data_dir"), build=False)
+def _clips(data, split: str, mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(audio float32 [K, N] in [-1, 1], num_samples int32 [K], labels int [K]) of the split
+    of the dataset that the run's config section `data` names."""
+    builder = input_pipeline.load_builder(data.name, data.get("data_dir"), build=False)
     audio, lengths, labels = [], [], []
     for batch in input_pipeline.clip_batches(builder, split, 1, mesh):
         audio.append(np.asarray(batch["audio"])[0].astype(np.float32) / 32768.0)
@@ -65,7 +65,8 @@ def main():
     args = parser.parse_args()
     print(f"machine: {machine()}; {jax.device_count()} {jax.default_backend()} device(s)")
     mesh = sharding.make_mesh(jax.devices()[:1])
-    if classifier.multi_label(rundir.load_config(args.workdir)):
+    config = rundir.load_config(args.workdir)
+    if classifier.multi_label(config):
         sys.exit("benchmarks.int8 scores accuracy against one label per clip, and this run is "
                  "multi-label (data.label 'genres'): its LiteRT export works (predict, serve), "
                  "but this benchmark does not score it.")
@@ -78,7 +79,7 @@ def main():
         print(f"exported {q}: {sum(info['bytes'].values()):,} bytes, calibration clips "
               f"{info['calibration_clips']}", flush=True)
 
-    audio, lengths, labels = _clips(args.workdir, args.split, mesh)
+    audio, lengths, labels = _clips(config.data, args.split, mesh)
     reference = judge.Judge(args.workdir, mesh)
     data = sharding.batch_sharding(mesh)
 

@@ -21,6 +21,8 @@ import pytest
 from tests import train_helpers as th
 
 pytestmark = pytest.mark.sweep
+# Each sweep process trains on one CPU device.
+ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
 
 SPACE = '''from jaxgenre.sweep.space import choice, log_uniform
 
@@ -44,8 +46,7 @@ def _argv(tiny_fma, study_dir, space: str, *extra, **overrides) -> list[str]:
 
 
 def _run(argv, timeout=600, **kwargs) -> subprocess.CompletedProcess:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    return subprocess.run(argv, cwd=th.ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run(argv, cwd=th.ROOT, env=ENV, capture_output=True, text=True,
                           timeout=timeout, check=False, **kwargs)
 
 
@@ -129,9 +130,8 @@ def test_sigkill_mid_trial_then_the_same_command_resumes_it(tiny_fma, tmp_path):
     study = tmp_path / "study"
     argv = _argv(tiny_fma, study, _space(tmp_path), "--trials", "2", "--pruner", "none",
                  total_steps=30, eval_every_steps=10, checkpoint_every_steps=2)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen(argv, cwd=th.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, cwd=th.ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         checkpoints = study / "trials" / "0" / "checkpoints"
         deadline = time.monotonic() + 300
@@ -236,9 +236,8 @@ def test_bad_input_is_refused_in_one_line_before_any_trial(tiny_fma, tmp_path):
                     "--storage postgresql://nobody@127.0.0.1:1/none cannot be used"),
         "timeout": (good, ["--timeout", "soon"], "--timeout 'soon'"),
     }
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     procs = {name: subprocess.Popen(_argv(tiny_fma, tmp_path / name, space_file, *extra),
-                                    cwd=th.ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                                    cwd=th.ROOT, env=ENV, text=True, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE)
              for name, (space_file, extra, _) in cases.items()}
     for name, proc in procs.items():

@@ -63,7 +63,7 @@ def convert(run: rundir.Run, quantize: str = "none", calibration: np.ndarray | N
     if quantize == "int8" and (calibration is None or len(calibration) == 0):
         raise LiteError("int8 needs calibration crops (calibration_crops) to set activation "
                         "ranges.")
-    weights = jax.device_get(classifier.Averaged(run.state.ema_params, run.state.ema_model_state))
+    weights = jax.device_get(classifier.Averaged.of(run.state))
     config, kind = run.config, classifier.input_kind(run.config)
 
     def frontend(waveform):

@@ -126,6 +126,10 @@ class Averaged(NamedTuple):
     ema_params: nnx.State
     ema_model_state: nnx.State
 
+    @classmethod
+    def of(cls, state: "TrainState") -> "Averaged":
+        return cls(state.ema_params, state.ema_model_state)
+
 
 class Teacher:
     """A trained classifier run's averaged weights, as the teacher of a distilled student
@@ -156,7 +160,7 @@ class Teacher:
         self.graphdef, self.config, self.mel, self.mesh = (run.task.graphdef, run.config,
                                                            run.task.mel, mesh)
         # the train step's third argument
-        self.params = Averaged(run.state.ema_params, run.state.ema_model_state)
+        self.params = Averaged.of(run.state)
 
     def logits(self, params, audio: jax.Array) -> jax.Array:
         """`params` (this teacher's `Averaged` weights), int16 crops [B, N] -> the teacher's

@@ -82,8 +82,7 @@ def export(workdir: str, out: str, checkpoint: str = "best", clip_seconds: float
     clip_samples = _clip_samples(run, clip_seconds)
     genres, rate = list(run.data.class_names), run.data.sample_rate
 
-    weights = jax.device_get(classifier.Averaged(run.state.ema_params,
-                                                 run.state.ema_model_state))
+    weights = jax.device_get(classifier.Averaged.of(run.state))
     leaves, treedef = jax.tree.flatten(weights)
     step = functools.partial(judge.judge_step, graphdef=run.task.graphdef, config=run.config,
                              mel=run.task.mel, mesh=None, crop=run.data.crop_samples)
