@@ -92,7 +92,7 @@ def _scale_and_shift_batch_norms(model: nnx.Module) -> None:
     map as one multiply and one add per channel. LiteRT's converter folds those into the
     preceding convolution's weights and bias; BatchNorm's own form, (x - mean) * rsqrt(var +
     eps) * gamma + beta, was left as three elementwise ops per layer, which in int8 split the
-    network into dozens of delegate partitions and made it slower than float."""
+    network into dozens of delegate partitions (slower than float in the conversions tried)."""
     for _, module in list(nnx.iter_modules(model)):
         for name, child in list(vars(module).items()):
             if isinstance(child, nnx.BatchNorm):
@@ -121,7 +121,7 @@ def _to_tflite(function, spec: jax.ShapeDtypeStruct, representative=None,
     # Lowered for 'cuda', where our layers take XLA's own convolutions (`lax.platform_dependent`
     # in models/ops): the converter maps those to LiteRT's CONV_2D and DEPTHWISE_CONV_2D, while
     # the CPU branch (shifted multiply-adds, fast for XLA:CPU's training) would become hundreds
-    # of elementwise ops, 2x slower in LiteRT. The .tflite itself runs on any CPU.
+    # of elementwise ops in LiteRT. The .tflite itself runs on any CPU.
     module.f = tf.function(
         jax2tf.convert(function, with_gradient=False, native_serialization_platforms=("cuda",)),
         autograph=False, input_signature=[tf.TensorSpec(spec.shape, tf.float32, name="input")])
