@@ -71,6 +71,36 @@ def spec_augment(key: jax.Array, x: jax.Array, freq_masks: int, freq_width: int,
     return jnp.where(mask[..., None], 0.0, x)
 
 
+DIFF_AUGMENT = ("roll", "cutout", "gain")
+
+
+def diff_augment(key: jax.Array, x: jax.Array, policy: tuple[str, ...] | list[str],
+                 gain: float = 0.15) -> jax.Array:
+    """DiffAugment (Zhao et al. 2020) for a discriminator's log-mel inputs [B, T, M, C].
+
+    Differentiable in `x` (the draws are constants), so G's gradient passes through; the same
+    policy on D's real and generated inputs keeps D from memorising a few hundred clips.
+    `policy` names any of: "roll" (a circular time shift per example: where a clip's events sit
+    is not its genre), "cutout" (one time span of up to 1/4 of the frames and one band span of
+    up to 1/4 of the bands set to 0, the scaled input's middle level), "gain" (a level offset
+    uniform in [-gain, gain] per example, in the scaled input's units).
+    """
+    unknown = set(policy) - set(DIFF_AUGMENT)
+    if unknown:
+        raise ValueError(f"Unknown DiffAugment op(s) {sorted(unknown)}; valid: "
+                         f"{', '.join(DIFF_AUGMENT)}.")
+    batch, frames, bands = x.shape[:3]
+    k_roll, k_cut, k_gain = jax.random.split(key, 3)
+    if "roll" in policy:
+        shifts = jax.random.randint(k_roll, (batch,), 0, frames)
+        x = jax.vmap(lambda e, s: jnp.roll(e, s, axis=0))(x, shifts)
+    if "cutout" in policy:
+        x = spec_augment(k_cut, x, 1, max(bands // 4, 1), 1, max(frames // 4, 1))
+    if "gain" in policy:
+        x = x + jax.random.uniform(k_gain, (batch,) + (1,) * (x.ndim - 1), x.dtype, -gain, gain)
+    return x
+
+
 def mixup(key: jax.Array, x: jax.Array, labels: jax.Array, alpha: float):
     """Mixup (Zhang et al. 2018) of each example with its neighbour in the batch.
 

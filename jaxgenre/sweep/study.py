@@ -120,6 +120,13 @@ def open_study(store, objectives: list[Objective], pruner: str, seed: int | None
     return study
 
 
+def enqueue_first(study: optuna.Study, params: dict) -> None:
+    """Queues `params` as trial 0 of a study that has no trials yet (a continued study is left
+    as it is)."""
+    if not study.get_trials(deepcopy=False):
+        study.enqueue_trial(params)
+
+
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Queues trial `trial` (failed because its worker died) again with the same parameters, in
     the same directory: the retry resumes its run from the last checkpoint."""

@@ -10,9 +10,12 @@ StarGAN step (one jitted update): D learns real clips as real for their own genr
 outputs as fake for the genre they aim at (hinge / non-saturating / WGAN-GP, optional R1 or
 gradient penalty); then G, every `gan.n_critic` steps, learns to fool D for the target genre,
 with cycle L1 (G(G(x, t), s) ~ x), identity L1 (G(x, s) ~ x), optional content terms (the
-frame-energy contour: rhythm survives, timbre is free; the chroma the vocoded output would keep,
+frame-energy contour: rhythm survives, timbre is free; the normalised onset envelope,
+`gan_losses.onset_envelope_l1`: onsets survive; the chroma the vocoded output would keep,
 `gan_losses.chroma_kept`: harmony survives) and an optional frozen genre classifier
-(`gan.classifier_workdir`) pushing toward the target. Two Adam optimizers (TTUR).
+(`gan.classifier_workdir`) pushing toward the target. Two Adam optimizers (TTUR). With
+`gan.diff_augment`, D sees every input, real or generated, through the same random
+differentiable augmentations (`augment.diff_augment`).
 
 Autoencoder step: reconstruction L1 of decode(encode(x), s); optionally a latent genre
 classifier (the adversary) learns the genre from the latent while the encoder learns to hide it
@@ -73,6 +76,8 @@ class _StyleTransferTask:
         for section in ("model", "discriminator"):
             models.get(config[section].name)  # raises, listing the registered models
         config_checks.check_choices({"gan.loss": (config.gan.loss, gan_losses.LOSSES)})
+        for op in _policy(config.gan):
+            config_checks.check_choices({"gan.diff_augment": (op, augment.DIFF_AUGMENT)})
         if config.data.label == "genres":
             raise ValueError(f"data.label='genres' (multi-label) is for the classifier task; the "
                              f"{config.task} task takes one genre per clip: pass "
@@ -208,6 +213,11 @@ def _param_norms(state: GanState) -> dict:
             "d_param_norm": optax.global_norm(state.d_params)}
 
 
+def _policy(gan: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """`gan.diff_augment` "roll,cutout" -> ("roll", "cutout")."""
+    return tuple(op.strip() for op in gan.diff_augment.split(",") if op.strip())
+
+
 def _energy(x: jax.Array) -> jax.Array:
     """The frame-energy contour [B, T]: mean over mel bands."""
     return x[..., 0].mean(axis=-1)
@@ -230,6 +240,13 @@ class StarGanTask(_StyleTransferTask):
         key = jax.random.fold_in(self.step_key, state.step)
         gain_key, target_key, gp_key = jax.random.split(key, 3)
         cls_key = jax.random.fold_in(key, 3)  # apart, so the other draws stay as they were
+        # D's view of each input: the same augmentation policy, its own draws per call site.
+        real_key, fake_key, g_aug_key = jax.random.split(jax.random.fold_in(key, 4), 3)
+
+        def seen(v, aug_key):
+            policy = _policy(gan)
+            return augment.diff_augment(aug_key, v, policy) if policy else v
+
         power = self.power(batch["audio"], gain_key)  # kept for the harmony term
         x = self.from_power(power)
         source = batch["label"]
@@ -240,11 +257,13 @@ class StarGanTask(_StyleTransferTask):
 
         def d_loss_fn(d_params):
             d = nnx.merge(self.d_graph, d_params, state.d_rest, copy=True)
-            real_logit, fake_logit = d(x, source, update=True), d(fake, target, update=True)
+            real_logit = d(seen(x, real_key), source, update=True)
+            fake_logit = d(seen(fake, fake_key), target, update=True)
             loss = gan_losses.discriminator_loss(gan.loss, real_logit, fake_logit)
             frozen_d = functools.partial(d, update=False)
-            if gan.r1_weight:
-                loss += gan.r1_weight * gan_losses.r1_penalty(lambda v: frozen_d(v, source), x)
+            if gan.r1_weight:  # at the real inputs D saw: the gradient through their view
+                loss += gan.r1_weight * gan_losses.r1_penalty(
+                    lambda v: frozen_d(seen(v, real_key), source), x)
             if gan.loss == "wgan_gp":
                 loss += gan.gp_weight * gan_losses.gradient_penalty(
                     lambda v: frozen_d(v, target), x, fake, gp_key)
@@ -266,17 +285,20 @@ class StarGanTask(_StyleTransferTask):
 
         def g_loss_fn(g_params):
             y = self.generate(g_params, x, target)
-            adv = gan_losses.generator_loss(gan.loss, d(y, target))
+            adv = gan_losses.generator_loss(gan.loss, d(seen(y, g_aug_key), target))
             cycle = jnp.abs(self.generate(g_params, y, source) - x).mean()
             identity = jnp.abs(self.generate(g_params, x, source) - x).mean()
             content = jnp.abs(_energy(y) - _energy(x)).mean()
+            onset = gan_losses.onset_envelope_l1(self.to_db(x), self.to_db(y)).mean()
             chroma = gan_losses.chroma_kept(power, self.to_db(y) - self.to_db(x), self.mel).mean()
             cls, cls_acc = self._classifier_loss(y, target, cls_key)
             loss = (gan.adv_weight * adv + gan.cycle_weight * cycle
                     + gan.identity_weight * identity + gan.content_weight * content
+                    + gan.onset_weight * onset
                     + gan.chroma_weight * (1.0 - chroma) + gan.classifier_weight * cls)
             return loss, {"g_adv": adv, "cycle_l1": cycle, "identity_l1": identity,
-                          "content_l1": content, "chroma_kept": chroma, "classifier_loss": cls,
+                          "content_l1": content, "onset_l1": onset, "chroma_kept": chroma,
+                          "classifier_loss": cls,
                           "classifier_target_accuracy": cls_acc}
 
         (g_loss, g_metrics), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)

@@ -1,5 +1,5 @@
 """Adversarial losses and gradient penalties, chosen by name (`config.gan.loss`), and the
-harmony a conversion keeps (`chroma_kept`).
+harmony and rhythm a conversion keeps (`chroma_kept`, `onset_envelope_l1`).
 
 The adversarial ones take discriminator logits as float32 [B] and return float32 scalars (means
 over the batch).
@@ -88,3 +88,18 @@ def chroma_kept(power: jax.Array, gain_db: jax.Array, cfg: frontend.MelConfig) -
     before = jnp.matmul(power, chroma_fb, precision=cfg.precision)
     after = jnp.matmul(power * 10.0 ** (bins_db / 10.0), chroma_fb, precision=cfg.precision)
     return chroma.chroma_similarity(before, after)
+
+
+def onset_envelope(db: jax.Array, floor_db: float = 0.1) -> jax.Array:
+    """The spectral-flux onset envelope of log-mels [B, T, M] (dB): [B, T - 1] float32, each
+    clip's envelope over its own mean, so that a louder or brighter output with the same
+    onsets keeps the same envelope. `floor_db` keeps a silent clip's envelope from being noise
+    blown up."""
+    flux = jax.nn.relu(db[:, 1:] - db[:, :-1]).mean(axis=-1)
+    return flux / (flux.mean(axis=1, keepdims=True) + floor_db)
+
+
+def onset_envelope_l1(x_db: jax.Array, y_db: jax.Array) -> jax.Array:
+    """Rhythm kept, as StarGANv2-VC keeps F0: mean L1 [B] between the input's and the output's
+    normalised onset envelopes (log-mels [B, T, M] in dB)."""
+    return jnp.abs(onset_envelope(y_db) - onset_envelope(x_db)).mean(axis=1)

@@ -3,7 +3,7 @@ r"""Searches a config's hyperparameters with Optuna: each trial a normal trainin
   python -m jaxgenre.sweep --config configs/stargan.py:demo --space configs/sweeps/stargan.py \
       --study_dir runs/sweep_st [--trials 20] [--timeout 2h] [--workers 1] [--storage URL] \
       [--objective val_target_accuracy:max,val_chroma_kept:max] [--pruner median|hyperband|none] \
-      [--prune_after_steps 0] [--seed 0] [--config.KEY=VALUE ...]
+      [--prune_after_steps 0] [--seed 0] [--start_from_config] [--config.KEY=VALUE ...]
 
 --objective: scalars the config's evaluators report after each evaluation (default its
 best_metric and best_mode), `:max` (default) or `:min`; two or more make a multi-objective study
@@ -69,6 +69,9 @@ _PRUNE_AFTER = cli.integer_flag("prune_after_steps", 0, "The median pruner stops
                                 "noisy).", minimum=0)
 _SEED = cli.integer_flag("seed", 0, "The sampler's seed (the same seed proposes the same "
                          "trials).", minimum=0)
+_START = flags.DEFINE_bool("start_from_config", False, "A new study's first trial is the "
+                           "config's own values of the space's keys (the hand-tuned point, "
+                           "measured beside the search).")
 _WORKER_INDEX = cli.integer_flag("worker_index", 0, "Internal: 1, 2 ... for the workers that "
                                  "--workers starts (they run trials and write no results).",
                                  minimum=0)
@@ -102,6 +105,7 @@ def main(argv):
     evaluators.check_config(base)
     space = space_lib.load(_SPACE.value)
     space_lib.check(space, base)
+    start = space_lib.config_point(space, base) if _START.value else None
     objectives = study_lib.parse_objectives(
         _OBJECTIVE.value or f"{base.best_metric}:{base.best_mode}", base)
     if len(objectives) > 1 and _PRUNER.value != "none":
@@ -114,6 +118,8 @@ def main(argv):
     study = study_lib.open_study(store, objectives, _PRUNER.value, _SEED.value, worker,
                                  _PRUNE_AFTER.value)
     study_lib.recover_dead_trials(study)
+    if start is not None and not worker:
+        study_lib.enqueue_first(study, start)
 
     workers = []
     if worker:
