@@ -86,3 +86,24 @@ def test_stretch_and_shift_keeps_shape_dtype_and_batch_sharding(stretch, shift):
                                                                     stretch, shift)
     assert out.shape == x.shape and out.dtype == x.dtype
     assert out.sharding.is_equivalent_to(data, out.ndim)
+
+
+def test_diff_augment_rolls_cuts_and_shifts_each_example_and_passes_gradients_through():
+    x = _ramp(1) + 0.01 * _ramp(2)  # frame index, band index in the decimals: positions readable
+    key = jax.random.key(0)
+    rolled = augment.diff_augment(key, x, ("roll",))
+    for b in range(B):  # a circular time shift: each example's frames in order, from any start
+        shift = int(rolled[b, 0, 0, 0])
+        np.testing.assert_allclose(rolled[b], jnp.roll(x[b], -shift, axis=0), atol=1e-5)
+    cut = augment.diff_augment(key, x, ("cutout",))
+    zeros = np.asarray(cut == 0) & np.asarray(x != 0)
+    assert zeros.any() and zeros.mean() < 0.5  # one span of up to 1/4 of frames and of bands
+    shifted = augment.diff_augment(key, x, ("gain",), gain=0.15) - x
+    offsets = np.asarray(shifted[:, 0, 0, 0])
+    np.testing.assert_allclose(shifted, offsets[:, None, None, None] + 0 * x, atol=1e-5)
+    assert np.all(np.abs(offsets) <= 0.15) and len(set(offsets.round(6))) == B
+    # Differentiable in x: the gradient of a sum is the mask of what survived.
+    grad = jax.grad(lambda v: augment.diff_augment(key, v, ("roll", "cutout", "gain")).sum())(x)
+    assert set(np.unique(np.asarray(grad))) <= {0.0, 1.0} and float(grad.mean()) > 0.5
+    with pytest.raises(ValueError, match="Unknown DiffAugment op.*'flip'.*valid: roll, cutout"):
+        augment.diff_augment(key, x, ("roll", "flip"))

@@ -118,6 +118,28 @@ def test_n_critic_updates_the_generator_on_its_steps_only_and_its_average_counts
     assert th.tree_max_abs_diff(expected_ema, state.g_ema) < 1e-6
 
 
+def test_onset_envelope_term_ignores_level_and_colour_and_sees_moved_onsets():
+    """Zero for the input itself, for a louder copy and for one with a new spectral tilt (timbre
+    is free); clearly above zero when the onsets move."""
+    frames = jnp.arange(64)
+    hits = jnp.where(frames % 16 == 0, 20.0, 0.0)[None, :, None]  # a beat every 16 frames
+    x_db = hits + jnp.zeros((2, 64, 32)) - 40.0
+    tilt = jnp.linspace(-10.0, 10.0, 32)[None, None, :]
+    assert float(gan_losses.onset_envelope_l1(x_db, x_db).max()) == 0.0
+    assert float(gan_losses.onset_envelope_l1(x_db, x_db + 6.0 + tilt).max()) < 1e-5
+    moved = jnp.roll(x_db, 8, axis=1)  # off the beat
+    assert float(gan_losses.onset_envelope_l1(x_db, moved).min()) > 0.5
+
+
+def test_an_unknown_diff_augment_op_is_refused_with_the_valid_ones():
+    config = th.gan_config("/nowhere")
+    config.gan.diff_augment = "roll, cutout"
+    gan.StarGanTask.check_config(config)  # spaces after commas are fine
+    config.gan.diff_augment = "roll,flip"
+    with pytest.raises(ValueError, match="Unknown gan.diff_augment 'flip'; valid: roll, cutout, gain"):
+        gan.StarGanTask.check_config(config)
+
+
 def test_conversion_gives_the_generator_the_clips_own_content_beyond_its_time_edges():
     """The generator's convolutions zero-pad the log-mel's time edges, where the demo GAN
     learned bursts (+28.7 dB); `convert` mirrors CONTEXT_FRAMES of the input beyond each edge.

@@ -87,10 +87,14 @@ def test_a_seeded_sweep_prunes_hopeless_trials_and_writes_its_results(tiny_fma, 
 def test_two_objectives_give_the_pareto_front_with_a_config_per_point(tiny_fma, tmp_path):
     study = tmp_path / "study"
     proc = _run(_argv(tiny_fma, study, _space(tmp_path), "--trials", "3",
-                      "--objective", "val_accuracy:max,val_loss:min"))
+                      "--objective", "val_accuracy:max,val_loss:min", "--start_from_config",
+                      "--config.augment.mixup_alpha=0.4", "--config.optim.learning_rate=0.003"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [r for r in _results(study) if r["state"] == "complete"]
     assert len(rows) == 3
+    first = next(r for r in rows if r["trial"] == "0")  # --start_from_config: the config's point
+    assert (float(first["optim.learning_rate"]), float(first["augment.mixup_alpha"])) == \
+        (0.003, 0.4)
     points = {int(r["trial"]): (float(r["val_accuracy"]), float(r["val_loss"])) for r in rows}
 
     def dominated(n):
@@ -235,6 +239,9 @@ def test_bad_input_is_refused_in_one_line_before_any_trial(tiny_fma, tmp_path):
         "storage": (good, ["--storage", "postgresql://nobody@127.0.0.1:1/none"],
                     "--storage postgresql://nobody@127.0.0.1:1/none cannot be used"),
         "timeout": (good, ["--timeout", "soon"], "--timeout 'soon'"),
+        "start": (space("c", SPACE.replace("1e-6, 1e-2", "1e-6, 1e-5")), ["--start_from_config"],
+                  "--start_from_config: the config's optim.learning_rate = 0.002 is outside the "
+                  "space's [1e-06, 1e-05]"),
     }
     procs = {name: subprocess.Popen(_argv(tiny_fma, tmp_path / name, space_file, *extra),
                                     cwd=th.ROOT, env=ENV, text=True, stdout=subprocess.PIPE,
