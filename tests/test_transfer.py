@@ -74,6 +74,18 @@ def test_baselines_rank_as_they_must_and_bad_input_is_refused(tiny_fma, tmp_path
     page = open(os.path.join(out, "transfer_test.html")).read()
     assert page.count("<audio") == 2 * (1 + 3)  # two clips: the input and three methods each
 
+    # --excerpt_seconds: every method converts and is judged on each clip's first 0.5 s only
+    short = str(tmp_path / "excerpt")
+    code, log = _cli("--method", "identity", "--judge", judge_dir, "--output_dir", short,
+                     "--excerpt_seconds", "0.5", *FAST)
+    assert code == 0, log[-3000:]
+    for m in ("identity", "random_target", "eq"):
+        assert th.read_json(os.path.join(short, f"{m}_test.json"))["settings"][
+            "excerpt_seconds"] == 0.5
+    for wav in os.listdir(os.path.join(short, "examples", "eq")):
+        if wav.endswith(".wav"):
+            assert soundfile.info(os.path.join(short, "examples", "eq", wav)).frames == 11_025
+
     # bad input: an unknown method, an unknown genre
     (code, log), (code2, log2) = th.cli_exits("jaxgenre.tools.evaluate_transfer", [
         ["--method", "cyclegan", "--judge", judge_dir, "--output_dir", out, *FAST],

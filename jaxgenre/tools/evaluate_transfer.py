@@ -2,15 +2,16 @@ r"""Evaluates a genre style-transfer method against the trivial baselines, judge
 
   python -m jaxgenre.evaluate_transfer --method identity|random_target|eq|WORKDIR \
       --judge CLASSIFIER_WORKDIR --output_dir DIR [--split test] [--clips N] [--targets A,B]
-      [--strength S]
+      [--strength S] [--excerpt_seconds S]
 
-Every clip of the split (or its first N) is turned into every other genre (or those in
---targets); the judge, a classifier trained by `jaxgenre.train` and never one a method was
-trained with, re-analyses each output from its waveform. Writes DIR/<method>_<split>.json, a
-target-accuracy heatmap PNG, WAV + log-mel examples under DIR/examples/, DIR/transfer_<split>.md
-with one row per method in DIR, and DIR/transfer_<split>.html, a page to hear every method's
-examples beside their log-mels and the judge's verdicts; the three baselines are always in the
-table (computed when DIR lacks them for the same judge and settings).
+Every clip of the split (or its first N; each whole, or its first S seconds) is turned into
+every other genre (or those in --targets); the judge, a classifier trained by `jaxgenre.train`
+and never one a method was trained with, re-analyses each output from its waveform. Writes
+DIR/<method>_<split>.json, a target-accuracy heatmap PNG, WAV + log-mel examples under
+DIR/examples/, DIR/transfer_<split>.md with one row per method in DIR, and
+DIR/transfer_<split>.html, a page to hear every method's examples beside their log-mels and the
+judge's verdicts; the three baselines are always in the table (computed when DIR lacks them for
+the same judge and settings).
 """
 from jaxgenre.core import cli
 
@@ -40,6 +41,9 @@ _JUDGE = flags.DEFINE_string("judge", None, "A genre classifier's jaxgenre.train
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where results go.", required=True)
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "Split to convert.")
 _CLIPS = cli.integer_flag("clips", None, "Only the split's first N clips.", minimum=1)
+_EXCERPT = cli.float_flag("excerpt_seconds", None, "Convert and judge only each clip's first S "
+                          "seconds (default: whole clips): the vocoder's time is linear in "
+                          "the audio's length.", above=0.0)
 _TARGETS = flags.DEFINE_list("targets", None, "Target genre names (default: every genre).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "The judge's checkpoint: best|latest|STEP.")
 _METHOD_CHECKPOINT = flags.DEFINE_string(
@@ -145,9 +149,13 @@ def evaluate():
                 "vocoder": dataclasses.asdict(vcfg), "pool_per_genre": _POOL.value,
                 "eq_clips_per_genre": _EQ_CLIPS.value, "batch_size": _BATCH_SIZE.value,
                 "seed": _SEED.value}
+    if _EXCERPT.value is not None:  # only then: whole-clip results saved before it still match
+        settings["excerpt_seconds"] = _EXCERPT.value
     out_dir = _OUTPUT_DIR.value
     clip_samples = input_pipeline.longest_clip(
         builder, _SPLIT.value if _CLIPS.value is None else f"{_SPLIT.value}[:{_CLIPS.value}]")
+    if _EXCERPT.value is not None:
+        clip_samples = min(clip_samples, round(_EXCERPT.value * judge.sample_rate))
     draw_pool, reference = _split_pool(
         input_pipeline.clips_by_label(builder, _SPLIT.value, 2 * _POOL.value, clip_samples))
     evaluator = None
