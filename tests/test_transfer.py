@@ -260,3 +260,48 @@ def test_a_constant_tone_added_at_every_frame_shows_as_a_steady_tone():
     padded_tone = float(np.asarray(content(sharding.from_host(source, mesh),
                                            sharding.from_host(late, mesh), half)[2])[0])
     assert abs(padded_tone) < 1.0, padded_tone
+
+
+def test_an_ensemble_judge_averages_probabilities_joins_features_and_refuses_other_data():
+    class Member:
+        def __init__(self, workdir, probs, features, dataset="fma/small", rate=22_050):
+            self.workdir, self.step, self.config = workdir, 7, None
+            self.dataset, self.sample_rate, self.crop_samples = dataset, rate, 1000
+            self.class_names, self._out = ["a", "b"], (np.asarray(probs), np.asarray(features))
+
+        def check_labels(self, class_names, what):
+            if list(class_names) != self.class_names:
+                raise judge.JudgeError(f"labels differ from {what}")
+
+        def __call__(self, audio, num_samples):
+            return self._out
+
+    a = Member("runs/a", [[0.9, 0.1]], [[1.0, 2.0]])
+    b = Member("runs/b", [[0.3, 0.7]], [[3.0]])
+    both = judge.Ensemble([a, b])
+    probs, features = both(np.zeros((1, 10)), np.array([10]))
+    np.testing.assert_allclose(probs, [[0.6, 0.4]])
+    np.testing.assert_allclose(features, [[1.0, 2.0, 3.0]])
+    assert both.workdir == "runs/a,runs/b" and both.step == [7, 7]
+    with pytest.raises(judge.JudgeError, match="share one dataset"):
+        judge.Ensemble([a, Member("runs/c", [[1, 0]], [[0]], rate=16_000)])
+    other = Member("runs/d", [[1, 0]], [[0]])
+    other.class_names = ["a", "c"]
+    with pytest.raises(judge.JudgeError, match="labels differ"):
+        judge.Ensemble([a, other])
+
+
+def test_a_judge_the_method_was_selected_with_is_refused_whatever_the_working_directory(tmp_path):
+    """The run's config names its classifiers relative to where it was trained (runs/...):
+    judged from elsewhere, an ensemble holding one of them is still refused, before any work."""
+    runs = tmp_path / "runs"
+    gan_dir, used = runs / "stargan", runs / "val_classifier"
+    for d in (gan_dir, used, runs / "judge"):
+        d.mkdir(parents=True)
+    config = th.gan_config("/nowhere")
+    config.evals.val.classifier_workdir = "runs/val_classifier"
+    (gan_dir / "config.json").write_text(json.dumps(config.to_dict()))
+    code, log = _cli("--method", str(gan_dir), "--judge", f"{runs / 'judge'},{used}",
+                     "--output_dir", str(tmp_path / "out"))
+    assert code != 0 and f"The judge {used} was used to train or select" in log, log[-2000:]
+    assert not (tmp_path / "out").exists()

@@ -4,6 +4,7 @@ classifier take.
 
   restore            the run's averaged (`ema`) weights, refusing any run but a classifier
   Judge              waveforms of any length -> clip probabilities and embeddings (jitted)
+  Ensemble           several Judges of one dataset as one: mean probabilities, joined features
   judge_step         the pure function under `Judge` (the SavedModel export converts it)
   FrozenClassifier   fixed-reference log-mels -> logits, inside the GAN's loss
 """
@@ -80,6 +81,52 @@ class Judge:
         'genres') one sigmoid per genre.
         """
         return self._predict(self.state, audio, num_samples)
+
+
+class Ensemble:
+    """Judges of one dataset (labels and sample rate) heard as one: probabilities [B, C] the mean
+    of the members', features [B, D1 + D2 + ...] theirs side by side. A stronger judge from
+    models of different families than either alone; attributes as `Judge`'s, from the first
+    member (config: its frontend makes the transfer baselines' codec), `workdir` the members'
+    joined by commas and `step` a list."""
+
+    def __init__(self, members: list):
+        if not members:
+            raise JudgeError("An ensemble judge needs at least one classifier run.")
+        first = members[0]
+        for other in members[1:]:
+            other.check_labels(first.class_names, f"the ensemble's first judge {first.workdir}")
+            if (other.dataset, other.sample_rate) != (first.dataset, first.sample_rate):
+                raise JudgeError(
+                    f"The judges {first.workdir} and {other.workdir} were trained on "
+                    f"{first.dataset} at {first.sample_rate} Hz and {other.dataset} at "
+                    f"{other.sample_rate} Hz: an ensemble's judges share one dataset.")
+        self.members = list(members)
+        self.workdir = ",".join(m.workdir for m in members)
+        self.step = [m.step for m in members]  # a list: saved in JSON settings and compared
+        self.config, self.dataset, self.class_names = first.config, first.dataset, first.class_names
+        self.sample_rate, self.crop_samples = first.sample_rate, first.crop_samples
+
+    def check_labels(self, class_names, what: str) -> None:
+        self.members[0].check_labels(class_names, what)
+
+    def compile(self, batch: int, length: int) -> None:
+        for m in self.members:
+            m.compile(batch, length)
+
+    def __call__(self, audio: jax.Array, num_samples: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """As `Judge.__call__`: (probabilities [B, C], features [B, sum of the members' D])."""
+        verdicts = [m(audio, num_samples) for m in self.members]
+        probs = sum(p for p, _ in verdicts) / len(verdicts)
+        return probs, jnp.concatenate([f for _, f in verdicts], axis=-1)
+
+
+def load(workdirs: str, mesh: jax.sharding.Mesh, checkpoint: str = "best") -> "Judge | Ensemble":
+    """`Judge` of one classifier run, or `Ensemble` of several given as 'RUN_A,RUN_B'."""
+    dirs = [d for d in workdirs.split(",") if d]
+    if len(dirs) == 1:
+        return Judge(dirs[0], mesh, checkpoint)
+    return Ensemble([Judge(d, mesh, checkpoint) for d in dirs])
 
 
 def judge_step(state, audio, num_samples, *, graphdef, config, mel, mesh, crop):

@@ -19,6 +19,7 @@ from jaxgenre.core import cli
 cli.prepare_process(relaunch=__name__ == "__main__")
 
 import dataclasses
+import os
 
 import jax
 from absl import app, flags, logging
@@ -36,7 +37,8 @@ from jaxgenre.transfer import methods as methods_lib
 
 _METHOD = flags.DEFINE_string("method", None, f"One of {', '.join(methods_lib.BASELINES)}, or a "
                               "style-transfer run's --workdir.", required=True)
-_JUDGE = flags.DEFINE_string("judge", None, "A genre classifier's jaxgenre.train --workdir.",
+_JUDGE = flags.DEFINE_string("judge", None, "A genre classifier's jaxgenre.train --workdir, or "
+                             "several joined by commas: their ensemble (mean probabilities).",
                              required=True)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where results go.", required=True)
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "Split to convert.")
@@ -86,13 +88,23 @@ def _check_method(spec: str, judge_dir: str) -> None:
     if config_versions.task_name(config) not in generator.GENERATOR_TASKS:
         raise app.UsageError(f"{spec} is a run of model {config.model.name!r}, not a "
                              f"style-transfer run: {hint}.")
-    judge = epath.Path(judge_dir).resolve()
-    used = [epath.Path(d).resolve() for d in (config.gan.get("classifier_workdir"),
-                                              *[e.get("classifier_workdir") for e in
-                                                config.evals.values()]) if d]
-    if workdir.resolve() == judge or judge in used:
-        raise app.UsageError(f"The judge {judge_dir} was used to train or select {spec}: judge "
-                             "with a classifier the method never saw.")
+    saved = [d for d in (config.gan.get("classifier_workdir"),
+                         *[e.get("classifier_workdir") for e in config.evals.values()]) if d]
+    # A relative path in the run's config is relative to where it was trained, which is not
+    # known: the run's own directory, or the directory above its runs/ folder, are the usual.
+    bases = [epath.Path(os.getcwd()), *list(workdir.resolve().parents)[:2]]
+    used = {(p if p.is_absolute() else b / p).resolve()
+            for p in map(epath.Path, saved) for b in bases}
+    for member in judge_dirs(judge_dir):
+        judge = epath.Path(member).resolve()
+        if workdir.resolve() == judge or judge in used:
+            raise app.UsageError(f"The judge {member} was used to train or select {spec}: judge "
+                                 "with classifiers the method never saw.")
+
+
+def judge_dirs(spec: str) -> list[str]:
+    """--judge 'A,B' -> ['A', 'B']."""
+    return [d for d in spec.split(",") if d]
 
 
 def _baseline(name: str, codec, builder, draw_pool: dict):
@@ -128,7 +140,7 @@ def evaluate():
         lambda: outputs.check_writable(_OUTPUT_DIR.value, "--output_dir", directory=True),
         "--output_dir")
     mesh = sharding.make_mesh()
-    judge = judge_lib.Judge(_JUDGE.value, mesh, _CHECKPOINT.value)
+    judge = judge_lib.load(_JUDGE.value, mesh, _CHECKPOINT.value)
     data_dir = _DATA_DIR.value or judge.config.data.data_dir
     builder = input_pipeline.load_builder(judge.dataset, data_dir, judge.config.data.manual_dir)
     names = builder.info.features["label"].names
@@ -143,7 +155,8 @@ def evaluate():
     mel = dataclasses.replace(classifier.mel_config(judge.config, judge.sample_rate), ref=1.0)
     vcfg = vocoder.VocoderConfig(n_iter=_GL_ITERS.value, nnls_steps=_NNLS_STEPS.value)
     codec = methods_lib.Codec(mel, vcfg, mesh, _PHASE.value, _SEED.value)
-    settings = {"judge": str(epath.Path(_JUDGE.value).resolve()), "judge_step": judge.step,
+    settings = {"judge": ",".join(str(epath.Path(d).resolve()) for d in judge_dirs(_JUDGE.value)),
+                "judge_step": judge.step,
                 "dataset": judge.dataset, "data_dir": data_dir, "split": _SPLIT.value,
                 "clips": _CLIPS.value, "targets": _TARGETS.value, "phase": _PHASE.value,
                 "vocoder": dataclasses.asdict(vcfg), "pool_per_genre": _POOL.value,
