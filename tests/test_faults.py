@@ -146,7 +146,9 @@ def test_a_safe_restart_change_is_recorded_and_a_smaller_total_is_refused(plain_
 
 
 def test_added_keys_fill_only_what_a_config_lacks():
-    from jaxgenre.configs import mfcc_cnn, stargan
+    from jaxgenre.configs import autoencoder, mfcc_cnn, stargan
+
+    from jaxgenre import tasks
     old = mfcc_cnn.get_config("demo")
     with old.unlocked():
         del old.frontend.compress, old.optim.freeze, old.distill
@@ -158,9 +160,15 @@ def test_added_keys_fill_only_what_a_config_lacks():
     assert "compress" not in old.frontend  # the caller's config is left as it was
     old_gan = stargan.get_config("demo")
     with old_gan.unlocked():
-        del old_gan.gan.chroma_weight
+        del old_gan.gan.chroma_weight, old_gan.gan.onset_weight, old_gan.gan.diff_augment
     gan = config_versions.with_added_keys(old_gan)
-    assert gan.gan.chroma_weight == 0.0  # the GAN's own added key
+    assert gan.gan.chroma_weight == 0.0 and gan.gan.onset_weight == 0.0  # the GAN's own keys
+    assert gan.gan.diff_augment == ""
+    tasks.check_config(gan)
+    old_ae = autoencoder.get_config("demo")
+    with old_ae.unlocked():
+        del old_ae.gan.onset_weight, old_ae.gan.diff_augment
+    tasks.check_config(config_versions.with_added_keys(old_ae))
     assert "init_from" not in gan.model and "optim" not in gan  # none of the classifier's
     assert "distill" not in gan
 

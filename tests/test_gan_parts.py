@@ -118,17 +118,47 @@ def test_n_critic_updates_the_generator_on_its_steps_only_and_its_average_counts
     assert th.tree_max_abs_diff(expected_ema, state.g_ema) < 1e-6
 
 
-def test_onset_envelope_term_ignores_level_and_colour_and_sees_moved_onsets():
-    """Zero for the input itself, for a louder copy and for one with a new spectral tilt (timbre
-    is free); clearly above zero when the onsets move."""
+@pytest.mark.slow  # two StarGAN steps compiled
+def test_a_step_with_diff_augment_and_the_onset_term_trains_d_on_augmented_views(tiny_fma):
+    """DiffAugment on, with R1 and the onset term: every loss finite, both networks get a
+    gradient, and D's loss is not the one it has on the plain inputs (it saw augmented views)."""
+    def step(policy):
+        config = th.gan_config(tiny_fma[0], **{"gan.diff_augment": policy, "gan.r1_weight": 1.0,
+                                               "gan.onset_weight": 1.0})
+        task = gan.StarGanTask(config, spec.DataSpec(
+            "fma/small", tuple(f"g{i}" for i in range(8)), 22_050, 22_050), sharding.make_mesh())
+        rng = np.random.default_rng(0)
+        batch = {"audio": jnp.asarray(rng.integers(-8000, 8000, (8, 22_050)), jnp.int16),
+                 "label": jnp.arange(8, dtype=jnp.int32)}
+        return jax.jit(task.train_step)(jax.jit(task.init)(), batch)[1]
+
+    augmented, plain = step("roll,cutout,gain"), step("")
+    for key in ("d_loss", "g_loss", "onset_l1", "d_grad_norm", "g_grad_norm"):
+        assert np.isfinite(float(augmented[key])), key
+    assert float(augmented["d_grad_norm"]) > 0 and float(augmented["g_grad_norm"]) > 0
+    assert abs(float(augmented["d_loss"]) - float(plain["d_loss"])) > 1e-4
+
+
+def test_onset_envelope_term_ignores_level_colour_and_onset_strength_and_sees_moved_onsets():
+    """Zero for the input itself, a louder copy and one with a new spectral tilt (the dB flux);
+    near zero for onsets twice as strong (the normalisation); clearly above zero when the
+    onsets move, and finite for silence."""
     frames = jnp.arange(64)
     hits = jnp.where(frames % 16 == 0, 20.0, 0.0)[None, :, None]  # a beat every 16 frames
     x_db = hits + jnp.zeros((2, 64, 32)) - 40.0
     tilt = jnp.linspace(-10.0, 10.0, 32)[None, None, :]
     assert float(gan_losses.onset_envelope_l1(x_db, x_db).max()) == 0.0
     assert float(gan_losses.onset_envelope_l1(x_db, x_db + 6.0 + tilt).max()) < 1e-5
+    doubled = 2.0 * (x_db + 40.0) - 40.0  # the same beats, 40 dB above the floor, not 20
+
+    def flux(db):
+        return jax.nn.relu(jnp.diff(db, axis=1)).mean(axis=-1)
+    unnormalised = jnp.abs(flux(doubled) - flux(x_db)).mean()  # 20 dB at 4 of 63 frames
+    assert float(gan_losses.onset_envelope_l1(x_db, doubled).max()) < 0.05 < float(unnormalised)
     moved = jnp.roll(x_db, 8, axis=1)  # off the beat
     assert float(gan_losses.onset_envelope_l1(x_db, moved).min()) > 0.5
+    silent = jnp.full((1, 64, 32), -80.0)
+    assert np.isfinite(float(gan_losses.onset_envelope_l1(silent, x_db[:1]).max()))
 
 
 def test_an_unknown_diff_augment_op_is_refused_with_the_valid_ones():

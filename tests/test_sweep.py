@@ -253,3 +253,19 @@ def test_bad_input_is_refused_in_one_line_before_any_trial(tiny_fma, tmp_path):
         assert proc.returncode == 1 and cases[name][2] in err, (name, err[-2000:])
         assert len(lines) <= 2, (name, lines)
         assert not (tmp_path / name / "trials").exists(), name
+
+
+def test_the_configs_point_is_refused_where_the_space_cannot_propose_it():
+    import ml_collections
+
+    from jaxgenre.sweep import space
+    config = ml_collections.ConfigDict({"optim": {"learning_rate": 1e-3, "schedule": "cosine",
+                                                  "clip": ml_collections.FieldReference(
+                                                      None, field_type=float)}})
+    dists = {"optim.learning_rate": space.log_uniform(1e-4, 1e-2),
+             "optim.schedule": space.choice(["cosine", "linear"])}
+    assert space.config_point(dists, config) == {"optim.learning_rate": 1e-3,
+                                                 "optim.schedule": "cosine"}
+    with pytest.raises(space.SpaceError, match=r"optim.clip = None is outside the space's "
+                                               r"\[0.1, 1.0\]"):
+        space.config_point({"optim.clip": space.uniform(0.1, 1.0)}, config)

@@ -74,17 +74,22 @@ def test_baselines_rank_as_they_must_and_bad_input_is_refused(tiny_fma, tmp_path
     page = open(os.path.join(out, "transfer_test.html")).read()
     assert page.count("<audio") == 2 * (1 + 3)  # two clips: the input and three methods each
 
-    # --excerpt_seconds: every method converts and is judged on each clip's first 0.5 s only
+    # --excerpt_seconds: every method converts and is judged on each clip's first 1 s only (the
+    # judge's input length; shorter is refused)
     short = str(tmp_path / "excerpt")
     code, log = _cli("--method", "identity", "--judge", judge_dir, "--output_dir", short,
-                     "--excerpt_seconds", "0.5", *FAST)
+                     "--excerpt_seconds", "1", *FAST)
     assert code == 0, log[-3000:]
     for m in ("identity", "random_target", "eq"):
         assert th.read_json(os.path.join(short, f"{m}_test.json"))["settings"][
-            "excerpt_seconds"] == 0.5
-    for wav in os.listdir(os.path.join(short, "examples", "eq")):
-        if wav.endswith(".wav"):
-            assert soundfile.info(os.path.join(short, "examples", "eq", wav)).frames == 11_025
+            "excerpt_seconds"] == 1.0
+        wavs = [w for w in os.listdir(os.path.join(short, "examples", m)) if w.endswith(".wav")]
+        assert len(wavs) >= 2
+        for wav in wavs:  # inputs and outputs alike
+            assert soundfile.info(os.path.join(short, "examples", m, wav)).frames == 22_050
+    code, log = _cli("--method", "identity", "--judge", judge_dir, "--output_dir", short,
+                     "--excerpt_seconds", "0.5", *FAST)
+    assert code != 0 and "--excerpt_seconds 0.5 is shorter than the judge's input (1 s)" in log
 
     # bad input: an unknown method, an unknown genre
     (code, log), (code2, log2) = th.cli_exits("jaxgenre.tools.evaluate_transfer", [

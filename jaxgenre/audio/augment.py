@@ -1,7 +1,7 @@
 """On-device augmentation, drawn from a key so that a resumed run draws the same numbers.
 
-All ops are per example (iota comparisons and dense resampling weights, no gathers), so they
-keep the batch sharding.
+All ops are per example (iota comparisons, dense resampling weights, and for DiffAugment's
+roll a per-example gather), so they keep the batch sharding.
 """
 import math
 
@@ -83,7 +83,8 @@ def diff_augment(key: jax.Array, x: jax.Array, policy: tuple[str, ...] | list[st
     `policy` names any of: "roll" (a circular time shift per example: where a clip's events sit
     is not its genre), "cutout" (one time span of up to 1/4 of the frames and one band span of
     up to 1/4 of the bands set to 0, the scaled input's middle level), "gain" (a level offset
-    uniform in [-gain, gain] per example, in the scaled input's units).
+    uniform in [-gain, gain] per example, in the scaled input's units). Returns x's shape and
+    dtype.
     """
     unknown = set(policy) - set(DIFF_AUGMENT)
     if unknown:

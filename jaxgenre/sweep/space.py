@@ -179,7 +179,7 @@ def config_point(space: dict, config: ml_collections.ConfigDict) -> dict:
             continue
         value = _get(config, key)
         fits = value in dist.values if isinstance(dist, Choice) else \
-            dist.low <= value <= dist.high
+            value is not None and dist.low <= value <= dist.high
         if not fits:
             allowed = list(dist.values) if isinstance(dist, Choice) else \
                 f"[{dist.low}, {dist.high}]"

@@ -88,14 +88,19 @@ def _hide_password(url: str) -> str:
 
 
 def open_study(store, objectives: list[Objective], pruner: str, seed: int | None,
-               worker: int = 0, warmup_steps: int = 0) -> optuna.Study:
-    """Creates the study or loads it (the same command continues it). TPE (multivariate; with
-    several objectives Optuna's TPE is MOTPE, which suits budgets of tens of trials better than
-    NSGA-II's generations of 50); the pruner only applies to one objective (Optuna prunes
-    single-objective studies only). The sampler's seed is `seed` plus the trials already in the
-    study and 1000 x `worker`: a fresh single-worker study repeats itself exactly, while
-    workers, and later runs of the command, do not propose each other's trials. The median
-    pruner stops no trial before `warmup_steps` (noisy small validation sets want some)."""
+               worker: int = 0, warmup_steps: int = 0, first: dict | None = None
+               ) -> optuna.Study:
+    """Creates the study or loads it (the same command continues it); `first` {key: value}
+    is queued as trial 0 by the one process that creates the study (creation is atomic in
+    every storage, so commands started together on many machines queue it once).
+
+    TPE (multivariate; with several objectives Optuna's TPE is MOTPE, which suits budgets of
+    tens of trials better than NSGA-II's generations of 50); the pruner only applies to one
+    objective (Optuna prunes single-objective studies only). The sampler's seed is `seed` plus
+    the trials already in the study and 1000 x `worker`: a fresh single-worker study repeats
+    itself exactly, while workers, and later runs of the command, do not propose each other's
+    trials. The median pruner stops no trial before `warmup_steps` (noisy small validation sets
+    want some)."""
     directions = [o.direction for o in objectives]
     pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2,
                                                              n_warmup_steps=warmup_steps),
@@ -103,9 +108,14 @@ def open_study(store, objectives: list[Objective], pruner: str, seed: int | None
                "none": optuna.pruners.NopPruner}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = optuna.create_study(storage=store, study_name=STUDY_NAME,
-                                    pruner=pruners[pruner](), directions=directions,
-                                    load_if_exists=True)
+        try:
+            study = optuna.create_study(storage=store, study_name=STUDY_NAME,
+                                        pruner=pruners[pruner](), directions=directions)
+            if first is not None:
+                study.enqueue_trial(first)
+        except optuna.exceptions.DuplicatedStudyError:  # made before, or by another command
+            study = optuna.load_study(storage=store, study_name=STUDY_NAME,
+                                      pruner=pruners[pruner]())
     metrics = [o.metric for o in objectives]
     saved = study.user_attrs.get("objectives")
     if saved is not None and (saved != metrics
@@ -118,13 +128,6 @@ def open_study(store, objectives: list[Objective], pruner: str, seed: int | None
         seed += len(study.get_trials(deepcopy=False)) + 1000 * worker
     study.sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
     return study
-
-
-def enqueue_first(study: optuna.Study, params: dict) -> None:
-    """Queues `params` as trial 0 of a study that has no trials yet (a continued study is left
-    as it is)."""
-    if not study.get_trials(deepcopy=False):
-        study.enqueue_trial(params)
 
 
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

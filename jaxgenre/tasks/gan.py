@@ -14,8 +14,8 @@ frame-energy contour: rhythm survives, timbre is free; the normalised onset enve
 `gan_losses.onset_envelope_l1`: onsets survive; the chroma the vocoded output would keep,
 `gan_losses.chroma_kept`: harmony survives) and an optional frozen genre classifier
 (`gan.classifier_workdir`) pushing toward the target. Two Adam optimizers (TTUR). With
-`gan.diff_augment`, D sees every input, real or generated, through the same random
-differentiable augmentations (`augment.diff_augment`).
+`gan.diff_augment`, D sees every input, real or generated, through one policy of random
+differentiable augmentations (`augment.diff_augment`), each input its own draws.
 
 Autoencoder step: reconstruction L1 of decode(encode(x), s); optionally a latent genre
 classifier (the adversary) learns the genre from the latent while the encoder learns to hide it
@@ -265,8 +265,8 @@ class StarGanTask(_StyleTransferTask):
                 loss += gan.r1_weight * gan_losses.r1_penalty(
                     lambda v: frozen_d(seen(v, real_key), source), x)
             if gan.loss == "wgan_gp":
-                loss += gan.gp_weight * gan_losses.gradient_penalty(
-                    lambda v: frozen_d(v, target), x, fake, gp_key)
+                loss += gan.gp_weight * gan_losses.gradient_penalty(  # between the views D saw
+                    lambda v: frozen_d(v, target), seen(x, real_key), seen(fake, fake_key), gp_key)
             return loss, (models.rest(d), real_logit.mean(), fake_logit.mean())
 
         (d_loss, (d_rest, d_real, d_fake)), d_grads = jax.value_and_grad(

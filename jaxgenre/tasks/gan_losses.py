@@ -91,15 +91,17 @@ def chroma_kept(power: jax.Array, gain_db: jax.Array, cfg: frontend.MelConfig) -
 
 
 def onset_envelope(db: jax.Array, floor_db: float = 0.1) -> jax.Array:
-    """The spectral-flux onset envelope of log-mels [B, T, M] (dB): [B, T - 1] float32, each
-    clip's envelope over its own mean, so that a louder or brighter output with the same
-    onsets keeps the same envelope. `floor_db` keeps a silent clip's envelope from being noise
-    blown up."""
+    """The spectral-flux onset envelope of log-mels [B, T, M] (dB): [B, T - 1] float32.
+
+    A flux of dB differences is already blind to a constant gain or EQ; each clip's envelope
+    is also divided by its own mean (plus `floor_db`, which keeps a silent clip's finite), so
+    onsets made uniformly stronger or softer keep the same envelope: what counts is when they
+    come, not how hard."""
     flux = jax.nn.relu(db[:, 1:] - db[:, :-1]).mean(axis=-1)
     return flux / (flux.mean(axis=1, keepdims=True) + floor_db)
 
 
 def onset_envelope_l1(x_db: jax.Array, y_db: jax.Array) -> jax.Array:
-    """Rhythm kept, as StarGANv2-VC keeps F0: mean L1 [B] between the input's and the output's
-    normalised onset envelopes (log-mels [B, T, M] in dB)."""
+    """Rhythm kept, as StarGANv2-VC keeps F0: mean L1 [B] float32 between the input's and the
+    output's normalised onset envelopes (log-mels [B, T, M] in dB)."""
     return jnp.abs(onset_envelope(y_db) - onset_envelope(x_db)).mean(axis=1)

@@ -168,6 +168,11 @@ def evaluate():
     clip_samples = input_pipeline.longest_clip(
         builder, _SPLIT.value if _CLIPS.value is None else f"{_SPLIT.value}[:{_CLIPS.value}]")
     if _EXCERPT.value is not None:
+        if round(_EXCERPT.value * judge.sample_rate) < judge.crop_samples:
+            raise app.UsageError(
+                f"--excerpt_seconds {_EXCERPT.value:g} is shorter than the judge's input "
+                f"({judge.crop_samples / judge.sample_rate:g} s), which would hear silence "
+                f"padded in: pass at least {judge.crop_samples / judge.sample_rate:g}.")
         clip_samples = min(clip_samples, round(_EXCERPT.value * judge.sample_rate))
     draw_pool, reference = _split_pool(
         input_pipeline.clips_by_label(builder, _SPLIT.value, 2 * _POOL.value, clip_samples))

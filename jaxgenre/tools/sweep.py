@@ -37,7 +37,7 @@ from absl import app, flags, logging
 
 from jaxgenre import evaluators, tasks, train
 from jaxgenre.core import errors
-from jaxgenre.run import config_checks, preemption
+from jaxgenre.run import config_checks, config_versions, preemption
 
 try:
     from jaxgenre.sweep import results
@@ -94,9 +94,10 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     cli.quiet_logs()
     study_lib.optuna.logging.set_verbosity(study_lib.optuna.logging.WARNING)  # ours: one line
-    base = flags.FLAGS.config
-    if base is None:
+    if flags.FLAGS.config is None:
         raise app.UsageError("--config is required, e.g. --config configs/mobilenet.py:demo.")
+    # A config file saved before keys were added (an older study's best.py) as train reads it.
+    base = config_versions.with_added_keys(flags.FLAGS.config)
     timeout = parse_duration(_TIMEOUT.value)
     # Everything checked before the first trial: the config, the space, the objective, the
     # storage.
@@ -116,10 +117,8 @@ def main(argv):
     store = study_lib.storage(_STORAGE.value, study_dir)
     worker = _WORKER_INDEX.value
     study = study_lib.open_study(store, objectives, _PRUNER.value, _SEED.value, worker,
-                                 _PRUNE_AFTER.value)
+                                 _PRUNE_AFTER.value, first=start)
     study_lib.recover_dead_trials(study)
-    if start is not None and not worker:
-        study_lib.enqueue_first(study, start)
 
     workers = []
     if worker:
