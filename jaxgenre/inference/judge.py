@@ -121,9 +121,14 @@ class Ensemble:
         return probs, jnp.concatenate([f for _, f in verdicts], axis=-1)
 
 
+def split_workdirs(spec: str) -> list[str]:
+    """'RUN_A,RUN_B' -> ['RUN_A', 'RUN_B']: the runs of a judge given as one string."""
+    return [d for d in spec.split(",") if d]
+
+
 def load(workdirs: str, mesh: jax.sharding.Mesh, checkpoint: str = "best") -> "Judge | Ensemble":
     """`Judge` of one classifier run, or `Ensemble` of several given as 'RUN_A,RUN_B'."""
-    dirs = [d for d in workdirs.split(",") if d]
+    dirs = split_workdirs(workdirs)
     if len(dirs) == 1:
         return Judge(dirs[0], mesh, checkpoint)
     return Ensemble([Judge(d, mesh, checkpoint) for d in dirs])

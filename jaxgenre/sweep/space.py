@@ -158,7 +158,7 @@ def suggest(trial, space: dict, config: ml_collections.ConfigDict) -> dict:
     order; a conditional key only where its condition holds for the values so far."""
     values = {}
     for key, dist in space.items():
-        if dist.when and any(values.get(k, _get(config, k)) != v for k, v in dist.when.items()):
+        if not _applies(dist, values, config):
             continue
         if isinstance(dist, Choice):
             values[key] = trial.suggest_categorical(key, list(dist.values))
@@ -175,7 +175,7 @@ def config_point(space: dict, config: ml_collections.ConfigDict) -> dict:
     value the space cannot propose, naming the key and its range."""
     point = {}
     for key, dist in space.items():
-        if dist.when and any(point.get(k, _get(config, k)) != v for k, v in dist.when.items()):
+        if not _applies(dist, point, config):
             continue
         value = _get(config, key)
         fits = value in dist.values if isinstance(dist, Choice) else \
@@ -202,6 +202,11 @@ def apply(config: ml_collections.ConfigDict, values: dict) -> ml_collections.Con
         node[name] = float(value) if isinstance(current, float) and isinstance(value, int) \
             and not isinstance(value, bool) else value
     return out
+
+
+def _applies(dist: Distribution, values: dict, config: ml_collections.ConfigDict) -> bool:
+    """Whether `dist`'s `when` condition holds for `values` so far (else the config's)."""
+    return not dist.when or all(values.get(k, _get(config, k)) == v for k, v in dist.when.items())
 
 
 def _get(config: ml_collections.ConfigDict, key: str):

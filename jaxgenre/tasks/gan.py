@@ -242,9 +242,9 @@ class StarGanTask(_StyleTransferTask):
         cls_key = jax.random.fold_in(key, 3)  # apart, so the other draws stay as they were
         # D's view of each input: the same augmentation policy, its own draws per call site.
         real_key, fake_key, g_aug_key = jax.random.split(jax.random.fold_in(key, 4), 3)
+        policy = _policy(gan)
 
         def seen(v, aug_key):
-            policy = _policy(gan)
             return augment.diff_augment(aug_key, v, policy) if policy else v
 
         power = self.power(batch["audio"], gain_key)  # kept for the harmony term
@@ -255,10 +255,12 @@ class StarGanTask(_StyleTransferTask):
         # ---- discriminator: real clips real for their genre, G's outputs fake for the target
         fake = jax.lax.stop_gradient(self.generate(state.g_params, x, target))
 
+        real_view, fake_view = seen(x, real_key), seen(fake, fake_key)  # no gradient to D's
+
         def d_loss_fn(d_params):
             d = nnx.merge(self.d_graph, d_params, state.d_rest, copy=True)
-            real_logit = d(seen(x, real_key), source, update=True)
-            fake_logit = d(seen(fake, fake_key), target, update=True)
+            real_logit = d(real_view, source, update=True)
+            fake_logit = d(fake_view, target, update=True)
             loss = gan_losses.discriminator_loss(gan.loss, real_logit, fake_logit)
             frozen_d = functools.partial(d, update=False)
             if gan.r1_weight:  # at the real inputs D saw: the gradient through their view
@@ -266,7 +268,7 @@ class StarGanTask(_StyleTransferTask):
                     lambda v: frozen_d(seen(v, real_key), source), x)
             if gan.loss == "wgan_gp":
                 loss += gan.gp_weight * gan_losses.gradient_penalty(  # between the views D saw
-                    lambda v: frozen_d(v, target), seen(x, real_key), seen(fake, fake_key), gp_key)
+                    lambda v: frozen_d(v, target), real_view, fake_view, gp_key)
             return loss, (models.rest(d), real_logit.mean(), fake_logit.mean())
 
         (d_loss, (d_rest, d_real, d_fake)), d_grads = jax.value_and_grad(
@@ -289,8 +291,9 @@ class StarGanTask(_StyleTransferTask):
             cycle = jnp.abs(self.generate(g_params, y, source) - x).mean()
             identity = jnp.abs(self.generate(g_params, x, source) - x).mean()
             content = jnp.abs(_energy(y) - _energy(x)).mean()
-            onset = gan_losses.onset_envelope_l1(self.to_db(x), self.to_db(y)).mean()
-            chroma = gan_losses.chroma_kept(power, self.to_db(y) - self.to_db(x), self.mel).mean()
+            x_db, y_db = self.to_db(x), self.to_db(y)
+            onset = gan_losses.onset_envelope_l1(x_db, y_db).mean()
+            chroma = gan_losses.chroma_kept(power, y_db - x_db, self.mel).mean()
             cls, cls_acc = self._classifier_loss(y, target, cls_key)
             loss = (gan.adv_weight * adv + gan.cycle_weight * cycle
                     + gan.identity_weight * identity + gan.content_weight * content

@@ -44,8 +44,8 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where results go.", requi
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation", "train"], "Split to convert.")
 _CLIPS = cli.integer_flag("clips", None, "Only the split's first N clips.", minimum=1)
 _EXCERPT = cli.float_flag("excerpt_seconds", None, "Convert and judge only each clip's first S "
-                          "seconds (default: whole clips): the vocoder's time is linear in "
-                          "the audio's length.", above=0.0)
+                          "seconds, at least the judge's input (default: whole clips).",
+                          above=0.0)
 _TARGETS = flags.DEFINE_list("targets", None, "Target genre names (default: every genre).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "The judge's checkpoint: best|latest|STEP.")
 _METHOD_CHECKPOINT = flags.DEFINE_string(
@@ -95,16 +95,11 @@ def _check_method(spec: str, judge_dir: str) -> None:
     bases = [epath.Path(os.getcwd()), *list(workdir.resolve().parents)[:2]]
     used = {(p if p.is_absolute() else b / p).resolve()
             for p in map(epath.Path, saved) for b in bases}
-    for member in judge_dirs(judge_dir):
+    for member in judge_lib.split_workdirs(judge_dir):
         judge = epath.Path(member).resolve()
         if workdir.resolve() == judge or judge in used:
             raise app.UsageError(f"The judge {member} was used to train or select {spec}: judge "
                                  "with classifiers the method never saw.")
-
-
-def judge_dirs(spec: str) -> list[str]:
-    """--judge 'A,B' -> ['A', 'B']."""
-    return [d for d in spec.split(",") if d]
 
 
 def _baseline(name: str, codec, builder, draw_pool: dict):
@@ -155,25 +150,27 @@ def evaluate():
     mel = dataclasses.replace(classifier.mel_config(judge.config, judge.sample_rate), ref=1.0)
     vcfg = vocoder.VocoderConfig(n_iter=_GL_ITERS.value, nnls_steps=_NNLS_STEPS.value)
     codec = methods_lib.Codec(mel, vcfg, mesh, _PHASE.value, _SEED.value)
-    settings = {"judge": ",".join(str(epath.Path(d).resolve()) for d in judge_dirs(_JUDGE.value)),
+    settings = {"judge": ",".join(str(epath.Path(d).resolve())
+                                  for d in judge_lib.split_workdirs(_JUDGE.value)),
                 "judge_step": judge.step,
                 "dataset": judge.dataset, "data_dir": data_dir, "split": _SPLIT.value,
                 "clips": _CLIPS.value, "targets": _TARGETS.value, "phase": _PHASE.value,
                 "vocoder": dataclasses.asdict(vcfg), "pool_per_genre": _POOL.value,
                 "eq_clips_per_genre": _EQ_CLIPS.value, "batch_size": _BATCH_SIZE.value,
                 "seed": _SEED.value}
-    if _EXCERPT.value is not None:  # only then: whole-clip results saved before it still match
-        settings["excerpt_seconds"] = _EXCERPT.value
     out_dir = _OUTPUT_DIR.value
     clip_samples = input_pipeline.longest_clip(
         builder, _SPLIT.value if _CLIPS.value is None else f"{_SPLIT.value}[:{_CLIPS.value}]")
     if _EXCERPT.value is not None:
-        if round(_EXCERPT.value * judge.sample_rate) < judge.crop_samples:
+        excerpt = round(_EXCERPT.value * judge.sample_rate)
+        if excerpt < judge.crop_samples:
             raise app.UsageError(
                 f"--excerpt_seconds {_EXCERPT.value:g} is shorter than the judge's input "
                 f"({judge.crop_samples / judge.sample_rate:g} s), which would hear silence "
                 f"padded in: pass at least {judge.crop_samples / judge.sample_rate:g}.")
-        clip_samples = min(clip_samples, round(_EXCERPT.value * judge.sample_rate))
+        clip_samples = min(clip_samples, excerpt)
+        # In the settings only when given: whole-clip results saved before the flag still match.
+        settings["excerpt_seconds"] = _EXCERPT.value
     draw_pool, reference = _split_pool(
         input_pipeline.clips_by_label(builder, _SPLIT.value, 2 * _POOL.value, clip_samples))
     evaluator = None
