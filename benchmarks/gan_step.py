@@ -3,6 +3,7 @@ at the demo and default sizes of `configs/stargan.py`, as the trainer jits it.
 
   python -m benchmarks.gan_step [--sizes demo,default] [--steps 5] [--dtype float32]
                                 [--d_conv ours,xla] [--loss hinge|nonsaturating|wgan_gp]
+                                [--set gan.onset_weight=4 --set gan.diff_augment=roll,cutout,gain]
 
 One step = one D update (hinge + R1) and one G update (adversarial, cycle, identity), plus the
 frontend on the raw crops, on this machine's devices with the trainer's shardings. Without a
@@ -13,7 +14,9 @@ this configuration exists to run side by side. `--d_conv ours,xla` times the ste
 run: with the discriminator's convolutions as shipped (`conv.space_to_depth_conv`) and as XLA's
 strided convolution (what `SNConv` ran before), and prints the ratio. `--loss wgan_gp` (with
 its n_critic 5: one G update per 5 D updates) times whole cycles of n_critic steps as the trainer
-runs them (`Task.train_steps`) and reports the time and FLOPs per step over a cycle.
+runs them (`Task.train_steps`) and reports the time and FLOPs per step over a cycle. `--set
+KEY=VALUE` (repeatable) times the step twice in one run, as configured and with the values set
+(a recipe's options: DiffAugment, the onset term), and prints the ratio.
 """
 import argparse
 import contextlib
@@ -31,6 +34,7 @@ from jaxgenre import tasks
 from jaxgenre.core import sharding
 from jaxgenre.data import spec
 from jaxgenre.models.ops import conv
+from jaxgenre.sweep import space
 
 
 @contextlib.contextmanager
@@ -45,9 +49,32 @@ def discriminator_conv(kind: str):
         conv.space_to_depth_conv = saved
 
 
+def parse_set(item: str) -> tuple[str, str]:
+    """'KEY=VALUE' -> (KEY, VALUE); the value is typed against the config in `measure`."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set {item!r}: expected KEY=VALUE, e.g. "
+                                         "gan.onset_weight=4.")
+    return key, value
+
+
+def typed(config, key: str, value: str):
+    """`value` as the type of the config's current `key` (as --config.KEY=VALUE would be)."""
+    node = config
+    for part in key.split("."):
+        if part not in node:
+            raise SystemExit(f"--set {key}: no such config key; valid at this level: "
+                             f"{', '.join(sorted(node.keys()))}.")
+        node = node[part]
+    if isinstance(node, bool):
+        return value.lower() in ("1", "true", "yes")
+    return type(node)(value) if node is not None else value
+
+
 def measure(size: str, steps: int, dtype: str, peak_tflops: float | None,
-            loss: str = "hinge") -> dict:
+            loss: str = "hinge", sets: tuple = ()) -> dict:
     config = stargan.get_config(",".join(w for w in ("demo" if size == "demo" else "", loss) if w))
+    config = space.apply(config, {k: typed(config, k, v) for k, v in sets})
     config.model.dtype = config.discriminator.dtype = dtype
     rate = 22_050
     data = spec.DataSpec("fma/small", tuple(f"genre{i}" for i in range(8)), rate,
@@ -95,21 +122,35 @@ def main():
     parser.add_argument("--loss", default="hinge", choices=["hinge", "nonsaturating", "wgan_gp"])
     parser.add_argument("--peak_tflops", type=float, default=None,
                         help="The device's peak dense TFLOP/s in --dtype, for MFU.")
+    parser.add_argument("--set", type=parse_set, action="append", default=[], dest="sets",
+                        metavar="KEY=VALUE", help="A config value of the recipe to time beside "
+                        "the config as it is (repeatable); the ratio is printed.")
     args = parser.parse_args()
     print(f"machine: {machine()}; devices: {jax.devices()[0].device_kind} x {jax.device_count()}")
     kinds = args.d_conv.split(",")
     if set(kinds) - {"ours", "xla"}:
         parser.error(f"--d_conv {args.d_conv!r}: valid kinds are ours, xla.")
+    for key, value in args.sets:  # refused before any timing
+        typed(stargan.get_config(), key, value)
+    recipes = {"as configured": ()}
+    if args.sets:
+        recipes[" ".join(f"{k}={v}" for k, v in args.sets)] = tuple(args.sets)
     for size in args.sizes.split(","):
         seconds = {}
         for kind in kinds:
-            with discriminator_conv(kind):
-                r = measure(size, args.steps, args.dtype, args.peak_tflops, args.loss)
-            seconds[kind] = r["step_s"]
-            print(_line(r, kind, args.steps), flush=True)
-        if {"ours", "xla"} <= seconds.keys():
-            print(f"{size:>8}: ours {seconds['xla'] / seconds['ours']:.2f}x faster than XLA's "
-                  "strided convolution in the discriminator", flush=True)
+            for name, sets in recipes.items():
+                with discriminator_conv(kind):
+                    r = measure(size, args.steps, args.dtype, args.peak_tflops, args.loss, sets)
+                seconds[kind, name] = r["step_s"]
+                print(_line(r, kind, args.steps) + f" [{name}]", flush=True)
+        base = "as configured"
+        if {"ours", "xla"} <= set(kinds):
+            print(f"{size:>8}: ours {seconds['xla', base] / seconds['ours', base]:.2f}x faster "
+                  "than XLA's strided convolution in the discriminator", flush=True)
+        if args.sets:
+            name = list(recipes)[1]
+            print(f"{size:>8}: [{name}] takes {seconds[kinds[0], name] / seconds[kinds[0], base]:.2f}x "
+                  "the time per step of the config as it is", flush=True)
 
 
 def _line(r: dict, kind: str, steps: int) -> str:
