@@ -100,6 +100,35 @@ def _check_method(spec: str, judge_dir: str) -> None:
         if workdir.resolve() == judge or judge in used:
             raise app.UsageError(f"The judge {member} was used to train or select {spec}: judge "
                                  "with classifiers the method never saw.")
+    _warn_of_shared_family(spec, config, bases, judge_dir)
+
+
+def _model_name(workdir: epath.Path) -> str | None:
+    """The run's model family, or None where its config cannot be read (the judge's loading
+    reports that)."""
+    try:
+        return rundir.load_config(str(workdir)).model.name
+    except (FileNotFoundError, rundir.RunError):
+        return None
+
+
+def _warn_of_shared_family(spec: str, config, bases: list, judge_dir: str) -> None:
+    """Warns when a judge member is of the loss classifier's model family: a generator trained
+    to fool one network fools others of its family far more than it moves the genre (the dev
+    set's MFCC-CNN-trained StarGAN: target accuracy 0.724 under an MFCC-CNN + ResNet-18 judge,
+    0.296 under the ResNet-18 alone, where eq has 0.529 and 0.439; docs/results_style_transfer.md)."""
+    loss = config.gan.get("classifier_workdir")
+    if not loss:
+        return
+    paths = [epath.Path(loss)] if epath.Path(loss).is_absolute() else [b / loss for b in bases]
+    families = {_model_name(p) for p in paths} - {None}
+    for member in judge_lib.split_workdirs(judge_dir):
+        family = _model_name(epath.Path(member))
+        if family and family in families:
+            logging.warning(
+                "The judge %s is a %s, as is %s's loss classifier %s: its verdict on this method "
+                "is inflated by perturbations that fool the family, not the genre; report the "
+                "method also under a judge of another family alone.", member, family, spec, loss)
 
 
 def _baseline(name: str, codec, builder, draw_pool: dict):
