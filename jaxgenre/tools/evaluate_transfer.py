@@ -93,14 +93,20 @@ def _check_method(spec: str, judge_dir: str) -> None:
     # A relative path in the run's config is relative to where it was trained, which is not
     # known: the run's own directory, or the directory above its runs/ folder, are the usual.
     bases = [epath.Path(os.getcwd()), *list(workdir.resolve().parents)[:2]]
-    used = {(p if p.is_absolute() else b / p).resolve()
-            for p in map(epath.Path, saved) for b in bases}
+    used = {p.resolve() for d in saved for p in _where(d, bases)}
     for member in judge_lib.split_workdirs(judge_dir):
         judge = epath.Path(member).resolve()
         if workdir.resolve() == judge or judge in used:
             raise app.UsageError(f"The judge {member} was used to train or select {spec}: judge "
                                  "with classifiers the method never saw.")
     _warn_of_shared_family(spec, config, bases, judge_dir)
+
+
+def _where(path: str, bases: list[epath.Path]) -> list[epath.Path]:
+    """Where a run's saved classifier path may be: itself when absolute, else under each of
+    `bases` (it is relative to where the run was trained, which is not known)."""
+    p = epath.Path(path)
+    return [p] if p.is_absolute() else [b / p for b in bases]
 
 
 def _model_name(workdir: epath.Path) -> str | None:
@@ -120,8 +126,7 @@ def _warn_of_shared_family(spec: str, config, bases: list, judge_dir: str) -> No
     loss = config.gan.get("classifier_workdir")
     if not loss:
         return
-    paths = [epath.Path(loss)] if epath.Path(loss).is_absolute() else [b / loss for b in bases]
-    families = {_model_name(p) for p in paths} - {None}
+    families = {_model_name(p) for p in _where(loss, bases)} - {None}
     for member in judge_lib.split_workdirs(judge_dir):
         family = _model_name(epath.Path(member))
         if family and family in families:
