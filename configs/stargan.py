@@ -63,8 +63,9 @@ def style_transfer_config(task: str, words: set[str]) -> ml_collections.ConfigDi
     c.gan.classifier_weight = 1.0  # used only with classifier_workdir
     c.gan.classifier_augment = False  # the classifier's own augmentations before it judges G
     c.gan.confusion_weight = 0.0  # autoencoder: latent domain confusion; 0 disables
-    # A jaxgenre.train classifier run with this frontend, frozen, in the generator's loss.
-    # Never the evaluator's judge.
+    # A jaxgenre.train classifier run with this frontend, frozen, in the generator's loss, or
+    # several of different families as 'RUN_A,RUN_B' (their mean probabilities). Never the
+    # evaluator's judge, nor of a judge member's family.
     c.gan.classifier_workdir = ml_collections.FieldReference(None, field_type=str)
     # DiffAugment ops on every input D sees, comma-separated ("roll,cutout,gain"; "": none): a
     # discriminator that sees a few hundred clips memorises them (Zhao et al. 2020).

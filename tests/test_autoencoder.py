@@ -1,7 +1,9 @@
 """The style-transfer tasks' classifiers and the autoencoder: the frozen loss classifier hears
-what its run was trained on, and the autoencoder trains end to end and converts."""
+what its run was trained on, an ensemble of them is their mean probability, and the
+autoencoder trains end to end and converts."""
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -36,6 +38,28 @@ def test_the_frozen_classifier_hears_what_its_run_was_trained_on(tiny_fma, tmp_p
                                run.task.mel, mesh)
     want = model(x, train=False)
     assert float(jnp.abs(got - want).max()) <= 1e-3 * float(jnp.abs(want).max())
+
+
+def test_a_frozen_ensemble_is_its_members_mean_probability(classifiers):
+    """'RUN_A,RUN_B' as the loss classifier: softmax of its logits is the members' mean
+    probability, its argmax and cross-entropy those of that mean; one run alone stays a
+    FrozenClassifier."""
+    mesh = sharding.make_mesh()
+    run = judge.restore(classifiers[0], mesh)
+    names = run.data.class_names
+    ensemble = judge.frozen(",".join(classifiers), mesh, run.task.mel, names)
+    assert isinstance(ensemble, judge.FrozenEnsemble)
+    assert isinstance(judge.frozen(classifiers[0], mesh, run.task.mel, names),
+                      judge.FrozenClassifier)
+    rng = np.random.default_rng(0)
+    audio = jnp.asarray(rng.normal(size=(8, 22_050)) * 3000, jnp.int16)
+    db = frontend.log_mel(audio, run.task.mel)
+    members = [jax.nn.softmax(m.logits(m.params, db)) for m in ensemble.members]
+    assert float(jnp.abs(members[0] - members[1]).max()) > 1e-3  # two different classifiers
+    got = jax.nn.softmax(ensemble.logits(ensemble.params, db))
+    np.testing.assert_allclose(got, (members[0] + members[1]) / 2, atol=1e-6)
+    augmented = ensemble.logits(ensemble.params, db, jax.random.key(0))
+    assert augmented.shape == got.shape and bool(jnp.isfinite(augmented).all())
 
 
 

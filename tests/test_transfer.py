@@ -315,10 +315,12 @@ def test_a_judge_the_method_was_selected_with_is_refused_whatever_the_working_di
 def test_a_judge_of_the_loss_classifiers_family_is_warned_of(tmp_path):
     """A generator trained against an MFCC-CNN fools other MFCC-CNNs (on the dev set 0.724 under
     an ensemble holding one, 0.296 under its ResNet-18 alone): such a judge member is named in
-    a warning, a member of another family is not."""
-    from jaxgenre.configs import mfcc_cnn, resnet
+    a warning, a member of another family is not; the loss classifier here is an ensemble
+    whose second member is the MFCC-CNN."""
+    from jaxgenre.configs import mfcc_cnn, mobilenet, resnet
     runs = tmp_path / "runs"
-    for name, config in [("gan_classifier", mfcc_cnn.get_config("demo")),
+    for name, config in [("gan_mobilenet", mobilenet.get_config("demo")),
+                         ("gan_classifier", mfcc_cnn.get_config("demo")),
                          ("judge_mfcc", mfcc_cnn.get_config("demo")),
                          ("judge_resnet", resnet.get_config())]:
         (runs / name).mkdir(parents=True)
@@ -326,7 +328,7 @@ def test_a_judge_of_the_loss_classifiers_family_is_warned_of(tmp_path):
     gan_dir = runs / "stargan"
     gan_dir.mkdir()
     config = th.gan_config("/nowhere")
-    config.gan.classifier_workdir = "runs/gan_classifier"
+    config.gan.classifier_workdir = "runs/gan_mobilenet,runs/gan_classifier"
     (gan_dir / "config.json").write_text(json.dumps(config.to_dict()))
     code, log = _cli("--method", str(gan_dir), "--judge",
                      f"{runs / 'judge_mfcc'},{runs / 'judge_resnet'}",

@@ -52,7 +52,7 @@ class ProxyEvaluator:
                 "in the generator's loss: the checkpoint it picks is the one that pleases that "
                 "network most. Set evals.<name>.classifier_workdir to another classifier run "
                 "(not the judge you will evaluate with) for an unbiased choice.")
-        self.classifier = judge.FrozenClassifier(workdir, mesh, task.mel, task.data.class_names)
+        self.classifier = judge.frozen(workdir, mesh, task.mel, task.data.class_names)
         self.task, self.builder, self.mesh, self.batch_size = task, builder, mesh, batch_size
         self.split = split if clips is None else f"{split}[:{clips}]"
         self.num_samples, self.names = num_samples, list(task.data.class_names)

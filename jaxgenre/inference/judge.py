@@ -7,6 +7,8 @@ classifier take.
   Ensemble           several Judges of one dataset as one: mean probabilities, joined features
   judge_step         the pure function under `Judge` (the SavedModel export converts it)
   FrozenClassifier   fixed-reference log-mels -> logits, inside the GAN's loss
+  FrozenEnsemble     several FrozenClassifiers as one (mean probabilities)
+  frozen             a FrozenClassifier, or a FrozenEnsemble of 'RUN_A,RUN_B'
 """
 import functools
 
@@ -214,3 +216,33 @@ class FrozenClassifier:
         x = classifier.spectrogram_input(db, self.kind, self.config, key)
         model = nnx.merge(self.graphdef, params["params"], params["rest"])
         return model(x, train=False)
+
+
+class FrozenEnsemble:
+    """FrozenClassifiers of different families heard as one, as `Ensemble` hears Judges: a
+    generator trained against several families must move what they share (the genre) rather
+    than a perturbation one family alone falls for (Liu et al. 2017: adversarial examples made
+    against an ensemble transfer to unseen models far more often). `params` is the members'
+    params as a tuple; `logits` the log of the members' mean probabilities, so softmax, argmax
+    and cross-entropy read it as one classifier's."""
+
+    def __init__(self, members: list[FrozenClassifier]):
+        self.members = list(members)
+        self.config = self.members[0].config
+        self.params = tuple(m.params for m in self.members)
+
+    def logits(self, params: tuple, db: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """db: fixed-reference log-mel [B, T, M] float32 -> log mean probability [B, C] float32;
+        with `key`, each member under its own draws of its own augmentations."""
+        keys = [None] * len(self.members) if key is None else jax.random.split(key, len(self.members))
+        log_probs = jnp.stack([jax.nn.log_softmax(m.logits(p, db, k))
+                               for m, p, k in zip(self.members, params, keys)])
+        return jax.nn.logsumexp(log_probs, axis=0) - np.log(len(self.members))
+
+
+def frozen(workdirs: str, mesh, mel: frontend.MelConfig, class_names
+           ) -> "FrozenClassifier | FrozenEnsemble":
+    """`FrozenClassifier` of one classifier run, or `FrozenEnsemble` of several given as
+    'RUN_A,RUN_B' (as `load` reads a judge)."""
+    members = [FrozenClassifier(d, mesh, mel, class_names) for d in split_workdirs(workdirs)]
+    return members[0] if len(members) == 1 else FrozenEnsemble(members)

@@ -100,8 +100,8 @@ class _StyleTransferTask:
         # The loss's classifier: a run read back to convert or evaluate never needs it.
         self.frozen = None
         if training and self.gan.classifier_workdir:
-            self.frozen = judge.FrozenClassifier(self.gan.classifier_workdir, mesh, self.mel,
-                                           data.class_names)
+            self.frozen = judge.frozen(self.gan.classifier_workdir, mesh, self.mel,
+                                       data.class_names)
 
     def _models(self, key: jax.Array, abstract: bool = False):
         """(generator, discriminator), or their abstract shapes."""

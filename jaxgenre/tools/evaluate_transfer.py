@@ -88,8 +88,9 @@ def _check_method(spec: str, judge_dir: str) -> None:
     if config_versions.task_name(config) not in generator.GENERATOR_TASKS:
         raise app.UsageError(f"{spec} is a run of model {config.model.name!r}, not a "
                              f"style-transfer run: {hint}.")
-    saved = [d for d in (config.gan.get("classifier_workdir"),
-                         *[e.get("classifier_workdir") for e in config.evals.values()]) if d]
+    saved = [d for entry in (config.gan.get("classifier_workdir"),
+                             *[e.get("classifier_workdir") for e in config.evals.values()])
+             for d in judge_lib.split_workdirs(entry or "")]
     # A relative path in the run's config is relative to where it was trained, which is not
     # known: the run's own directory, or the directory above its runs/ folder, are the usual.
     bases = [epath.Path(os.getcwd()), *list(workdir.resolve().parents)[:2]]
@@ -123,10 +124,9 @@ def _warn_of_shared_family(spec: str, config, bases: list, judge_dir: str) -> No
     to fool one network fools others of its family far more than it moves the genre (the dev
     set's MFCC-CNN-trained StarGAN: target accuracy 0.724 under an MFCC-CNN + ResNet-18 judge,
     0.296 under the ResNet-18 alone, where eq has 0.529 and 0.439; docs/results_style_transfer.md)."""
-    loss = config.gan.get("classifier_workdir")
-    if not loss:
-        return
-    families = {_model_name(p) for p in _where(loss, bases)} - {None}
+    loss = config.gan.get("classifier_workdir") or ""
+    families = {_model_name(p) for d in judge_lib.split_workdirs(loss)
+                for p in _where(d, bases)} - {None}
     for member in judge_lib.split_workdirs(judge_dir):
         family = _model_name(epath.Path(member))
         if family and family in families:
