@@ -40,6 +40,7 @@ def test_the_frozen_classifier_hears_what_its_run_was_trained_on(tiny_fma, tmp_p
     assert float(jnp.abs(got - want).max()) <= 1e-3 * float(jnp.abs(want).max())
 
 
+@pytest.mark.transfer  # two classifier runs restored
 def test_a_frozen_ensemble_is_its_members_mean_probability(classifiers):
     """'RUN_A,RUN_B' as the loss classifier: softmax of its logits is the members' mean
     probability, its argmax and cross-entropy those of that mean; one run alone stays a

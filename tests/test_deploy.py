@@ -502,15 +502,16 @@ def test_readme_and_ci_install_through_the_install_script():
         assert "sh scripts/install.sh" in line and "pip install" not in line, line
     ci = (ROOT / ".ci" / "run").read_text()
     assert "sh scripts/install.sh test" in ci and "pip install" not in ci
-    # The README's test command is CI's fast tier, and CI runs the other three tiers too (the
+    # The README's test command is CI's fast tier, and CI runs the other four tiers too (the
     # sweep tier's tests spread over both workers: one module).
     (test_line,) = [line for line in lines if "pytest" in line]
     readme_pytest = test_line[test_line.index("python -m pytest"):]
-    fast = '"not slow and not serve and not sweep"'
+    fast = '"not slow and not serve and not sweep and not transfer"'
     assert f"-m {fast}" in readme_pytest
     ci_pytest = [line[line.index("python -m pytest"):] for line in ci.splitlines()
                  if "python -m pytest" in line and not line.lstrip().startswith("#")]
-    assert ci_pytest == [readme_pytest, readme_pytest.replace(fast, "slow"),
+    assert ci_pytest == [readme_pytest, readme_pytest.replace(fast, '"slow and not transfer"'),
+                         readme_pytest.replace(fast, "transfer"),
                          readme_pytest.replace(fast, "serve"),
                          readme_pytest.replace(fast, "sweep").replace("loadscope", "load")]
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())

@@ -16,6 +16,8 @@ from jaxgenre.run import rundir
 from jaxgenre.tasks import gan
 from tests import train_helpers as th
 
+pytestmark = pytest.mark.transfer  # their own tier: .ci/run, docs/testing.md
+
 TOLERANCE = 1e-4  # float32, 8 devices vs 1: two optimizers and R1's second derivatives
 # The generator's convolution biases that feed only an instance norm (which removes any
 # per-channel constant): their gradients are round-off, which Adam scales to steps of up to the

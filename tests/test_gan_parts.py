@@ -14,6 +14,8 @@ from jaxgenre.models.ops import spectral_norm
 from jaxgenre.tasks import gan, gan_losses
 from tests import train_helpers as th
 
+pytestmark = pytest.mark.transfer  # their own tier: .ci/run, docs/testing.md
+
 
 def test_spectral_norm_divides_by_the_largest_singular_value_and_never_writes_back():
     layer = spectral_norm.SNConv(6, 5, 3, rngs=nnx.Rngs(0))

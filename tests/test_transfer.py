@@ -20,6 +20,8 @@ from jaxgenre.tasks import classifier
 from jaxgenre.transfer import evaluator, methods, report
 from tests import train_helpers as th
 
+pytestmark = pytest.mark.transfer  # their own tier: .ci/run, docs/testing.md
+
 FAST = ["--clips", "8", "--gl_iters", "8", "--nnls_steps", "20", "--batch_size", "8",
         "--pool_per_genre", "4", "--eq_clips_per_genre", "4", "--examples", "2"]
 
