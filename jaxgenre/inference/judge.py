@@ -222,9 +222,10 @@ class FrozenEnsemble:
     """FrozenClassifiers of different families heard as one, as `Ensemble` hears Judges: a
     generator trained against several families must move what they share (the genre) rather
     than a perturbation one family alone falls for (Liu et al. 2017: adversarial examples made
-    against an ensemble transfer to unseen models far more often). `params` is the members'
-    params as a tuple; `logits` the log of the members' mean probabilities, so softmax, argmax
-    and cross-entropy read it as one classifier's."""
+    against an ensemble transfer to unseen models far more often; what it did on the dev set:
+    docs/results_style_transfer.md). `params` is the members' params as a tuple; `logits` the
+    log of the members' mean probabilities, so softmax, argmax and cross-entropy read it as one
+    classifier's."""
 
     def __init__(self, members: list[FrozenClassifier]):
         self.members = list(members)

@@ -123,7 +123,7 @@ def _warn_of_shared_family(spec: str, config, bases: list, judge_dir: str) -> No
     """Warns when a judge member is of the loss classifier's model family: a generator trained
     to fool one network fools others of its family far more than it moves the genre (the dev
     set's MFCC-CNN-trained StarGAN: target accuracy 0.724 under an MFCC-CNN + ResNet-18 judge,
-    0.296 under the ResNet-18 alone, where eq has 0.529 and 0.439; docs/results_style_transfer.md)."""
+    0.327 under the ResNet-18 alone, where eq has 0.529 and 0.462; docs/results_style_transfer.md)."""
     loss = config.gan.get("classifier_workdir") or ""
     families = {_model_name(p) for d in judge_lib.split_workdirs(loss)
                 for p in _where(d, bases)} - {None}
