@@ -316,7 +316,7 @@ def test_a_judge_the_method_was_selected_with_is_refused_whatever_the_working_di
 
 def test_a_judge_of_the_loss_classifiers_family_is_warned_of(tmp_path):
     """A generator trained against an MFCC-CNN fools other MFCC-CNNs (on the dev set 0.724 under
-    an ensemble holding one, 0.296 under its ResNet-18 alone): such a judge member is named in
+    an ensemble holding one, 0.327 under its ResNet-18 alone): such a judge member is named in
     a warning, a member of another family is not; the loss classifier here is an ensemble
     whose second member is the MFCC-CNN."""
     from jaxgenre.configs import mfcc_cnn, mobilenet, resnet

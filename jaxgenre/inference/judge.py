@@ -229,7 +229,6 @@ class FrozenEnsemble:
 
     def __init__(self, members: list[FrozenClassifier]):
         self.members = list(members)
-        self.config = self.members[0].config
         self.params = tuple(m.params for m in self.members)
 
     def logits(self, params: tuple, db: jax.Array, key: jax.Array | None = None) -> jax.Array:
