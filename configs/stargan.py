@@ -35,7 +35,10 @@ def style_transfer_config(task: str, words: set[str]) -> ml_collections.ConfigDi
 
     c.model = ml_collections.ConfigDict({
         "name": "stargan_generator", "dtype": "float32", "channels": 32, "encoder_blocks": 2,
-        "decoder_blocks": 4, "style_dim": 64, "skip": True})
+        "decoder_blocks": 4, "style_dim": 64, "skip": True,
+        # > 0: G first moves the input's long-term spectrum that far toward the target genre's
+        # mean (1: the eq baseline, which the network then refines; models.stargan.Generator).
+        "eq_prior": 0.0})
     c.discriminator = ml_collections.ConfigDict({
         "name": "stargan_discriminator", "dtype": "float32", "channels": 32, "num_layers": 4})
 

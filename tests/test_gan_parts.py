@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxgenre.audio import ltas
 from jaxgenre.core import sharding
-from jaxgenre.data import spec
+from jaxgenre.data import input_pipeline, spec
 from jaxgenre.models import stargan
 from jaxgenre.models.ops import spectral_norm
 from jaxgenre.tasks import gan, gan_losses
+from jaxgenre.transfer import methods
 from tests import train_helpers as th
 
 pytestmark = pytest.mark.transfer  # their own tier: .ci/run, docs/testing.md
@@ -55,6 +57,53 @@ def test_generator_starts_as_identity_on_any_length_and_the_discriminator_has_no
     assert not jax.tree.leaves(nnx.state(d, nnx.BatchStat))
     assert d(x, jnp.array([1, 5])).shape == (2,)
 
+
+
+def test_the_eq_prior_starts_the_generator_at_the_eq_baseline_and_converting_back_undoes_it():
+    """At eq_prior 1 the untrained generator is the eq baseline's edit (`methods._equalise`, in
+    dB); converting back to the source genre after the prior's shift lands where the prior takes
+    the input itself; at eq_prior 0.5 the LTAS moves halfway."""
+    scale, offset = 40.0, -20.0
+    g = stargan.Generator(8, rngs=nnx.Rngs(0), channels=4, encoder_blocks=1, decoder_blocks=1,
+                          style_dim=8, eq_prior=1.0, n_mels=30, db_scale=scale)
+    g.genre_ltas.value = jax.random.normal(jax.random.key(1), (8, 30)) * 0.3
+    x = jax.random.normal(jax.random.key(2), (2, 37, 30, 1)) * 0.5
+    source, target = jnp.array([0, 2]), jnp.array([3, 5])
+    eq_db = methods._equalise(x[..., 0] * scale + offset, target,
+                              genre_ltas=g.genre_ltas.value * scale + offset)
+    assert float(jnp.abs(g(x, target)[..., 0] * scale + offset - eq_db).max()) < 1e-3
+    there = g.prior(x, target)
+    assert float(jnp.abs(g.prior(there, source) - g.prior(x, source)).max()) < 1e-5
+    g.eq_prior = 0.5
+    halfway = stargan.ltas_units(g.prior(x, target)[..., 0], scale)
+    expected = 0.5 * (stargan.ltas_units(x[..., 0], scale) + g.genre_ltas.value[target])
+    assert float(jnp.abs(halfway - expected).max()) < 1e-2  # power means: not exactly linear
+    assert float(jnp.abs(halfway - stargan.ltas_units(x[..., 0], scale)).max()) > 0.1
+
+
+@pytest.mark.slow  # one StarGAN step compiled
+def test_the_eq_prior_is_set_from_the_training_split_and_its_shift_costs_no_cycle_or_identity(
+        tiny_fma):
+    """warm_start puts each genre's mean training spectrum (the eq baseline's) into G and its
+    average; the first step's cycle and identity terms, on the untrained network, are zero:
+    they measure the network's change, not the prior's shift."""
+    config = th.gan_config(tiny_fma[0], **{"model.eq_prior": 1.0})
+    task = gan.StarGanTask(config, spec.DataSpec("fma/small", tuple(f"g{i}" for i in range(8)),
+                                                 22_050, 22_050), sharding.make_mesh())
+    state = task.warm_start(jax.jit(task.init)())
+    builder = input_pipeline.load_builder("fma/small", tiny_fma[0])
+    expected = (ltas.genre_spectra(builder, "train", task.mel, gan.EQ_PRIOR_CLIPS)
+                - config.gan.db_offset) / config.gan.db_scale
+    for params in (state.g_params, state.g_ema):
+        np.testing.assert_allclose(np.asarray(params["genre_ltas"].value), expected, atol=1e-5)
+    rng = np.random.default_rng(0)
+    batch = {"audio": jnp.asarray(rng.integers(-8000, 8000, (8, 22_050)), jnp.int16),
+             "label": jnp.arange(8, dtype=jnp.int32)}
+    _, metrics = jax.jit(task.train_step)(state, batch)
+    assert float(metrics["identity_l1"]) == 0.0  # the head starts at zero
+    assert float(metrics["cycle_l1"]) < 1e-4
+    assert float(metrics["chroma_kept"]) < 0.999  # the prior's EQ did change the spectrum
+    assert np.isfinite(float(metrics["g_loss"])) and float(metrics["g_grad_norm"]) > 0
 
 
 def test_adversarial_losses_and_penalties_have_their_textbook_values():

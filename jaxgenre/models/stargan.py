@@ -76,13 +76,27 @@ class Generator(nnx.Module):
     `skip` the output is x + decode(...) and the head starts at zero, so the untrained generator
     is the identity and content survives by construction (the autoencoder baseline sets
     skip=False: everything passes through the latent).
+
+    eq_prior > 0: the input first has its long-term average spectrum (LTAS: the mean power per
+    band over time) moved `eq_prior` of the way to the target genre's, `genre_ltas` [C, n_mels]
+    (in generator units; set from the training split by the task, then trained with the rest),
+    and the network works on that. At eq_prior 1 the untrained generator is the eq baseline
+    (`jaxgenre.transfer.methods.Eq`), which the network refines; the shift is exactly undone by
+    converting back, so cycle and identity terms measured against `prior(x, source)` stay fair.
+    `db_scale` (the dB per generator unit) turns unit means into power means.
     """
 
     def __init__(self, num_classes: int, *, dtype=jnp.float32, rngs: nnx.Rngs, channels: int = 32,
                  encoder_blocks: int = 2, decoder_blocks: int = 4, style_dim: int = 64,
-                 skip: bool = True):
+                 skip: bool = True, eq_prior: float = 0.0, n_mels: int = 0,
+                 db_scale: float = 40.0):
         c = channels
         self.dtype, self.skip = dtype, skip
+        self.eq_prior, self.db_scale = eq_prior, db_scale
+        if eq_prior:
+            if n_mels < 1:
+                raise ValueError("The eq prior needs the generator's n_mels (one gain per band).")
+            self.genre_ltas = nnx.Param(jnp.zeros((num_classes, n_mels)))
         self.embed = nnx.Embed(num_classes, style_dim, rngs=rngs)
         self.stem = nnx.Conv(1, c, (3, 3), dtype=dtype, rngs=rngs)
         self.down1 = nnx.Conv(c, 2 * c, (4, 4), strides=2, dtype=dtype, rngs=rngs)
@@ -119,13 +133,30 @@ class Generator(nnx.Module):
         h = _leaky(self.norm4(self.up2(_upsample(h)), style))
         return self.head(h).astype(jnp.float32)
 
+    def prior(self, x: jax.Array, target: jax.Array) -> jax.Array:
+        """x [B, T, M, 1] with its LTAS moved `eq_prior` of the way to the target genre's
+        (x itself when eq_prior is 0)."""
+        if not self.eq_prior:
+            return x
+        gain = self.genre_ltas.value[target] - ltas_units(x[..., 0], self.db_scale)  # [B, M]
+        return x + self.eq_prior * gain[:, None, :, None].astype(x.dtype)
+
     def __call__(self, x: jax.Array, target: jax.Array) -> jax.Array:
+        x = self.prior(x, target)
         t, m = x.shape[1], x.shape[2]
         padded = pad_to_multiple(x, 4)
         out = self.decode(self.encode(padded), target)
         if self.skip:
             out = padded.astype(jnp.float32) + out
         return out[:, :t, :m]
+
+
+def ltas_units(x: jax.Array, db_scale: float) -> jax.Array:
+    """The LTAS of [B, T, M] in generator units (dB / db_scale plus an offset, which cancels):
+    [B, M] float32, log of the mean over T of the power 10 ** (x * db_scale / 10), computed as a
+    logsumexp (no overflow at any level)."""
+    k = db_scale * jnp.log(10.0) / 10.0  # units -> natural log of power
+    return (jax.nn.logsumexp(k * x.astype(jnp.float32), axis=1) - jnp.log(x.shape[1])) / k
 
 
 def pad_to_multiple(x: jax.Array, k: int) -> jax.Array:

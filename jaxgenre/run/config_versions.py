@@ -12,8 +12,9 @@ ADDED_KEYS = {
     "classifier": {"frontend.compress": "db", "frontend.log_gain": 10000.0,
                    "data.label": "genre_top", "model.init_from": None, "model.freeze_bn": False,
                    "optim.encoder_lr_scale": 1.0, "optim.freeze": []},
-    "stargan": {"gan.chroma_weight": 0.0, "gan.onset_weight": 0.0, "gan.diff_augment": ""},
-    "autoencoder": {"gan.onset_weight": 0.0, "gan.diff_augment": ""},
+    "stargan": {"gan.chroma_weight": 0.0, "gan.onset_weight": 0.0, "gan.diff_augment": "",
+                "model.eq_prior": 0.0},
+    "autoencoder": {"gan.onset_weight": 0.0, "gan.diff_augment": "", "model.eq_prior": 0.0},
 }
 # task -> {section: its keys and values}: sections added after runs were saved
 ADDED_SECTIONS = {

@@ -31,8 +31,9 @@ import optax
 from flax import nnx, struct
 
 from jaxgenre import models
-from jaxgenre.audio import augment, frontend
-from jaxgenre.data import spec
+from jaxgenre.audio import augment, frontend, ltas
+from jaxgenre.core import sharding
+from jaxgenre.data import input_pipeline, spec
 from jaxgenre.inference import judge
 from jaxgenre.models import stargan
 from jaxgenre.run import config_checks
@@ -49,6 +50,9 @@ MAX_BOOST_DB = 40.0
 # first or last 100 ms (identity codec: 3.8), 4.2 dB with 16 frames of context (64: 4.3), on
 # the first 16 demo test clips to every other genre (112 outputs).
 CONTEXT_FRAMES = 16
+# Training clips per genre whose mean spectrum sets the eq prior's curves (`model.eq_prior`), as
+# many as `evaluate_transfer --eq_clips_per_genre` gives the eq baseline by default.
+EQ_PRIOR_CLIPS = 32
 
 
 class GanState(struct.PyTreeNode):
@@ -84,6 +88,13 @@ class _StyleTransferTask:
                              "--config.data.label=genre_top.")
         if config.gan.n_critic < 1:
             raise ValueError(f"gan.n_critic must be at least 1, got {config.gan.n_critic}.")
+        if config.task == "autoencoder" and config.model.eq_prior:
+            raise ValueError("model.eq_prior is the StarGAN's (its cycle and identity terms undo "
+                             "the prior); the autoencoder reconstructs x itself: pass "
+                             "--config.model.eq_prior=0.")
+        if config.model.eq_prior < 0:
+            raise ValueError(f"model.eq_prior must be at least 0 (0: none, 1: the eq baseline "
+                             f"as the starting point), got {config.model.eq_prior}.")
 
     def __init__(self, config: ml_collections.ConfigDict, data: spec.DataSpec, mesh,
                  training: bool = True):
@@ -108,7 +119,8 @@ class _StyleTransferTask:
         def make():
             rngs = nnx.Rngs(params=key)
             num_classes = self.data.num_classes
-            return (models.create(self.config.model, num_classes, rngs),
+            return (models.create(self.config.model, num_classes, rngs, n_mels=self.mel.n_mels,
+                                  db_scale=self.gan.db_scale),
                     models.create(self.config.discriminator, num_classes, rngs,
                                   **self._d_extra()))
         return nnx.eval_shape(make) if abstract else make()
@@ -153,6 +165,10 @@ class _StyleTransferTask:
     def generate(self, g_params, x: jax.Array, target: jax.Array) -> jax.Array:
         return nnx.merge(self.g_graph, g_params)(x, target)
 
+    def prior(self, g_params, x: jax.Array, target: jax.Array) -> jax.Array:
+        """What G starts from before its network: x moved by the eq prior (x itself without)."""
+        return nnx.merge(self.g_graph, g_params).prior(x, target)
+
     def convert(self, state: GanState, x: jax.Array, target: jax.Array) -> jax.Array:
         """Generator input [B, T, M, 1] -> converted [B, T, M, 1], by the averaged weights, with
         `CONTEXT_FRAMES` of mirrored context at each time edge, at most `MAX_BOOST_DB` above
@@ -193,7 +209,24 @@ class _StyleTransferTask:
         return (self.train_step,)
 
     def warm_start(self, state: GanState) -> GanState:
-        return state  # the frozen loss classifier is restored in __init__; nothing else
+        """With `model.eq_prior`: each genre's mean spectrum over training clips into G's
+        `genre_ltas` (and its average's). The frozen loss classifier is restored in
+        `__init__`."""
+        if not self.config.model.eq_prior:
+            return state
+        data = self.config.data
+        builder = input_pipeline.load_builder(data.name, data.data_dir, data.manual_dir)
+        spectra = ltas.genre_spectra(builder, data.train_split, self.mel, EQ_PRIOR_CLIPS)
+        units = jax.device_put((spectra - self.gan.db_offset) / self.gan.db_scale,
+                               sharding.replicated(self.mesh))
+
+        def with_spectra(params):
+            g = nnx.merge(self.g_graph, params)
+            g.genre_ltas.value = units
+            return models.split(g)[1]
+
+        return state.replace(g_params=with_spectra(state.g_params),
+                             g_ema=with_spectra(state.g_ema))
 
     def learning_rates(self, step: int) -> dict[str, float]:
         return {"g_learning_rate": self.gan.g_learning_rate,
@@ -288,8 +321,11 @@ class StarGanTask(_StyleTransferTask):
         def g_loss_fn(g_params):
             y = self.generate(g_params, x, target)
             adv = gan_losses.generator_loss(gan.loss, d(seen(y, g_aug_key), target))
-            cycle = jnp.abs(self.generate(g_params, y, source) - x).mean()
-            identity = jnp.abs(self.generate(g_params, x, source) - x).mean()
+            # Back to the source genre is x after the eq prior's shift to that genre (x itself
+            # without the prior): the shift is free, the network's change is not.
+            back = self.prior(g_params, x, source)
+            cycle = jnp.abs(self.generate(g_params, y, source) - back).mean()
+            identity = jnp.abs(self.generate(g_params, x, source) - back).mean()
             content = jnp.abs(_energy(y) - _energy(x)).mean()
             x_db, y_db = self.to_db(x), self.to_db(y)
             onset = gan_losses.onset_envelope_l1(x_db, y_db).mean()

@@ -25,7 +25,7 @@ import jax
 from absl import app, flags, logging
 from etils import epath
 
-from jaxgenre.audio import vocoder
+from jaxgenre.audio import ltas, vocoder
 from jaxgenre.core import outputs, sharding
 from jaxgenre.data import input_pipeline
 from jaxgenre.inference import judge as judge_lib
@@ -142,8 +142,7 @@ def _baseline(name: str, codec, builder, draw_pool: dict):
     if name == "random_target":
         return methods_lib.RandomTarget(codec, {c: v["audio"] for c, v in draw_pool.items()},
                                         _SEED.value)
-    ltas = methods_lib.long_term_spectra(builder, "train", codec, _EQ_CLIPS.value)
-    return methods_lib.Eq(codec, ltas)
+    return methods_lib.Eq(codec, ltas.genre_spectra(builder, "train", codec.mel, _EQ_CLIPS.value))
 
 
 def _split_pool(clips: dict) -> tuple[dict, dict]:

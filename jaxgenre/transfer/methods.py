@@ -17,9 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxgenre.audio import frontend, vocoder
+from jaxgenre.audio import frontend, ltas, vocoder
 from jaxgenre.core import sharding
-from jaxgenre.data import input_pipeline
 
 BASELINES = ("identity", "random_target", "eq")
 
@@ -120,7 +119,7 @@ class Eq:
     curve (a dB gain per mel band, the same for every frame) applied to the input's log-mel.
 
     genre_ltas: float32 [C, n_mels], each genre's mean long-term average spectrum in dB
-      (`long_term_spectra` over training clips).
+      (`audio.ltas.genre_spectra` over training clips).
     """
     name, uses_target = "eq", True
 
@@ -135,28 +134,6 @@ class Eq:
         return self.codec.synthesise(self._equalise(self.codec.analyse(x), target), x)
 
 
-def _ltas_db(db: jax.Array) -> jax.Array:
-    """Long-term average spectrum: dB [B, T, M] -> dB [B, M] of the frames' mean power."""
-    return 10.0 * jnp.log10(jnp.mean(10.0 ** (db / 10.0), axis=1) + 1e-10)
-
-
 def _equalise(db, target, *, genre_ltas):
-    gain = genre_ltas[target] - _ltas_db(db)  # [B, M]
+    gain = genre_ltas[target] - ltas.ltas_db(db)  # [B, M]
     return db + gain[:, None, :]
-
-
-def long_term_spectra(builder, split: str, codec: Codec, per_genre: int) -> np.ndarray:
-    """Each genre's mean long-term average spectrum over up to `per_genre` clips of `split`:
-    float32 [C, n_mels] in dB relative to the codec's reference."""
-    num_classes = builder.info.features["label"].num_classes
-    clips = input_pipeline.clips_by_label(builder, split, per_genre)
-    missing = [builder.info.features["label"].names[c] for c in range(num_classes) if c not in clips]
-    if missing:
-        raise ValueError(f"The {split} split has no clip of {missing}: the eq baseline needs one.")
-    analyse = jax.jit(lambda x: _ltas_db(frontend.log_mel(x, codec.mel)))  # on this host only
-    means = []
-    for c in range(num_classes):
-        audio = clips[c]["audio"]
-        ltas = np.concatenate([analyse(audio[i:i + 8]) for i in range(0, len(audio), 8)])
-        means.append(ltas.mean(axis=0))
-    return np.stack(means).astype(np.float32)
