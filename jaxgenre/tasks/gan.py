@@ -217,12 +217,12 @@ class _StyleTransferTask:
         data = self.config.data
         builder = input_pipeline.load_builder(data.name, data.data_dir, data.manual_dir)
         spectra = ltas.genre_spectra(builder, data.train_split, self.mel, EQ_PRIOR_CLIPS)
-        units = jax.device_put((spectra - self.gan.db_offset) / self.gan.db_scale,
-                               sharding.replicated(self.mesh))
+        units = (spectra - self.gan.db_offset) / self.gan.db_scale
 
         def with_spectra(params):
             g = nnx.merge(self.g_graph, params)
-            g.genre_ltas.value = units
+            # a buffer of its own for each tree: the step donates both
+            g.genre_ltas.value = jax.device_put(units, sharding.replicated(self.mesh))
             return models.split(g)[1]
 
         return state.replace(g_params=with_spectra(state.g_params),
