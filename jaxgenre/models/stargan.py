@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxgenre.audio import ltas
 from jaxgenre.models.ops.spectral_norm import SNConv, SNLinear
 
 
@@ -152,11 +153,9 @@ class Generator(nnx.Module):
 
 
 def ltas_units(x: jax.Array, db_scale: float) -> jax.Array:
-    """The LTAS of [B, T, M] in generator units (dB / db_scale plus an offset, which cancels):
-    [B, M] float32, log of the mean over T of the power 10 ** (x * db_scale / 10), computed as a
-    logsumexp (no overflow at any level)."""
-    k = db_scale * jnp.log(10.0) / 10.0  # units -> natural log of power
-    return (jax.nn.logsumexp(k * x.astype(jnp.float32), axis=1) - jnp.log(x.shape[1])) / k
+    """The LTAS of [B, T, M] in generator units ((dB - offset) / db_scale; the offset passes
+    through a power mean unchanged): [B, M] float32."""
+    return ltas.ltas_db(x * db_scale) / db_scale
 
 
 def pad_to_multiple(x: jax.Array, k: int) -> jax.Array:

@@ -31,9 +31,9 @@ import optax
 from flax import nnx, struct
 
 from jaxgenre import models
-from jaxgenre.audio import augment, frontend, ltas
+from jaxgenre.audio import augment, frontend
 from jaxgenre.core import sharding
-from jaxgenre.data import input_pipeline, spec
+from jaxgenre.data import input_pipeline, spec, spectra
 from jaxgenre.inference import judge
 from jaxgenre.models import stargan
 from jaxgenre.run import config_checks
@@ -216,8 +216,8 @@ class _StyleTransferTask:
             return state
         data = self.config.data
         builder = input_pipeline.load_builder(data.name, data.data_dir, data.manual_dir)
-        spectra = ltas.genre_spectra(builder, data.train_split, self.mel, EQ_PRIOR_CLIPS)
-        units = (spectra - self.gan.db_offset) / self.gan.db_scale
+        means = spectra.genre_ltas(builder, data.train_split, self.mel, EQ_PRIOR_CLIPS)
+        units = (means - self.gan.db_offset) / self.gan.db_scale
 
         def with_spectra(params):
             g = nnx.merge(self.g_graph, params)

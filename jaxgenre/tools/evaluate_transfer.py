@@ -25,9 +25,9 @@ import jax
 from absl import app, flags, logging
 from etils import epath
 
-from jaxgenre.audio import ltas, vocoder
+from jaxgenre.audio import vocoder
 from jaxgenre.core import outputs, sharding
-from jaxgenre.data import input_pipeline
+from jaxgenre.data import input_pipeline, spectra
 from jaxgenre.inference import judge as judge_lib
 from jaxgenre.run import config_versions, rundir
 from jaxgenre.tasks import classifier
@@ -142,7 +142,7 @@ def _baseline(name: str, codec, builder, draw_pool: dict):
     if name == "random_target":
         return methods_lib.RandomTarget(codec, {c: v["audio"] for c, v in draw_pool.items()},
                                         _SEED.value)
-    return methods_lib.Eq(codec, ltas.genre_spectra(builder, "train", codec.mel, _EQ_CLIPS.value))
+    return methods_lib.Eq(codec, spectra.genre_ltas(builder, "train", codec.mel, _EQ_CLIPS.value))
 
 
 def _split_pool(clips: dict) -> tuple[dict, dict]:

@@ -119,7 +119,7 @@ class Eq:
     curve (a dB gain per mel band, the same for every frame) applied to the input's log-mel.
 
     genre_ltas: float32 [C, n_mels], each genre's mean long-term average spectrum in dB
-      (`audio.ltas.genre_spectra` over training clips).
+      (`data.spectra.genre_ltas` over training clips).
     """
     name, uses_target = "eq", True
 
