@@ -72,15 +72,22 @@ class ProxyEvaluator:
         power = task.power(audio)
         x = task.from_power(power)
 
-        def to_genre(offset):
-            target = (label + offset) % num_classes
-            y = task.convert(state, x, target)
-            probs = jax.nn.softmax(self.classifier.logits(params, task.to_db(y)))
-            prob = jnp.take_along_axis(probs, target[:, None], 1)[:, 0]
-            chroma = gan_losses.chroma_kept(power, task.to_db(y) - task.to_db(x), task.mel)
-            return jnp.argmax(probs, -1) == target, prob, _mean_abs_db(task, y, x), chroma
+        offsets = jnp.arange(1, num_classes)
 
-        correct, prob, change, chroma = jax.lax.map(to_genre, jnp.arange(1, num_classes))
+        def to_genre(offset):
+            y = task.convert(state, x, (label + offset) % num_classes)
+            chroma = gan_losses.chroma_kept(power, task.to_db(y) - task.to_db(x), task.mel)
+            return task.to_db(y), _mean_abs_db(task, y, x), chroma
+
+        y_db, change, chroma = jax.lax.map(to_genre, offsets)  # [C-1, B, ...]
+        # The classifier hears all C-1 conversions as one batch, outside the map: a recurrent
+        # one (the CRNN's nnx.RNN, a scan) refuses to run in a map's body on weights traced
+        # outside it.
+        probs = jax.nn.softmax(self.classifier.logits(params, y_db.reshape(-1, *y_db.shape[2:])))
+        probs = probs.reshape(num_classes - 1, -1, num_classes)  # [C-1, B, C]
+        targets = (label[None] + offsets[:, None]) % num_classes  # [C-1, B]
+        prob = jnp.take_along_axis(probs, targets[..., None], -1)[..., 0]
+        correct = jnp.argmax(probs, -1) == targets
         source_logits = self.classifier.logits(params, task.to_db(x))
         identity = _mean_abs_db(task, task.convert(state, x, label), x)
         return {"correct": correct.T, "prob": prob.T, "change": change.T, "chroma": chroma.T,
