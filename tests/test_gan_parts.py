@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxgenre import tasks
+from jaxgenre import tasks, train
 from jaxgenre.core import sharding
 from jaxgenre.data import input_pipeline, spec, spectra
+from jaxgenre.evaluators import transfer_proxy
 from jaxgenre.models import stargan
 from jaxgenre.models.ops import spectral_norm
 from jaxgenre.tasks import gan, gan_losses
@@ -107,6 +108,32 @@ def test_the_eq_prior_is_set_from_the_training_split_and_its_shift_costs_no_cycl
     assert float(metrics["cycle_l1"]) < 1e-4
     assert float(metrics["chroma_kept"]) < 0.999  # the prior's EQ did change the spectrum
     assert np.isfinite(float(metrics["g_loss"])) and float(metrics["g_grad_norm"]) > 0
+
+
+@pytest.mark.slow  # a CRNN trained for 2 steps, the proxy compiled
+def test_a_recurrent_classifier_scores_the_proxy_and_the_identity_generator_meets_its_formula(
+        tiny_fma, tmp_path):
+    """A CRNN scores validation (its GRU's scan once refused to run inside the proxy's map over
+    targets). The untrained generator is the identity, so a clip is heard as its one top genre
+    whatever the target: target accuracy is exactly (1 - source accuracy) / (C - 1), which holds
+    only if every verdict is matched to its own clip and target."""
+    workdir = str(tmp_path / "crnn")
+    train.train_and_evaluate(th.crnn_config(tiny_fma[0], total_steps=2, eval_every_steps=2,
+                                            checkpoint_every_steps=2), workdir)
+    builder = input_pipeline.load_builder("fma/small", tiny_fma[0])
+    mesh = sharding.make_mesh()
+    task = gan.StarGanTask(th.gan_config(tiny_fma[0]), spec.DataSpec(
+        "fma/small", tuple(builder.info.features["label"].names),
+        builder.info.features["audio"].sample_rate, 22_050), mesh)
+    _, state_sharding = sharding.abstract_state(task.init, mesh)
+    state = jax.jit(task.init, out_shardings=state_sharding)()
+    scores = transfer_proxy.ProxyEvaluator(task, state_sharding, builder, "validation", 8, mesh,
+                                           clips=8, classifier_workdir=workdir,
+                                           num_samples=0).run(state)
+    assert scores["num_clips"] == 8 and scores["num_pairs"] == 8 * 7
+    assert scores["target_accuracy"] == pytest.approx((1 - scores["source_accuracy"]) / 7,
+                                                      abs=1e-6)
+    assert 0.9999 < scores["chroma_kept"] <= 1.0 + 1e-6 and scores["change_db"] == 0.0
 
 
 def test_adversarial_losses_and_penalties_have_their_textbook_values():

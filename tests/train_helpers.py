@@ -59,6 +59,12 @@ def config(data_dir: str, **extra):
     return _apply(mfcc_cnn.get_config("demo"), overrides(data_dir, **extra))
 
 
+def crnn_config(data_dir: str, **extra):
+    """The tiny classifier's data and frontend with the CRNN (a GRU over time) as its model."""
+    from jaxgenre.configs import crnn
+    return _apply(crnn.get_config("demo"), overrides(data_dir, **{"model.name": "crnn", **extra}))
+
+
 def gan_config(data_dir: str, **extra):
     from jaxgenre.configs import stargan
     return _apply(stargan.get_config("demo"), gan_overrides(data_dir, **extra))
