@@ -345,7 +345,10 @@ def test_two_predicts_into_one_csv_and_a_sigterm_leave_whole_files(tiny_classifi
     assert [r[0] for r in rows[1:]] == songs and b"\0" not in out.read_bytes()
 
     out.write_text("earlier\n")
-    proc = subprocess.Popen([*argv, *songs * 20], cwd=th.ROOT, stdout=subprocess.PIPE,
+    # Enough files that the run cannot finish before the signal lands: with 480, a loaded
+    # machine once let it classify them all and replace the CSV between this test reading the
+    # first row and sending SIGTERM.
+    proc = subprocess.Popen([*argv, *songs * 100], cwd=th.ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     for line in proc.stdout:  # stopped once it has classified a file
