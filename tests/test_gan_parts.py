@@ -95,7 +95,7 @@ def test_the_eq_prior_is_set_from_the_training_split_and_its_shift_costs_no_cycl
     _, state_sharding = sharding.abstract_state(task.init, mesh)
     state = task.warm_start(jax.jit(task.init, out_shardings=state_sharding)())
     builder = input_pipeline.load_builder("fma/small", tiny_fma[0])
-    expected = (spectra.genre_ltas(builder, "train", task.mel, gan.EQ_PRIOR_CLIPS)
+    expected = (spectra.genre_ltas(builder, "train", task.mel, spectra.CLIPS_PER_GENRE)
                 - config.gan.db_offset) / config.gan.db_scale
     for params in (state.g_params, state.g_ema):
         np.testing.assert_allclose(np.asarray(params["genre_ltas"].value), expected, atol=1e-5)

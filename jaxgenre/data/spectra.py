@@ -6,6 +6,10 @@ import numpy as np
 from jaxgenre.audio import frontend, ltas
 from jaxgenre.data import input_pipeline
 
+# Training clips per genre behind the eq baseline's curves (`evaluate_transfer
+# --eq_clips_per_genre`'s default) and the StarGAN's eq prior's, so the two start alike.
+CLIPS_PER_GENRE = 32
+
 
 def genre_ltas(builder, split: str, mel: frontend.MelConfig, per_genre: int) -> np.ndarray:
     """Each genre's mean LTAS over up to `per_genre` whole clips of `split` (the first ones, the

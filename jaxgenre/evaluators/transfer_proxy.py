@@ -76,8 +76,9 @@ class ProxyEvaluator:
 
         def to_genre(offset):
             y = task.convert(state, x, (label + offset) % num_classes)
-            chroma = gan_losses.chroma_kept(power, task.to_db(y) - task.to_db(x), task.mel)
-            return task.to_db(y), _mean_abs_db(task, y, x), chroma
+            y_db = task.to_db(y)
+            chroma = gan_losses.chroma_kept(power, y_db - task.to_db(x), task.mel)
+            return y_db, _mean_abs_db(task, y, x), chroma
 
         y_db, change, chroma = jax.lax.map(to_genre, offsets)  # [C-1, B, ...]
         # The classifier hears all C-1 conversions as one batch, outside the map: a recurrent

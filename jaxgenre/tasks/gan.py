@@ -50,9 +50,6 @@ MAX_BOOST_DB = 40.0
 # first or last 100 ms (identity codec: 3.8), 4.2 dB with 16 frames of context (64: 4.3), on
 # the first 16 demo test clips to every other genre (112 outputs).
 CONTEXT_FRAMES = 16
-# Training clips per genre whose mean spectrum sets the eq prior's curves (`model.eq_prior`), as
-# many as `evaluate_transfer --eq_clips_per_genre` gives the eq baseline by default.
-EQ_PRIOR_CLIPS = 32
 
 
 class GanState(struct.PyTreeNode):
@@ -216,7 +213,8 @@ class _StyleTransferTask:
             return state
         data = self.config.data
         builder = input_pipeline.load_builder(data.name, data.data_dir, data.manual_dir)
-        means = spectra.genre_ltas(builder, data.train_split, self.mel, EQ_PRIOR_CLIPS)
+        means = spectra.genre_ltas(builder, data.train_split, self.mel,
+                                   spectra.CLIPS_PER_GENRE)
         units = (means - self.gan.db_offset) / self.gan.db_scale
 
         def with_spectra(params):

@@ -66,8 +66,8 @@ _NNLS_STEPS = cli.integer_flag("nnls_steps", vocoder.VocoderConfig.nnls_steps,
 _POOL = cli.integer_flag("pool_per_genre", 16, "Real clips per genre of the split for "
                          "random_target to draw from, and as many others (disjoint) that "
                          "FD-judge compares with.", minimum=1)
-_EQ_CLIPS = cli.integer_flag("eq_clips_per_genre", 32, "Training clips per genre for the eq "
-                             "baseline's mean spectra.", minimum=1)
+_EQ_CLIPS = cli.integer_flag("eq_clips_per_genre", spectra.CLIPS_PER_GENRE, "Training clips "
+                             "per genre for the eq baseline's mean spectra.", minimum=1)
 _EXAMPLES = cli.integer_flag("examples", 3, "Clips kept as WAV + PNG per method.", minimum=0)
 _SEED = cli.integer_flag("seed", 0, "Random draws (random_target, random phase).", minimum=0)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Override the judge run's data.data_dir.")
