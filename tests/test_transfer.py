@@ -73,6 +73,7 @@ def test_baselines_rank_as_they_must_and_bad_input_is_refused(tiny_fma, tmp_path
     for result in r.values():  # the artefact figures: the codec and EQ add no bursts
         assert result["clipped_sample_rate"] < 1e-4 and result["edge_burst_db"] < 6.0
         assert 0 < result["target_accuracy_se"] < 0.5
+        assert 0 < result["edge_burst_db_se"] < 3.0
     page = open(os.path.join(out, "transfer_test.html")).read()
     assert page.count("<audio") == 2 * (1 + 3)  # two clips: the input and three methods each
 

@@ -253,6 +253,7 @@ class TransferEvaluator:
             "logmel_distance": float(content["logmel"].mean()),
             "clipped_sample_rate": float(content["clipped"].mean()),
             "edge_burst_db": float(content["edge_burst"].mean()),
+            "edge_burst_db_se": metrics.clip_standard_error(content["edge_burst"], track_id),
             "edge_burst_db_max": float(content["edge_burst"].max()),
             "steady_tone_db": float(content["steady_tone"].mean()),
             "fd_judge": fd,
