@@ -251,6 +251,23 @@ def test_an_unknown_diff_augment_op_is_refused_with_the_valid_ones():
         gan.StarGanTask.check_config(config)
 
 
+def test_the_realmusic_preset_is_the_recipe_the_dev_set_results_were_measured_with():
+    from jaxgenre.configs import stargan as stargan_config
+    # docs/results_style_transfer.md's command for the chosen run, flag by flag
+    measured = stargan_config.get_config("demo")
+    measured.data.name, measured.total_steps = "fma/small", 2000
+    measured.eval_every_steps = measured.checkpoint_every_steps = 500
+    measured.gan.diff_augment, measured.gan.onset_weight = "roll,cutout,gain", 4.0
+    measured.model.eq_prior = 0.65
+    preset = stargan_config.get_config("realmusic")
+    assert preset.to_dict() == measured.to_dict()
+    tasks.check_config(preset)
+    with pytest.raises(ValueError, match="not both"):
+        stargan_config.get_config("demo,realmusic")
+    with pytest.raises(ValueError, match="valid: demo, realmusic, hinge"):
+        stargan_config.get_config("real")
+
+
 def test_conversion_gives_the_generator_the_clips_own_content_beyond_its_time_edges():
     """The generator's convolutions zero-pad the log-mel's time edges, where the demo GAN
     learned bursts (+28.7 dB); `convert` mirrors CONTEXT_FRAMES of the input beyond each edge.
