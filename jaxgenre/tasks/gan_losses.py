@@ -84,9 +84,16 @@ def chroma_kept(power: jax.Array, gain_db: jax.Array, cfg: frontend.MelConfig) -
       gain_db: the edit, output minus input log-mel in dB [B, T, n_mels].
     """
     bins_db = jnp.matmul(gain_db, band_to_bin(cfg), precision=cfg.precision)
+    # The cosine is blind to each frame's scale, so a frame's boosts are measured from its
+    # largest: 10 ** (gain / 10) never exceeds 1 and cannot overflow. Unscaled, a frame boosted
+    # by 160 dB or more (a diverging generator's edge frames) squares past float32 into a
+    # cosine of 0 with no gradient, and past 350 dB into NaN: the dev-set run stopped at step
+    # 1,231 with only `chroma_kept` and what it feeds NaN.
+    top_db = jax.lax.stop_gradient(jnp.maximum(bins_db.max(axis=-1, keepdims=True), 0.0))
     chroma_fb = frontend.chroma_filterbank(cfg)
     before = jnp.matmul(power, chroma_fb, precision=cfg.precision)
-    after = jnp.matmul(power * 10.0 ** (bins_db / 10.0), chroma_fb, precision=cfg.precision)
+    after = jnp.matmul(power * 10.0 ** ((bins_db - top_db) / 10.0), chroma_fb,
+                       precision=cfg.precision)
     return chroma.chroma_similarity(before, after)
 
 
