@@ -133,6 +133,12 @@ def test_a_recurrent_classifier_scores_the_proxy_and_the_identity_generator_meet
     assert scores["num_clips"] == 8 and scores["num_pairs"] == 8 * 7
     assert scores["target_accuracy"] == pytest.approx((1 - scores["source_accuracy"]) / 7,
                                                       abs=1e-6)
+    # By clip, target accuracy is (1 - source correct) / 7: its standard error is that of a
+    # Bernoulli sample of 8 with mean p (ddof 1) over 7 * sqrt(8); harmony is kept by every clip.
+    p = scores["source_accuracy"]
+    assert scores["target_accuracy_se"] == pytest.approx(
+        np.sqrt(8 / 7 * p * (1 - p)) / 7 / np.sqrt(8), abs=1e-6)
+    assert 0.0 <= scores["chroma_kept_se"] < 1e-4
     assert 0.9999 < scores["chroma_kept"] <= 1.0 + 1e-6 and scores["change_db"] == 0.0
 
 

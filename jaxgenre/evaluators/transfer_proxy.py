@@ -9,7 +9,10 @@ genre by the averaged generator, scored in the log-mel domain (no vocoder, so it
   change_db: mean |converted - input| in dB; identity_db: the same for conversion to the
     clip's own genre (0 for a generator that leaves its own genre alone);
   chroma_kept: the chroma similarity the vocoded conversions would keep, estimated from the
-    input's spectrum and the edit (`gan_losses.chroma_kept`; the evaluator measures it).
+    input's spectrum and the edit (`gan_losses.chroma_kept`; the evaluator measures it);
+  target_accuracy_se / chroma_kept_se: their standard errors by clip (a clip's conversions
+    to the other genres are not independent), so two checkpoints or runs are compared against
+    the proxy's own noise (NaN for fewer than two clips).
 The honest, judged and vocoded figures come from `jaxgenre.evaluate_transfer`; these pick the
 best checkpoint (config.best_metric, e.g. 'val_target_accuracy') and feed TensorBoard, with
 spectrogram images and audio of `num_samples` clips converted to every genre.
@@ -30,11 +33,11 @@ from jaxgenre.data import input_pipeline
 from jaxgenre.inference import judge
 from jaxgenre.run import rundir
 from jaxgenre.tasks import gan_losses
-from jaxgenre.transfer import methods
+from jaxgenre.transfer import methods, metrics
 
 # The headline numbers, logged as `<evals name>_<scalar>` (e.g. val_target_accuracy).
 SCALARS = ("target_accuracy", "target_probability", "source_accuracy", "change_db",
-           "identity_db", "chroma_kept")
+           "identity_db", "chroma_kept", "target_accuracy_se", "chroma_kept_se")
 
 
 class ProxyEvaluator:
@@ -112,7 +115,14 @@ class ProxyEvaluator:
             rows.append({k: v[keep] for k, v in host.items() if k not in ("audio", "label")})
         r = {k: np.concatenate([row[k] for row in rows]) for k in rows[0]}
         self._samples = self._sample(state, first) if self.num_samples else None
+        clip_ids = np.repeat(np.arange(len(r["identity"])), r["correct"].shape[1])
+
+        def by_clip_se(values):  # values [clips, C - 1]
+            se = metrics.clip_standard_error(values.ravel(), clip_ids)
+            return float("nan") if se is None else se
         return {"target_accuracy": float(r["correct"].mean()),
+                "target_accuracy_se": by_clip_se(r["correct"]),
+                "chroma_kept_se": by_clip_se(r["chroma"]),
                 "target_probability": float(r["prob"].mean()),
                 "source_accuracy": float(r["source_correct"].mean()),
                 "change_db": float(r["change"].mean()), "identity_db": float(r["identity"].mean()),
