@@ -261,7 +261,7 @@ def test_the_realmusic_preset_is_the_recipe_the_dev_set_results_were_measured_wi
     from jaxgenre.configs import stargan as stargan_config
     # docs/results_style_transfer.md's command for the chosen run, flag by flag
     measured = stargan_config.get_config("demo")
-    measured.data.name, measured.total_steps = "fma/small", 2000
+    measured.data.name, measured.total_steps = "fma/small", 4000
     measured.eval_every_steps = measured.checkpoint_every_steps = 500
     measured.gan.diff_augment, measured.gan.onset_weight = "roll,cutout,gain", 4.0
     measured.model.eq_prior, measured.gan.chroma_weight = 0.65, 4.0
