@@ -45,7 +45,8 @@ def test_gan_run_saves_named_items_and_the_proxy_scores(gan8):
                                                                      * pairs), abs=1e-6)
     assert val["val_change_db"] > 0.0  # 4 steps moved the averaged generator off the identity
     assert 0.0 < val["val_chroma_kept"] <= 1.0
-    assert 0.0 <= val["val_chroma_kept_se"] and 0.0 <= val["val_target_accuracy_se"] <= 0.5
+    # by-clip standard errors of 8 clips: per-clip accuracies lie in [0, 1], so at most 0.5 / sqrt(7)
+    assert 0.0 <= val["val_chroma_kept_se"] and 0.0 <= val["val_target_accuracy_se"] <= 0.5 / 7 ** 0.5
     d_rest = th.params(workdir, 4, "d_rest", gan.GanState)
     assert d_rest and all(k.endswith("/u/value") for k in d_rest)  # spectral-norm vectors
 

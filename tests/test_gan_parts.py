@@ -133,8 +133,9 @@ def test_a_recurrent_classifier_scores_the_proxy_and_the_identity_generator_meet
     assert scores["num_clips"] == 8 and scores["num_pairs"] == 8 * 7
     assert scores["target_accuracy"] == pytest.approx((1 - scores["source_accuracy"]) / 7,
                                                       abs=1e-6)
-    # By clip, target accuracy is (1 - source correct) / 7: its standard error is that of a
-    # Bernoulli sample of 8 with mean p (ddof 1) over 7 * sqrt(8); harmony is kept by every clip.
+    # By clip, target accuracy is (1 - source correct) / 7: its standard error is the standard
+    # deviation (ddof 1) of a 0/1 sample of 8 with mean p, divided by 7 * sqrt(8); every clip
+    # keeps its harmony.
     p = scores["source_accuracy"]
     assert scores["target_accuracy_se"] == pytest.approx(
         np.sqrt(8 / 7 * p * (1 - p)) / 7 / np.sqrt(8), abs=1e-6)
@@ -259,7 +260,7 @@ def test_an_unknown_diff_augment_op_is_refused_with_the_valid_ones():
 
 def test_the_realmusic_preset_is_the_recipe_the_dev_set_results_were_measured_with():
     from jaxgenre.configs import stargan as stargan_config
-    # docs/results_style_transfer.md's command for the chosen run, flag by flag
+    # docs/benchmarks.md's command for the chosen runs ("Fifteenth session"), flag by flag
     measured = stargan_config.get_config("demo")
     measured.data.name, measured.total_steps = "fma/small", 4000
     measured.eval_every_steps = measured.checkpoint_every_steps = 500
